@@ -1,0 +1,77 @@
+"""Image conversions shared by the data loaders and the generation API.
+
+Every model input goes through `load_rgb` then `image_transform`, and every generated image
+comes back through `to_pil`, so training and inference see pixels the same way.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision import transforms
+
+
+def image_transform(image_size: int) -> transforms.Compose:
+    """Resize the shorter side, centre-crop a square, scale to [-1, 1].
+
+    No flips: captions say "on the left", and a flipped image would contradict them.
+    """
+    return transforms.Compose(
+        [
+            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+        ]
+    )
+
+
+def _over_black(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    out = Image.new("RGB", rgba.size, (0, 0, 0))
+    out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    return out
+
+
+def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
+    # PIL's own I;16 -> L conversion clips at 255 instead of rescaling the 0..65535 range.
+    values = np.asarray(image, dtype=np.float64).clip(0, 65535)
+    gray = np.round(values / 257.0).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def load_rgb(path_or_image: str | os.PathLike | Image.Image) -> Image.Image:
+    """Open a file (or take an image) and return it as 8-bit RGB, whatever its mode.
+
+    Transparent pixels become black (the shapes background); 16-bit images are rescaled,
+    not clipped; EXIF rotation is applied so photos come out the way a viewer shows them.
+    """
+    if isinstance(path_or_image, Image.Image):
+        image = path_or_image
+    else:
+        with Image.open(path_or_image) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened) if opened.getexif() else opened.copy()
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        return _over_black(image)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return _sixteen_bit_to_rgb(image)
+    return image.convert("RGB")
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """Turn a [3, H, W] (or [1, 3, H, W]) tensor in [-1, 1] into an RGB image."""
+    if tensor.dim() == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected a [3, H, W] image tensor, got shape {tuple(tensor.shape)}")
+    pixels = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())

@@ -1,0 +1,80 @@
+"""Caption decoder: a small GPT-2 that cross-attends to the image latent.
+
+It is a transformers causal LM on purpose: `generate()` then gives greedy, beam search,
+sampling, repetition penalty and the key/value cache without a hand-written loop. It
+speaks the BERT tokenizer's ids: [CLS] starts a caption and [SEP] ends it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
+
+from multimodal.config import ModelConfig
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+        super().__init__()
+        width = config.caption_width
+        # The 7×7 latent becomes 49 memory tokens, each with a learned position.
+        self.memory_projection = nn.Linear(config.latent_channels, width)
+        self.memory_position = nn.Parameter(torch.zeros(1, config.latent_size**2, width))
+        nn.init.normal_(self.memory_position, std=0.02)
+        self.lm = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_positions=config.max_caption_length,
+                n_embd=width,
+                n_layer=config.caption_layers,
+                n_head=config.caption_heads,
+                resid_pdrop=config.caption_dropout,
+                embd_pdrop=config.caption_dropout,
+                attn_pdrop=config.caption_dropout,
+                add_cross_attention=True,
+                bos_token_id=bos_id,
+                eos_token_id=eos_id,
+                pad_token_id=pad_id,
+            )
+        )
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.max_length = config.max_caption_length
+
+    def memory(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, 7, 7) → (B, 49, width) tokens for cross-attention."""
+        return self.memory_projection(z.flatten(2).transpose(1, 2)) + self.memory_position
+
+    def forward(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced cross-entropy of the caption ([CLS] … [SEP]) given the image latent."""
+        input_ids = input_ids[:, : self.max_length]
+        attention_mask = attention_mask[:, : self.max_length]
+        logits = self.lm(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=self.memory(z)
+        ).logits
+        # Position i predicts token i+1; padding is not a target.
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:
+        """Token ids (B · num_return_sequences, T) after [CLS]; any `GenerationConfig` option
+        (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty, …) passes through."""
+        batch = z.shape[0]
+        start = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
+        generation_config = GenerationConfig(
+            max_new_tokens=min(max_new_tokens, self.max_length - 1),
+            bos_token_id=self.bos_id,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            use_cache=True,
+            **decoding,
+        )
+        ids = self.lm.generate(
+            input_ids=start,
+            attention_mask=torch.ones_like(start),
+            encoder_hidden_states=self.memory(z),
+            generation_config=generation_config,
+        )
+        return ids[:, 1:]

@@ -1,0 +1,54 @@
+"""Image decoder: the latent z (256×7×7) back to pixels, and the fast path from an embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from multimodal.config import ModelConfig, num_stride2_stages
+from multimodal.models.image_encoder import ResidualBlock, group_norm, stage_widths
+
+
+class ImageDecoder(nn.Module):
+    """A transposed CNN mirroring the encoder: k stages that each double the resolution."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        k = num_stride2_stages(config.image_size, config.latent_size)
+        widths = stage_widths(config.decoder_width, k, config.latent_channels)[::-1]
+        layers: list[nn.Module] = []
+        in_channels = config.latent_channels
+        for width in widths:
+            layers += [
+                nn.ConvTranspose2d(in_channels, width, 4, stride=2, padding=1),
+                group_norm(width),
+                nn.SiLU(),
+                ResidualBlock(width),
+            ]
+            in_channels = width
+        layers += [nn.Conv2d(in_channels, 3, 3, padding=1), nn.Tanh()]
+        self.layers = nn.Sequential(*layers)
+
+        # The fast path: embedding → a small spatial map → the full latent.
+        hidden = config.pool_channels
+        self.latent_shape = (hidden, config.latent_size, config.latent_size)
+        self.embedding_to_latent = nn.Sequential(
+            nn.Linear(config.embed_dim, config.proj_hidden_dim),
+            nn.GELU(),
+            nn.Linear(config.proj_hidden_dim, hidden * config.latent_size**2),
+            nn.Unflatten(1, self.latent_shape),
+            nn.Conv2d(hidden, config.latent_channels, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(config.latent_channels, config.latent_channels, 1),
+        )
+
+    def decode_from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, 256, 7, 7) → images (B, 3, H, W) in [-1, 1]."""
+        return self.layers(z)
+
+    def get_latent_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """A unit embedding (B, embed_dim) → a latent the decoder can draw, without diffusion."""
+        return self.embedding_to_latent(embedding)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decode_from_latent(z)

@@ -1,0 +1,125 @@
+"""Image encoder: pixels → spatial latent z (256×7×7) → unit-norm embedding e_img.
+
+z keeps every pixel's detail for the decoder and the diffusion model; the embedding head
+keeps what a caption can say. Each has its own head so the two goals do not fight.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimodal.config import ModelConfig, num_stride2_stages
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups: independent of the batch, so DDP and tiny batches agree."""
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 convolutions with a skip: depth without losing the gradient."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x + self.body(x))
+
+
+def stage_widths(base: int, num_stages: int, max_width: int) -> list[int]:
+    """Channel widths that double per stage, capped at `max_width`."""
+    return [min(base * 2**i, max_width) for i in range(num_stages)]
+
+
+class SimpleCNN(nn.Module):
+    """k stride-2 stages (k = log2(image_size / 7)), each a strided conv and a residual block."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        k = num_stride2_stages(config.image_size, config.latent_size)
+        widths = stage_widths(config.encoder_width, k, config.latent_channels)
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for width in widths:
+            layers += [
+                nn.Conv2d(in_channels, width, 3, stride=2, padding=1),
+                group_norm(width),
+                nn.SiLU(),
+                ResidualBlock(width),
+            ]
+            in_channels = width
+        layers.append(nn.Conv2d(in_channels, config.latent_channels, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet-50 without its classifier, then a 1×1 conv to the latent channels."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        resnet = resnet50(weights=None)
+        if config.resnet_weights:
+            from safetensors.torch import load_file
+
+            resnet.load_state_dict(load_file(config.resnet_weights), strict=False)
+        self.trunk = nn.Sequential(*list(resnet.children())[:-2])
+        self.pool = nn.AdaptiveAvgPool2d(config.latent_size)
+        self.to_latent = nn.Conv2d(2048, config.latent_channels, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.pool(self.trunk(images)))
+
+
+class EmbeddingHead(nn.Module):
+    """z → unit vector. A 1×1 conv and a flatten instead of average pooling: where an object
+    lies ("on the left") must survive into the embedding."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(config.latent_channels, config.pool_channels, 1)
+        flat = config.pool_channels * config.latent_size**2
+        self.project = nn.Sequential(
+            nn.LayerNorm(flat),
+            nn.Linear(flat, config.proj_hidden_dim),
+            nn.GELU(),
+            nn.Linear(config.proj_hidden_dim, config.embed_dim),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(self.reduce(z).flatten(1)), dim=-1)
+
+
+class ImageEncoder(nn.Module):
+    """images in [-1, 1] → (z, e_img)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = SimpleCNN(config) if config.use_simple_cnn else ResNetTrunk(config)
+        self.head = EmbeddingHead(config)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
+        return self.backbone(images)
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """The unit-norm image embedding from a latent."""
+        return self.head(z)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(images)
+        return z, self.embed(z)

@@ -1,0 +1,140 @@
+"""The denoiser: a UNet that stays at the latent's 7×7 resolution.
+
+7×7 is too small to halve, so the "U" is made of skip connections between the two halves
+rather than of resampling. Each residual block is told the time step and the pooled text
+embedding through FiLM; attention blocks let positions talk to each other and to the BERT
+token states. A 1×1 convolution carries the input straight to the output, so 256 latent
+channels never have to squeeze through a narrower trunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimodal.models.image_encoder import group_norm
+
+
+class SinusoidalPositionEmbedding(nn.Module):
+    """Diffusion time step t → the transformer's sinusoidal features (dim values)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=timesteps.device) / half)
+        angles = timesteps.float()[:, None] * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class ResBlockWithCondition(nn.Module):
+    """Two 3×3 convs; between them the condition scales and shifts the features (FiLM)."""
+
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * out_channels)
+        self.norm2 = group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(F.silu(cond))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the 49 positions, then cross-attention to the text tokens."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.self_out = nn.Linear(channels, channels)
+        self.cross_norm = nn.LayerNorm(channels)
+        self.cross_q = nn.Linear(channels, channels)
+        self.cross_kv = nn.Linear(context_dim, 2 * channels)
+        self.cross_out = nn.Linear(channels, channels)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = x.shape
+        return x.transpose(1, 2).reshape(b, n, h * d)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+        attended = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
+        tokens = x.flatten(2).transpose(1, 2) + self.self_out(self._merge(attended))
+
+        q = self._split(self.cross_q(self.cross_norm(tokens)))
+        k, v = self.cross_kv(context).chunk(2, dim=-1)
+        mask = context_mask[:, None, None, :].bool()  # (B, 1, 1, L): True where a token is real
+        attended = F.scaled_dot_product_attention(q, self._split(k), self._split(v), attn_mask=mask)
+        tokens = tokens + self.cross_out(self._merge(attended))
+        return tokens.transpose(1, 2).reshape(b, c, height, width)
+
+
+class ConditionalUNet2D(nn.Module):
+    """(noisy latent, t, pooled text, text tokens) → the prediction, same shape as the latent."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        width: int,
+        num_blocks: int,
+        heads: int,
+        text_embed_dim: int,
+        context_dim: int,
+    ) -> None:
+        super().__init__()
+        cond_dim = 4 * width
+        self.time_embedding = nn.Sequential(
+            SinusoidalPositionEmbedding(width), nn.Linear(width, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+        )
+        self.text_embedding = nn.Linear(text_embed_dim, cond_dim)
+        self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
+        self.down = nn.ModuleList(ResBlockWithCondition(width, width, cond_dim) for _ in range(num_blocks))
+        self.down_attention = nn.ModuleList(AttentionBlock(width, context_dim, heads) for _ in range(num_blocks))
+        self.mid = ResBlockWithCondition(width, width, cond_dim)
+        self.mid_attention = AttentionBlock(width, context_dim, heads)
+        self.up = nn.ModuleList(ResBlockWithCondition(2 * width, width, cond_dim) for _ in range(num_blocks))
+        self.up_attention = nn.ModuleList(AttentionBlock(width, context_dim, heads) for _ in range(num_blocks))
+        self.norm_out = group_norm(width)
+        self.conv_out = nn.Conv2d(width, latent_channels, 3, padding=1)
+        self.input_to_output = nn.Conv2d(latent_channels, latent_channels, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        text_embedding: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        cond = self.time_embedding(timesteps) + self.text_embedding(text_embedding)
+        h = self.conv_in(x)
+        skips = []
+        for block, attention in zip(self.down, self.down_attention):
+            h = attention(block(h, cond), context, context_mask)
+            skips.append(h)
+        h = self.mid_attention(self.mid(h, cond), context, context_mask)
+        for block, attention in zip(self.up, self.up_attention):
+            h = attention(block(torch.cat([h, skips.pop()], dim=1), cond), context, context_mask)
+        return self.conv_out(F.silu(self.norm_out(h))) + self.input_to_output(x)

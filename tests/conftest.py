@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configurations that build in a fraction of a second."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from multimodal import GenerativeMultimodalModel, ModelConfig  # noqa: E402
+
+# A random-initialised BERT that uses the bundled vocabulary: real tokenizer, tiny network.
+TINY_BERT = dict(
+    vocab_size=30522,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    values = dict(
+        image_size=28,
+        latent_channels=32,
+        encoder_width=8,
+        decoder_width=8,
+        embed_dim=32,
+        proj_hidden_dim=64,
+        pool_channels=4,
+        bert_config=TINY_BERT,
+        max_text_length=16,
+        caption_width=32,
+        caption_layers=1,
+        caption_heads=2,
+        caption_dropout=0.0,
+        max_caption_length=20,
+        unet_width=32,
+        unet_blocks=1,
+        unet_heads=2,
+        num_timesteps=100,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+@pytest.fixture
+def tiny_model() -> GenerativeMultimodalModel:
+    torch.manual_seed(0)
+    return GenerativeMultimodalModel(tiny_config())
+
+
+def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
