@@ -128,3 +128,48 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
     return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
+
+
+@dataclass
+class TrainConfig:
+    """How a run trains: data, optimisation, checkpoints. `train.py` exposes every field."""
+
+    preset: str = "coco"
+    data_dir: str | None = None  # None: data/coco/coco2017, or data/shapes for the shapes preset
+    output_dir: str = "checkpoints"
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many optimiser steps, whatever the epochs
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_epochs: float = 2.0
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    all_pairs: bool = False  # every (image, caption) pair per epoch instead of one caption per image
+    num_workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 500  # steps between saves of latest/ (and at every epoch end)
+    sample_every_epoch: bool = True  # write samples/epoch_NNN.png
+    max_nonfinite_steps: int = 20  # this many non-finite losses in a row stop the run
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "coco": {},
+    "shapes": dict(preset="shapes", epochs=12, batch_size=64, learning_rate=1e-3, warmup_epochs=0.5, ema_decay=0.995),
+}
+
+
+def train_preset(name: str, **overrides: Any) -> TrainConfig:
+    """The `TrainConfig` of a named preset, with field overrides."""
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    return TrainConfig(**{**TRAIN_PRESETS[name], **overrides})

@@ -45,9 +45,8 @@ def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | N
     background is the median colour (the object covers at most ~30% of the image), the
     object is the largest blob brighter than half its own typical brightness (the
     half-maximum of a blurred edge sits on the true edge), and its colour is compared by
-    direction only, so a dim red is still red. Size and position
-    are the nearest of the data set's values to the blob's bounding box. Returns None when
-    no object stands out.
+    direction only, so a dim red is still red. Size and position are the data set's values
+    nearest to the blob's bounding box. Returns None when no object stands out.
     """
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     # Float arrays hold [0, 1] (torchvision's convention), integer arrays [0, 255].
@@ -75,7 +74,7 @@ def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | N
 
     # Shape from the blob's intensity cumulants, which a blur leaves unchanged (a Gaussian's
     # third and fourth cumulants are zero, and cumulants add under convolution): an apex-up
-    # triangle is skewed upwards; a square's fourth cumulant is twice as large along its
+    # triangle's mass trails off upwards; a square's fourth cumulant is twice as large along its
     # axes as along its diagonals, a circle's is the same in every direction.
     weight = strength * ndimage.binary_dilation(blob, iterations=3)
     skew, axis_over_diagonal = _shape_cumulants(weight)
@@ -97,8 +96,8 @@ def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | N
 
 
 def _shape_cumulants(weight: np.ndarray) -> tuple[float, float]:
-    """Vertical skewness, and the 4th cumulant summed over the x and y axes over the same sum
-    along the two diagonals, of an intensity distribution over the image plane."""
+    """Vertical skewness of an intensity distribution, and the ratio of its fourth cumulants
+    (summed over the x and y axes) to the same along the two diagonals."""
     ys, xs = np.indices(weight.shape, dtype=np.float64)
     p = weight / weight.sum()
     x = xs - (p * xs).sum()
@@ -117,12 +116,12 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+# Every position phrase ("on the left", "in the center") ends in the position's name.
 _VOCABULARY = {
-    "shape": {name: name for name in SHAPES},
-    "color": {name: name for name in COLORS},
-    "size": {name: name for name in SIZES},
-    # Every position phrase ("on the left", "in the center") ends in the position's name.
-    "position": {name: name for name in POSITIONS},
+    "shape": set(SHAPES),
+    "color": set(COLORS),
+    "size": set(SIZES),
+    "position": set(POSITIONS),
 }
 
 
@@ -135,7 +134,7 @@ def parse_caption_attributes(caption: str) -> dict[str, str | None]:
     words = _words(caption)
     found: dict[str, str | None] = {}
     for attribute, vocabulary in _VOCABULARY.items():
-        values = {vocabulary[word] for word in words if word in vocabulary}
+        values = vocabulary.intersection(words)
         found[attribute] = values.pop() if len(values) == 1 else None
     return found
 

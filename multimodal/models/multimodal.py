@@ -64,7 +64,8 @@ class GenerativeMultimodalModel(nn.Module):
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """All losses and metrics for a batch of matching (image, caption) pairs.
+        """All losses and metrics for a batch of matching (image, caption) pairs, and the
+        (detached) embeddings for retrieval.
 
         `text_states` are BERT's token states when the caller has them cached (frozen BERT);
         otherwise BERT runs on `input_ids`.
@@ -95,6 +96,8 @@ class GenerativeMultimodalModel(nn.Module):
             "diffusion": diffusion,
             "i2t_accuracy": contrastive["i2t_accuracy"],
             "t2i_accuracy": contrastive["t2i_accuracy"],
+            "image_embedding": image_embedding.detach(),
+            "text_embedding": text_embedding.detach(),
         }
 
     def reconstruction_loss(self, images: torch.Tensor, z: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:

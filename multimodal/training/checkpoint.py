@@ -1,0 +1,129 @@
+"""Training checkpoints: a `from_pretrained` folder plus what resuming needs, written atomically.
+
+    <dir>/config.json, model.safetensors, tokenizer files   the EMA weights: what generation loads
+    <dir>/training_weights.safetensors                        the raw (non-averaged) weights
+    <dir>/training_state.safetensors                          optimiser moments and RNG states
+    <dir>/trainer_state.json                                  step, epoch, optimiser settings, configs
+
+Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
+target and then renamed into place, so a crash mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from multimodal.models import GenerativeMultimodalModel
+
+TRAINING_WEIGHTS = "training_weights.safetensors"
+TRAINING_STATE = "training_state.safetensors"
+TRAINER_STATE = "trainer_state.json"
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    return tensors
+
+
+def _python_rng_state() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    numpy_state = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+    }
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors (safetensors) and plain values (JSON)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in plain["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_checkpoint(
+    directory: Path,
+    model: GenerativeMultimodalModel,
+    ema_model: GenerativeMultimodalModel,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+) -> None:
+    """Write a resumable checkpoint folder atomically (temporary folder, then rename)."""
+    directory = Path(directory)
+    temporary = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    ema_model.save_pretrained(temporary)
+    save_model(model, str(temporary / TRAINING_WEIGHTS))
+    optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
+    save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
+    state = {**trainer_state, "optimizer": optimizer_plain, "rng": _python_rng_state()}
+    (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
+
+    previous = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if directory.exists():
+        directory.rename(previous)
+    temporary.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def is_resumable(directory: Path) -> bool:
+    return all((Path(directory) / name).is_file() for name in (TRAINING_WEIGHTS, TRAINING_STATE, TRAINER_STATE))
+
+
+def load_checkpoint(
+    directory: Path,
+    model: GenerativeMultimodalModel,
+    ema_model: GenerativeMultimodalModel,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, Any]:
+    """Restore raw and EMA weights, optimiser and RNG states; returns the trainer state."""
+    directory = Path(directory)
+    device = str(model.device)
+    load_model(model, str(directory / TRAINING_WEIGHTS), strict=True, device=device)
+    load_model(ema_model, str(directory / "model.safetensors"), strict=True, device=device)
+    tensors = load_file(str(directory / TRAINING_STATE))
+    state = json.loads((directory / TRAINER_STATE).read_text())
+    optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+    _restore_rng(tensors, state["rng"])
+    return state

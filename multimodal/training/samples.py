@@ -1,0 +1,67 @@
+"""Pictures of a run: the loss curves and a sheet of samples in both directions."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from multimodal.data.transforms import to_pil  # noqa: E402
+from multimodal.models import GenerativeMultimodalModel  # noqa: E402
+
+
+def write_curves(history: pd.DataFrame, path: Path) -> None:
+    """Loss (train and validation) and retrieval accuracy per epoch."""
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    for column, label in [("train_loss", "train"), ("val_loss", "validation")]:
+        if column in history:
+            losses.plot(history["epoch"], history[column], marker="o", label=label)
+    losses.set(xlabel="epoch", ylabel="total loss", title="loss")
+    losses.legend()
+    for column in ["train_i2t", "train_t2i", "val_i2t_R@1", "val_t2i_R@1"]:
+        if column in history:
+            accuracy.plot(history["epoch"], history[column], marker="o", label=column)
+    accuracy.set(xlabel="epoch", ylabel="accuracy / recall", title="contrastive", ylim=(0, 1.02))
+    accuracy.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+@torch.no_grad()
+def write_sample_sheet(
+    model: GenerativeMultimodalModel,
+    prompts: list[str],
+    images: torch.Tensor,
+    path: Path,
+    num_inference_steps: int = 20,
+    seed: int = 0,
+) -> list[str]:
+    """Top row: images generated for `prompts`. Bottom row: `images` with their generated
+    captions. Returns those captions."""
+    model.eval()
+    generated = model.generate_image_from_text(prompts, num_inference_steps=num_inference_steps, seed=seed)
+    captions = model.generate_text_from_image(images)
+    columns = max(len(prompts), len(images))
+    figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.2), squeeze=False)
+    rows = [(generated, prompts), (images, captions)]
+    for row, (pictures, texts) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row][column]
+            axis.axis("off")
+            if column < len(pictures):
+                axis.imshow(to_pil(pictures[column].cpu()))
+                axis.set_title("\n".join(textwrap.wrap(texts[column], 22)), fontsize=8)
+    axes[0][0].text(-0.1, 0.5, "text → image", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
+    axes[1][0].text(-0.1, 0.5, "image → text", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return captions

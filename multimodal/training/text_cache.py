@@ -1,0 +1,57 @@
+"""Batching captions, and caching a frozen BERT's features so later epochs never run it."""
+
+from __future__ import annotations
+
+import torch
+
+from multimodal.models import TextEncoder
+
+
+class CaptionCollator:
+    """Stacks images and tokenises captions inside the DataLoader workers."""
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        captions = [item["caption"] for item in items]
+        tokens = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {
+            "images": torch.stack([item["image"] for item in items]),
+            "captions": captions,
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
+
+
+class TextFeatureCache:
+    """BERT token states per distinct caption, computed once (frozen BERT only).
+
+    States are kept unpadded, in float16 on the CPU, and always served from the cache (also
+    the first time), so a run resumed with an empty cache sees exactly the same numbers.
+    """
+
+    def __init__(self, text_encoder: TextEncoder) -> None:
+        self.text_encoder = text_encoder
+        self.store: dict[str, torch.Tensor] = {}
+        self.bert_calls = 0
+
+    @torch.no_grad()
+    def states(self, captions: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, hidden) token states for a tokenised batch, on the ids' device."""
+        missing = [i for i, caption in enumerate(captions) if caption not in self.store]
+        if missing:
+            self.bert_calls += 1
+            computed = self.text_encoder.token_states(input_ids[missing], attention_mask[missing])
+            for row, i in enumerate(missing):
+                length = int(attention_mask[i].sum())
+                self.store[captions[i]] = computed[row, :length].to("cpu", torch.float16)
+        batch, length = input_ids.shape
+        out = torch.zeros(batch, length, self.text_encoder.hidden_size)
+        for i, caption in enumerate(captions):
+            cached = self.store[caption]
+            out[i, : len(cached)] = cached.float()
+        return out.to(input_ids.device)

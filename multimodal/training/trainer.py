@@ -1,0 +1,309 @@
+"""The training loop. One class whose `run()` reads top to bottom: set up, then for each
+epoch train, validate, write the pictures and checkpoints.
+
+Exact resumption is a design goal: the data order and each image's caption derive from
+(seed, epoch, index), the checkpoint holds the RNG states, and validation and sampling run
+on a forked RNG, so a run stopped at step N and resumed computes what it would have.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from multimodal.config import ModelConfig, TrainConfig
+from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
+from multimodal.evaluation import retrieval_recall
+from multimodal.models import GenerativeMultimodalModel
+from multimodal.training.checkpoint import is_resumable, load_checkpoint, save_checkpoint
+from multimodal.training.samples import write_curves, write_sample_sheet
+from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
+
+# Short names for the progress bar and metrics.csv.
+SHORT_NAMES = {
+    "loss": "loss",
+    "contrastive": "cont",
+    "reconstruction": "rec",
+    "caption": "cap",
+    "diffusion": "diff",
+    "i2t_accuracy": "i2t",
+    "t2i_accuracy": "t2i",
+}
+NUM_SAMPLES = 6
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says why and what was kept."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def default_data_dir(preset: str) -> Path:
+    return Path("data/shapes") if preset == "shapes" else Path("data/coco/coco2017")
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero at `total_steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, resume: bool = False) -> None:
+        self.model_config = model_config
+        self.config = train_config
+        self.output_dir = Path(train_config.output_dir)
+        self.device = pick_device(train_config.device)
+        seed_everything(train_config.seed)
+
+        data_dir = Path(train_config.data_dir) if train_config.data_dir else default_data_dir(train_config.preset)
+        if train_config.preset == "shapes" and not (data_dir / "annotations").is_dir():
+            generate_shapes_dataset(data_dir, seed=train_config.seed)
+        size = model_config.image_size
+        self.train_set = CocoCaptionDataset(data_dir, "train", size, all_pairs=train_config.all_pairs, seed=train_config.seed)
+        self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=train_config.seed)
+
+        self.model = GenerativeMultimodalModel(model_config).to(self.device)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay), use_buffers=True)
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": train_config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=train_config.learning_rate,
+            fused=self.device.type == "cuda",
+        )
+        self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
+        self.collate = CaptionCollator(self.model.tokenizer, model_config.max_text_length)
+
+        self.steps_per_epoch = math.ceil(len(self.train_set) / train_config.batch_size)
+        self.total_steps = train_config.epochs * self.steps_per_epoch
+        if train_config.max_steps:
+            self.total_steps = min(self.total_steps, train_config.max_steps)
+        self.warmup_steps = min(round(train_config.warmup_epochs * self.steps_per_epoch), self.total_steps)
+
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.history: list[dict[str, Any]] = []
+        self.epoch_sums: dict[str, float] = {}
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.stop_signal: str | None = None
+        if resume:
+            self._resume()
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            "history": self.history,
+            "epoch_sums": self.epoch_sums,
+            "nonfinite_total": self.nonfinite_total,
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.config.to_dict(),
+        }
+
+    def save(self, name: str = "latest") -> Path:
+        directory = self.output_dir / name
+        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state())
+        return directory
+
+    def _resume(self) -> None:
+        latest = self.output_dir / "latest"
+        if not is_resumable(latest):
+            raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
+        state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer)
+        self.ema.n_averaged.fill_(max(1, state["step"]))
+        self.step = state["step"]
+        self.best_val_loss = state["best_val_loss"] if state["best_val_loss"] is not None else math.inf
+        self.history = state["history"]
+        self.epoch_sums = state["epoch_sums"]
+        self.nonfinite_total = state["nonfinite_total"]
+
+    # -- one step -------------------------------------------------------------------------
+    def _forward(self, model: GenerativeMultimodalModel, batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["images"].to(self.device, non_blocking=True)
+        input_ids = batch["input_ids"].to(self.device)
+        attention_mask = batch["attention_mask"].to(self.device)
+        states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache else None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return model(images, input_ids, attention_mask, text_states=states)
+
+    def train_step(self, batch: dict) -> dict[str, float] | None:
+        """One optimiser step; None when the loss was not finite and the step was skipped."""
+        self.model.train()
+        out = self._forward(self.model, batch)
+        if not torch.isfinite(out["loss"]):
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+            if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+                raise TrainingError(
+                    f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.step}; "
+                    f"stopping (last good checkpoint: {self.output_dir / 'latest'}). Try a lower --lr."
+                )
+            return None
+        self.nonfinite_in_a_row = 0
+        lr = learning_rate(self.step, self.total_steps, self.warmup_steps, self.config.learning_rate)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.ema.update_parameters(self.model)
+        return {SHORT_NAMES[k]: out[k].item() for k in SHORT_NAMES} | {"lr": lr}
+
+    # -- validation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Losses of the EMA weights on the validation split, and retrieval R@1/R@5 both ways."""
+        model = self.ema.module.eval()
+        loader = self._loader(self.val_set, list(range(len(self.val_set))))
+        sums: dict[str, float] = {}
+        image_embeddings, text_embeddings, captions = [], [], []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.config.seed)
+            for batch in loader:
+                out = self._forward(model, batch)
+                for key, short in SHORT_NAMES.items():
+                    sums[short] = sums.get(short, 0.0) + out[key].item() * len(batch["captions"])
+                image_embeddings.append(out["image_embedding"].float().cpu())
+                text_embeddings.append(out["text_embedding"].float().cpu())
+                captions += batch["captions"]
+        metrics = {f"val_{k}": v / len(captions) for k, v in sums.items()}
+        distinct = list(dict.fromkeys(captions))
+        index = {caption: i for i, caption in enumerate(distinct)}
+        texts = torch.cat(text_embeddings)[[captions.index(c) for c in distinct]]
+        recall = retrieval_recall(torch.cat(image_embeddings), texts, [index[c] for c in captions], ks=(1, 5))
+        return metrics | {f"val_{k}": v for k, v in recall.items()}
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loader(self, dataset: CocoCaptionDataset, order: list[int]) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            sampler=order,
+            num_workers=self.config.num_workers,
+            collate_fn=self.collate,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator: creating a loader must not draw from the global RNG.
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_set), generator=generator).tolist()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signal.Signals(signum).name
+
+    def run(self) -> dict[str, Any]:
+        """Train until `total_steps`; returns the last epoch's metrics row."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.step < self.total_steps and not self.stop_signal:
+                self._run_epoch(self.step // self.steps_per_epoch)
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+        if self.stop_signal:
+            path = self.save()
+            tqdm.write(f"{self.stop_signal}: stopped at step {self.step}; saved {path} (resume with --resume)")
+        return self.history[-1] if self.history else {}
+
+    def _run_epoch(self, epoch: int) -> None:
+        c = self.config
+        start = self.step - epoch * self.steps_per_epoch
+        self.train_set.set_epoch(epoch)
+        loader = self._loader(self.train_set, self._epoch_order(epoch)[start * c.batch_size :])
+        last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
+        bar = tqdm(
+            total=last_step - epoch * self.steps_per_epoch,
+            initial=start,
+            desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
+            dynamic_ncols=True,
+        )
+        tick, images_per_second = time.perf_counter(), 0.0
+        for batch in loader:
+            metrics = self.train_step(batch)
+            now = time.perf_counter()
+            speed = len(batch["captions"]) / max(now - tick, 1e-9)
+            tick = now
+            images_per_second = speed if images_per_second == 0 else 0.9 * images_per_second + 0.1 * speed
+            self.step += 1
+            if metrics is not None:
+                for key, value in metrics.items():
+                    self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
+                self.epoch_sums["steps"] = self.epoch_sums.get("steps", 0.0) + 1
+                bar.set_postfix(
+                    {k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"} | {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}"},
+                    refresh=False,
+                )
+            bar.update(1)
+            if self.step % c.save_every == 0:
+                self.save()
+            if self.step >= last_step or self.stop_signal:
+                break
+        bar.close()
+        if self.stop_signal:
+            return
+        self._end_epoch(epoch, images_per_second)
+
+    def _end_epoch(self, epoch: int, images_per_second: float) -> None:
+        steps = max(self.epoch_sums.pop("steps", 0.0), 1.0)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
+        row |= {f"train_{k}": v / steps for k, v in self.epoch_sums.items() if k != "lr"}
+        row["lr"] = learning_rate(self.step - 1, self.total_steps, self.warmup_steps, self.config.learning_rate)
+        row["images_per_s"] = images_per_second
+        row |= self.validate()
+        self.epoch_sums = {}
+        self.history.append(row)
+        pd.DataFrame(self.history).to_csv(self.output_dir / "metrics.csv", index=False)
+        write_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
+        if self.config.sample_every_epoch:
+            self._write_samples(epoch)
+        tqdm.write(
+            f"epoch {epoch + 1}: val loss {row['val_loss']:.4f}  i2t R@1 {row['val_i2t_R@1']:.3f}  "
+            f"t2i R@1 {row['val_t2i_R@1']:.3f}"
+        )
+        self.save()
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss = row["val_loss"]
+            self.save("best")
+
+    def _write_samples(self, epoch: int) -> None:
+        count = min(NUM_SAMPLES, len(self.val_set))
+        items = [self.val_set[i] for i in range(count)]
+        images = torch.stack([item["image"] for item in items]).to(self.device)
+        prompts = [item["caption"] for item in items]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            write_sample_sheet(self.ema.module, prompts, images, self.output_dir / "samples" / f"epoch_{epoch + 1:03d}.png")

@@ -1,0 +1,164 @@
+"""train.py and the Trainer: end to end, resuming, the text cache, and refusing bad input."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_config
+from multimodal import GenerativeMultimodalModel
+from multimodal.config import TrainConfig
+from multimodal.data import generate_shapes_dataset
+from multimodal.training import Trainer
+from multimodal.training.trainer import learning_rate
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_MINI = REPO.parent / "shared" / "coco-mini"
+TINY_FLAGS = (
+    "--image-size 28 --latent-channels 32 --encoder-width 8 --decoder-width 8 --embed-dim 32 "
+    "--proj-hidden-dim 64 --pool-channels 4 --caption-width 32 --caption-layers 1 --caption-heads 2 "
+    "--unet-width 32 --unet-blocks 1 --unet-heads 2 --num-timesteps 100 --freeze-bert --num-workers 0"
+).split()
+
+
+def run_train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> Path:
+    return generate_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=24, num_val=8, image_size=28, progress=False)
+
+
+def tiny_trainer(shapes_dir: Path, output_dir: Path, resume: bool = False, **overrides) -> Trainer:
+    values = dict(
+        preset="shapes", data_dir=str(shapes_dir), output_dir=str(output_dir), epochs=2, batch_size=8,
+        learning_rate=1e-3, warmup_epochs=1, num_workers=0, sample_every_epoch=False,
+    )
+    return Trainer(tiny_config(freeze_bert=True), TrainConfig(**(values | overrides)), resume=resume)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    rates = [learning_rate(step, 100, 10, 1.0) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
+    assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.0)
+    assert rates[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+
+
+def test_trainer_writes_every_output_and_a_loadable_checkpoint(shapes_dir, tmp_path):
+    trainer = tiny_trainer(shapes_dir, tmp_path, sample_every_epoch=True)
+    final = trainer.run()
+    assert trainer.step == trainer.total_steps == 6  # 2 epochs of ceil(24 / 8)
+    for name in ["latest/model.safetensors", "best/model.safetensors", "metrics.csv", "curves.png",
+                 "samples/epoch_001.png", "samples/epoch_002.png"]:
+        assert (tmp_path / name).is_file(), name
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and list(metrics["step"]) == [3, 6]
+    for column in ["train_loss", "train_cont", "train_rec", "train_cap", "train_diff", "val_loss",
+                   "val_i2t_R@1", "val_i2t_R@5", "val_t2i_R@1", "val_t2i_R@5"]:
+        assert metrics[column].notna().all(), column
+    assert final["val_loss"] == pytest.approx(metrics["val_loss"].iloc[-1])
+    model = GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")
+    # latest/ holds the EMA weights, which are what generation uses
+    ema = trainer.ema.module.state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, ema[name].cpu(), msg=name)
+
+
+def test_frozen_bert_runs_once_per_distinct_caption(shapes_dir, tmp_path):
+    trainer = tiny_trainer(shapes_dir, tmp_path, epochs=3)
+    trainer.run()
+    distinct = len(trainer.text_cache.store)
+    calls_after_run = trainer.text_cache.bert_calls
+    assert 0 < distinct <= len(trainer.train_set.captions) + len(trainer.val_set.captions)
+    trainer.total_steps += trainer.steps_per_epoch  # one more epoch: only captions never seen may need BERT
+    trainer._run_epoch(3)
+    assert trainer.text_cache.bert_calls - calls_after_run <= trainer.steps_per_epoch
+    assert len(trainer.text_cache.store) >= distinct
+
+
+def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):
+    """Stopped at step 3 and resumed, a run takes the same steps as an uninterrupted one."""
+
+    def record(trainer: Trainer, stop_at: int | None = None) -> list[dict]:
+        seen, original = [], trainer.train_step
+
+        def step(batch):
+            metrics = original(batch)
+            seen.append(metrics)
+            if stop_at is not None and trainer.step + 1 == stop_at:
+                trainer.stop_signal = "SIGTERM"
+            return metrics
+
+        trainer.train_step = step
+        trainer.run()
+        return seen
+
+    straight = record(tiny_trainer(shapes_dir, tmp_path / "straight"))
+    first = record(tiny_trainer(shapes_dir, tmp_path / "stopped"), stop_at=3)
+    resumed_trainer = tiny_trainer(shapes_dir, tmp_path / "stopped", resume=True)
+    assert resumed_trainer.step == 3
+    second = record(resumed_trainer)
+    assert resumed_trainer.step == 6
+    assert len(first) == 3 and len(second) == 3
+    for expected, actual in zip(straight, first + second):
+        assert actual["lr"] == pytest.approx(expected["lr"], rel=1e-9)
+        assert actual["loss"] == pytest.approx(expected["loss"], rel=1e-4, abs=1e-5)
+
+
+def test_train_py_runs_three_steps_and_writes_latest(shapes_dir, tmp_path):
+    result = run_train("--preset", "shapes", "--data-dir", str(shapes_dir), "--output-dir", str(tmp_path),
+                       "--max-steps", "3", "--batch-size", "4", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "latest" / "model.safetensors").is_file()
+    assert "Traceback" not in result.stderr
+    resumed = run_train("--preset", "shapes", "--data-dir", str(shapes_dir), "--output-dir", str(tmp_path),
+                        "--max-steps", "5", "--batch-size", "4", "--resume", *TINY_FLAGS)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "steps 3 → 5" in resumed.stdout
+
+
+@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is not present")
+def test_train_py_on_real_coco_files(tmp_path):
+    result = run_train("--data-dir", str(COCO_MINI), "--output-dir", str(tmp_path), "--max-steps", "2",
+                       "--batch-size", "4", "--no-sample-every-epoch", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert "80 train / 79 val images" in result.stdout
+    GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data-dir", "{tmp}/nowhere"], "not found; expected COCO"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--image-size", "100"], "7·2^k"),
+        (["--output-dir", "{tmp}/a_file"], "is a file"),
+        (["--resume", "--output-dir", "{tmp}/empty", "--data-dir", "{shapes}"], "no resumable checkpoint"),
+        (["--sampler-of-doom", "1"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path, shapes_dir):
+    (tmp_path / "a_file").write_text("not a folder")
+    args = [a.format(tmp=tmp_path, shapes=shapes_dir) for a in args]
+    result = run_train(*TINY_FLAGS, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_missing_coco_suggests_the_shapes_preset(tmp_path):
+    result = run_train(*TINY_FLAGS, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--preset shapes" in result.stderr and "train2017" in result.stderr
