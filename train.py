@@ -18,13 +18,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (exit code 2)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 # Flags named in the README; every other config field gets an automatic --field-name flag.
 NAMED = {
     "preset", "data_dir", "output_dir", "epochs", "max_steps", "batch_size", "learning_rate",
@@ -39,10 +32,11 @@ def _field_type(field: dataclasses.Field, hints: dict) -> type:
     return args[0] if args else hint
 
 
-def build_parser() -> Parser:
+def build_parser() -> argparse.ArgumentParser:
+    from multimodal.cli import ArgumentParser
     from multimodal.config import ModelConfig, TrainConfig
 
-    parser = Parser(
+    parser = ArgumentParser(
         description="Train the multimodal model: contrastive encoders, image decoder, caption decoder "
         "and latent diffusion, jointly. Writes <output-dir>/latest, <output-dir>/best, metrics.csv, "
         "curves.png and samples/epoch_NNN.png.",
@@ -58,6 +52,8 @@ def build_parser() -> Parser:
     parser.add_argument("--lr", dest="learning_rate", type=float, help="peak learning rate (AdamW, warm-up then cosine)")
     parser.add_argument("--image-size", type=int, help="image side in pixels; must be 7·2^k (56, 112, 224, …)")
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/latest")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     parser.add_argument("--seed", type=int, help="seed for weights, data order and noise")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     parser.add_argument("--num-workers", type=int, help="DataLoader worker processes")
@@ -83,7 +79,7 @@ def configs_from_args(args: argparse.Namespace):
     """The preset's configs with every flag the user gave applied on top."""
     from multimodal.config import ModelConfig, TrainConfig, model_preset, train_preset
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite")}
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     model_config = model_preset(args.preset, **{k: v for k, v in given.items() if k in model_fields})
@@ -91,7 +87,7 @@ def configs_from_args(args: argparse.Namespace):
     return model_config, train_config
 
 
-def check_args(args: argparse.Namespace, train_config, parser: Parser) -> None:
+def check_args(args: argparse.Namespace, train_config, parser: argparse.ArgumentParser) -> None:
     if train_config.batch_size <= 0:
         parser.error(f"--batch-size must be positive, got {train_config.batch_size}")
     if train_config.learning_rate <= 0:
@@ -103,6 +99,8 @@ def check_args(args: argparse.Namespace, train_config, parser: Parser) -> None:
     output = Path(train_config.output_dir)
     if output.exists() and not output.is_dir():
         parser.error(f"--output-dir {output} is a file, not a folder")
+    if (output / "latest").exists() and not (args.resume or args.overwrite):
+        parser.error(f"{output} already holds a run; continue it with --resume, or start over with --overwrite")
 
 
 def quiet_libraries() -> None:
@@ -128,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
 
     from multimodal.data import DatasetLayoutError
+    from multimodal.device import DeviceUnavailableError
     from multimodal.training import Trainer, TrainingError
 
     try:
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             f"steps {trainer.step} → {trainer.total_steps} ({trainer.steps_per_epoch} per epoch)"
         )
         final = trainer.run()
-    except (DatasetLayoutError, TrainingError) as error:
+    except (DatasetLayoutError, DeviceUnavailableError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = Path(train_config.output_dir)

@@ -4,24 +4,44 @@ Text→image quality on the built-in shapes set is measured without a learned ju
 deterministic pixel reader (`read_shape_attributes`) names the shape, colour, size and
 position of a generated picture, and `attribute_accuracy` compares that with the prompt.
 Image→text is measured the same way through `parse_caption_attributes`, and on COCO
-through `caption_scores`.
+through `caption_scores`. `evaluate_shapes` and `evaluate_coco` run all of it over a data
+set's validation split for a trained model (what `python evaluate.py` prints).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import time
+from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
 from scipy import ndimage
+from tqdm import tqdm
 
-from multimodal.data.shapes import COLORS, POSITIONS, SHAPES, SIZES
+from multimodal.data.coco import CocoCaptionDataset, DatasetLayoutError, expected_layout
+from multimodal.data.shapes import (
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ShapeSpec,
+    all_combinations,
+    canonical_caption,
+)
+from multimodal.data.transforms import to_pil
+
+if TYPE_CHECKING:
+    from multimodal.models import GenerativeMultimodalModel
 
 ATTRIBUTES = ("shape", "color", "size", "position")
 
@@ -220,6 +240,9 @@ def caption_scores(
     than with its PTBTokenizer, which needs Java. CIDEr weighs n-grams by how rare they are
     across images, so it needs several images to mean anything (with one image it is 0).
     """
+    from pycocoevalcap.bleu.bleu import Bleu  # imported here: a large package only COCO scoring needs
+    from pycocoevalcap.cider.cider import Cider
+
     refs = {key: [" ".join(_words(r)) for r in references[key]] for key in candidates}
     cands = {key: [" ".join(_words(candidates[key]))] for key in candidates}
     bleu, _ = Bleu(4).compute_score(refs, cands, verbose=0)
@@ -239,3 +262,228 @@ def format_table(metrics: Mapping[str, float | int | str]) -> str:
     value_width = max(len(value) for _, value in rows)
     rows.insert(1, ("-" * name_width, "-" * value_width))
     return "\n".join(f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows)
+
+
+# -- a trained model on a data set's validation split ---------------------------------------
+
+# What a working model must reach on the shapes set: metric → lowest acceptable value.
+SHAPES_TARGETS: dict[str, float] = {
+    "retrieval/i2t_R@1": 0.95,
+    "retrieval/t2i_R@1": 0.95,
+    "caption/all": 0.95,
+    "t2i/color": 0.95,
+    "t2i/shape": 0.90,
+    "t2i/position": 0.90,
+    "t2i/size": 0.90,
+    "t2i/all": 0.80,
+}
+
+
+def _val_annotations(data_dir: str | os.PathLike) -> dict:
+    """The validation split's COCO JSON; a DatasetLayoutError (one line) when it is not there."""
+    path = Path(data_dir) / "annotations" / "captions_val2017.json"
+    try:
+        annotations = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetLayoutError(f"cannot read {path} ({error}); {expected_layout(data_dir)}") from None
+    if not isinstance(annotations, dict) or not isinstance(annotations.get("images"), list):
+        raise DatasetLayoutError(f"{path} is not a COCO captions file; {expected_layout(data_dir)}")
+    return annotations
+
+
+def is_shapes_dataset(data_dir: str | os.PathLike) -> bool:
+    """The built-in shapes set records every image's attributes under "shape"; COCO does not."""
+    images = _val_annotations(data_dir)["images"]
+    return bool(images) and all("shape" in image for image in images)
+
+
+def score_shape_images(
+    images: Sequence[Image.Image | np.ndarray], specs: Sequence[ShapeSpec]
+) -> dict[str, float]:
+    """Attribute accuracy of pictures drawn for `specs`, as the pixel reader sees them."""
+    predicted = [read_shape_attributes(image) for image in images]
+    return attribute_accuracy(predicted, [asdict(spec) for spec in specs])
+
+
+def _validation_loader(
+    model: GenerativeMultimodalModel, data_dir: str | os.PathLike, batch_size: int, limit: int | None
+) -> torch.utils.data.DataLoader:
+    """The first `limit` (default: all) validation images in file order, at the model's size."""
+    dataset = CocoCaptionDataset(data_dir, "val", image_size=model.config.image_size)
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def _embed_and_caption(
+    model: GenerativeMultimodalModel, loader: torch.utils.data.DataLoader, progress: bool
+) -> tuple[torch.Tensor, list[str], list[int], dict[str, float]]:
+    """Image embeddings, greedy captions and image ids from one pass over the images (so each
+    is read once), with the seconds spent embedding and captioning."""
+    embeddings, captions, image_ids = [], [], []
+    seconds = {"retrieval": 0.0, "caption": 0.0}
+    for batch in tqdm(loader, desc="embed + caption images", unit="batch", disable=not progress):
+        start = time.perf_counter()
+        embeddings.append(model.encode_image(batch["image"]).cpu())
+        embedded = time.perf_counter()
+        captions += model.generate_text_from_image(batch["image"])
+        seconds["retrieval"] += embedded - start
+        seconds["caption"] += time.perf_counter() - embedded
+        image_ids += batch["image_id"].tolist()
+    return torch.cat(embeddings), captions, image_ids, seconds
+
+
+def _embed_texts(model: GenerativeMultimodalModel, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    batches = [list(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
+    return torch.cat([model.encode_text(batch).cpu() for batch in batches])
+
+
+def _draw_and_read(
+    model: GenerativeMultimodalModel,
+    specs: Sequence[ShapeSpec],
+    batch_size: int,
+    progress: str | None,
+    **generation,
+) -> dict[str, float]:
+    """One picture per spec's canonical caption, in batches, scored by the pixel reader.
+    `progress` names the progress bar (None: no bar)."""
+    images: list[Image.Image] = []
+    batches = range(0, len(specs), batch_size)
+    for start in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
+        prompts = [canonical_caption(spec) for spec in specs[start : start + batch_size]]
+        images += [to_pil(image) for image in model.generate_image_from_text(prompts, **generation)]
+    return score_shape_images(images, specs)
+
+
+def _prefixed(prefix: str, scores: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{name}": value for name, value in scores.items()}
+
+
+def evaluate_shapes(
+    model: GenerativeMultimodalModel,
+    data_dir: str | os.PathLike,
+    batch_size: int = 64,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 3.0,
+    sampler: str = "ddim",
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """Every shapes-set metric of `model` on the validation split, and the seconds each took.
+
+    Retrieval ranks the 180 canonical captions (an image's positive is its combination's);
+    captions are greedy and parsed back into attributes; text→image draws one picture per
+    combination from its canonical caption, with diffusion (noise from `seed`) and with the
+    direct fast path, and reads each back. `limit` keeps the first N validation images and
+    the first N combinations, for quick checks.
+    """
+    started = time.perf_counter()
+    loader = _validation_loader(model, data_dir, batch_size, limit)
+    attributes_by_id = {image["id"]: image["shape"] for image in _val_annotations(data_dir)["images"]}
+    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
+    truth = [attributes_by_id[image_id] for image_id in image_ids]
+
+    start = time.perf_counter()
+    combinations = all_combinations()
+    text_emb = _embed_texts(model, [canonical_caption(spec) for spec in combinations], batch_size)
+    combination_index = {spec: i for i, spec in enumerate(combinations)}
+    positives = [combination_index[ShapeSpec(**attributes)] for attributes in truth]
+    retrieval = retrieval_recall(image_emb, text_emb, positives, ks=(1, 5))
+    seconds["retrieval"] += time.perf_counter() - start
+
+    caption = attribute_accuracy([parse_caption_attributes(text) for text in captions], truth)
+
+    specs = combinations[:limit]
+    start = time.perf_counter()
+    diffusion = _draw_and_read(
+        model,
+        specs,
+        batch_size,
+        f"text → image ({sampler}, {num_inference_steps} steps)" if progress else None,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    seconds["t2i"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fast = _draw_and_read(
+        model, specs, batch_size, "text → image (fast path)" if progress else None, use_diffusion=False
+    )
+    seconds["t2i_fast"] = time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - started
+
+    return (
+        {"images": len(image_ids), "prompts": len(specs)}
+        | _prefixed("retrieval", retrieval)
+        | _prefixed("caption", caption)
+        | _prefixed("t2i", diffusion)
+        | _prefixed("t2i_fast", fast)
+        | _prefixed("seconds", seconds)
+    )
+
+
+def evaluate_coco(
+    model: GenerativeMultimodalModel,
+    data_dir: str | os.PathLike,
+    batch_size: int = 64,
+    limit: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """BLEU-4 and CIDEr of greedy captions against each image's references, and retrieval
+    R@1/5/10 both ways over every caption of the images evaluated (an image's positives are
+    its own captions), on the validation split; `limit` keeps the first N images."""
+    started = time.perf_counter()
+    loader = _validation_loader(model, data_dir, batch_size, limit)
+    references: dict[int, list[str]] = defaultdict(list)
+    # The same captions, in the same order, as the data loader keeps.
+    for annotation in sorted(_val_annotations(data_dir).get("annotations", []), key=lambda a: a.get("id", 0)):
+        if annotation["caption"].strip():
+            references[annotation["image_id"]].append(annotation["caption"].strip())
+    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
+
+    start = time.perf_counter()
+    texts: list[str] = []
+    positives: list[list[int]] = []
+    for image_id in image_ids:
+        positives.append(list(range(len(texts), len(texts) + len(references[image_id]))))
+        texts += references[image_id]
+    retrieval = retrieval_recall(image_emb, _embed_texts(model, texts, batch_size), positives, ks=(1, 5, 10))
+    seconds["retrieval"] += time.perf_counter() - start
+
+    start = time.perf_counter()
+    scores = caption_scores(
+        {image_id: references[image_id] for image_id in image_ids}, dict(zip(image_ids, captions))
+    )
+    seconds["caption"] += time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - started
+
+    return (
+        {"images": len(image_ids), "captions": len(texts)}
+        | _prefixed("retrieval", retrieval)
+        | {"caption/BLEU-4": scores["BLEU-4"], "caption/CIDEr": scores["CIDEr"]}
+        | _prefixed("seconds", seconds)
+    )
+
+
+def check_targets(metrics: Mapping[str, float], targets: Mapping[str, float]) -> dict[str, bool]:
+    """Whether each targeted metric reaches its lowest acceptable value."""
+    return {name: metrics[name] >= goal for name, goal in targets.items()}
+
+
+def format_targets(metrics: Mapping[str, float], targets: Mapping[str, float]) -> str:
+    """The targets as an aligned table (goal, value reached, met or not), below `format_table`'s."""
+    met = check_targets(metrics, targets)
+    rows = [("target", "goal", "value", "met")]
+    rows += [
+        (name, f">= {goal:.2f}", f"{metrics[name]:.4f}", "yes" if met[name] else "NO")
+        for name, goal in targets.items()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows.insert(1, tuple("-" * width for width in widths))
+    lines = [
+        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+        for row in rows
+    ]
+    return "\n".join(lines + [f"{sum(met.values())} of {len(met)} targets met"])

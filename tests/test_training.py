@@ -146,10 +146,12 @@ def test_train_py_on_real_coco_files(tmp_path):
         (["--output-dir", "{tmp}/a_file"], "is a file"),
         (["--resume", "--output-dir", "{tmp}/empty", "--data-dir", "{shapes}"], "no resumable checkpoint"),
         (["--sampler-of-doom", "1"], "unrecognized arguments"),
+        (["--output-dir", "{tmp}/run", "--data-dir", "{shapes}"], "already holds a run"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path, shapes_dir):
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "run" / "latest").mkdir(parents=True)
     args = [a.format(tmp=tmp_path, shapes=shapes_dir) for a in args]
     result = run_train(*TINY_FLAGS, *args, cwd=tmp_path)
     assert result.returncode == 2

@@ -125,8 +125,6 @@ class LatentDiffusionUNet(nn.Module):
         drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """MSE of the UNet's prediction on a noised, normalised latent (z is not backpropagated)."""
-        if self.training:
-            self.update_latent_stats(z)
         latents = self.normalize(z.detach())
         batch = latents.shape[0]
         if noise is None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from multimodal.config import ModelConfig
 from multimodal.losses import ContrastiveLoss
-from multimodal.models.caption_decoder import CaptionDecoder
+from multimodal.models.caption_decoder import CaptionDecoder, clean_caption
 from multimodal.models.diffusion import LatentDiffusionUNet
 from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder
@@ -63,15 +63,19 @@ class GenerativeMultimodalModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
+        with_diffusion: bool = True,
     ) -> dict[str, torch.Tensor]:
         """All losses and metrics for a batch of matching (image, caption) pairs, and the
         (detached) embeddings for retrieval.
 
         `text_states` are BERT's token states when the caller has them cached (frozen BERT);
-        otherwise BERT runs on `input_ids`.
+        otherwise BERT runs on `input_ids`. `with_diffusion=False` leaves the diffusion loss
+        out (reported as 0), for training that gives diffusion a stage of its own.
         """
         c = self.config
         z, image_embedding = self.image_encoder(images)
+        if self.training:
+            self.diffusion.update_latent_stats(z.detach())
         if text_states is None:
             text_states = self.text_encoder.token_states(input_ids, attention_mask)
         text_embedding = self.text_encoder.project(text_states, attention_mask)
@@ -79,8 +83,10 @@ class GenerativeMultimodalModel(nn.Module):
         contrastive = self.contrastive(image_embedding, text_embedding)
         reconstruction = self.reconstruction_loss(images, z, text_embedding)
         caption = self.caption_decoder(z, input_ids, attention_mask)
-        diffusion = self.diffusion.training_loss(
-            z.detach(), text_embedding.detach(), text_states.detach(), attention_mask
+        diffusion = (
+            self.diffusion.training_loss(z.detach(), text_embedding.detach(), text_states.detach(), attention_mask)
+            if with_diffusion
+            else torch.zeros((), device=z.device)
         )
         total = (
             c.contrastive_weight * contrastive["loss"]
@@ -121,6 +127,8 @@ class GenerativeMultimodalModel(nn.Module):
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)
             text_embedding = self.text_encoder.project(text_states, attention_mask)
+        if self.training:
+            self.diffusion.update_latent_stats(z)
         return self.diffusion.training_loss(z, text_embedding, text_states, attention_mask)
 
     # -- encoding -------------------------------------------------------------------------
@@ -180,10 +188,11 @@ class GenerativeMultimodalModel(nn.Module):
     def generate_text_from_image(self, images: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:
         """Captions for images in [-1, 1]; `decoding` takes transformers' GenerationConfig names
         (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty,
-        num_return_sequences). With several return sequences, an image's captions are adjacent."""
+        num_return_sequences). With several return sequences, an image's captions are adjacent.
+        Captions come back as plain text: no special tokens, no '##' pieces, normal spacing."""
         z = self.image_encoder.encode(images.to(self.device))
         ids = self.caption_decoder.generate(z, max_new_tokens=max_new_tokens, **decoding)
-        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return [clean_caption(text) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

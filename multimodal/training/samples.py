@@ -42,11 +42,14 @@ def write_sample_sheet(
     path: Path,
     num_inference_steps: int = 20,
     seed: int = 0,
+    guidance_scale: float = 3.0,
 ) -> list[str]:
     """Top row: images generated for `prompts`. Bottom row: `images` with their generated
     captions. Returns those captions."""
     model.eval()
-    generated = model.generate_image_from_text(prompts, num_inference_steps=num_inference_steps, seed=seed)
+    generated = model.generate_image_from_text(
+        prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed
+    )
     captions = model.generate_text_from_image(images)
     columns = max(len(prompts), len(images))
     figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.2), squeeze=False)

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
+from multimodal.device import pick_device
 from multimodal.evaluation import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.training.checkpoint import is_resumable, load_checkpoint, save_checkpoint
+from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
 from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
 
@@ -47,16 +48,21 @@ class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why and what was kept."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
-
-
 def default_data_dir(preset: str) -> Path:
     return Path("data/shapes") if preset == "shapes" else Path("data/coco/coco2017")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. `auto` takes bf16 on CUDA, and on CPUs with
+    native bf16 units (AMX / AVX512-BF16), where it is markedly faster; elsewhere fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if native_bf16 and torch.backends.cpu.get_cpu_capability() != "DEFAULT" else None
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
@@ -89,7 +95,7 @@ class Trainer:
         self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=train_config.seed)
 
         self.model = GenerativeMultimodalModel(model_config).to(self.device)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay), use_buffers=True)
+        self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
         decay, no_decay = [], []
         for p in self.model.parameters():
             if p.requires_grad:
@@ -102,11 +108,15 @@ class Trainer:
         self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
         self.collate = CaptionCollator(self.model.tokenizer, model_config.max_text_length)
 
+        self.autocast = autocast_dtype(train_config.precision, self.device)
+        # Two stages when diffusion_epochs > 0: everything but diffusion, then diffusion alone.
         self.steps_per_epoch = math.ceil(len(self.train_set) / train_config.batch_size)
-        self.total_steps = train_config.epochs * self.steps_per_epoch
+        self.joint_steps = train_config.epochs * self.steps_per_epoch
+        self.total_steps = self.joint_steps + train_config.diffusion_epochs * self.steps_per_epoch
         if train_config.max_steps:
             self.total_steps = min(self.total_steps, train_config.max_steps)
-        self.warmup_steps = min(round(train_config.warmup_epochs * self.steps_per_epoch), self.total_steps)
+            self.joint_steps = min(self.joint_steps, self.total_steps)
+        self.warmup_steps = min(round(train_config.warmup_epochs * self.steps_per_epoch), self.joint_steps)
 
         self.step = 0
         self.best_val_loss = math.inf
@@ -141,26 +151,61 @@ class Trainer:
         if not is_resumable(latest):
             raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
         state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer)
-        self.ema.n_averaged.fill_(max(1, state["step"]))
         self.step = state["step"]
         self.best_val_loss = state["best_val_loss"] if state["best_val_loss"] is not None else math.inf
         self.history = state["history"]
         self.epoch_sums = state["epoch_sums"]
         self.nonfinite_total = state["nonfinite_total"]
+        if self.in_diffusion_stage:
+            self._freeze_all_but_diffusion()
+
+    # -- the diffusion stage -------------------------------------------------------------
+    @property
+    def in_diffusion_stage(self) -> bool:
+        return self.config.diffusion_epochs > 0 and self.step >= self.joint_steps
+
+    def _freeze_all_but_diffusion(self) -> None:
+        for name, p in self.model.named_parameters():
+            if not name.startswith("diffusion."):
+                p.requires_grad_(False)
+
+    def _start_diffusion_stage(self) -> None:
+        """The diffusion stage starts from the EMA weights, which are what generation uses, so
+        the UNet learns the latents of the encoder that will really be there; the frozen parts
+        then stay equal in the raw and EMA models."""
+        self.model.load_state_dict(self.ema.module.state_dict())
+        self._freeze_all_but_diffusion()
 
     # -- one step -------------------------------------------------------------------------
-    def _forward(self, model: GenerativeMultimodalModel, batch: dict) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, model: GenerativeMultimodalModel, batch: dict, diffusion_only: bool = False, with_diffusion: bool = True
+    ) -> dict[str, torch.Tensor]:
         images = batch["images"].to(self.device, non_blocking=True)
         input_ids = batch["input_ids"].to(self.device)
         attention_mask = batch["attention_mask"].to(self.device)
         states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache else None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            return model(images, input_ids, attention_mask, text_states=states)
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            if diffusion_only:
+                loss = model.compute_diffusion_loss(images, input_ids, attention_mask, text_states=states)
+                return {"loss": loss, "diffusion": loss}
+            return model(images, input_ids, attention_mask, text_states=states, with_diffusion=with_diffusion)
+
+    def _learning_rate(self) -> float:
+        """Warm-up and cosine over the joint stage; the diffusion stage gets a cycle of its own."""
+        peak = self.config.learning_rate
+        if self.in_diffusion_stage:
+            length = self.total_steps - self.joint_steps
+            return learning_rate(self.step - self.joint_steps, length, max(1, length // 20), peak)
+        return learning_rate(self.step, self.joint_steps, self.warmup_steps, peak)
 
     def train_step(self, batch: dict) -> dict[str, float] | None:
         """One optimiser step; None when the loss was not finite and the step was skipped."""
+        if self.step == self.joint_steps and self.in_diffusion_stage:
+            self._start_diffusion_stage()
         self.model.train()
-        out = self._forward(self.model, batch)
+        out = self._forward(
+            self.model, batch, diffusion_only=self.in_diffusion_stage, with_diffusion=self.config.diffusion_epochs == 0
+        )
         if not torch.isfinite(out["loss"]):
             self.nonfinite_in_a_row += 1
             self.nonfinite_total += 1
@@ -171,15 +216,15 @@ class Trainer:
                 )
             return None
         self.nonfinite_in_a_row = 0
-        lr = learning_rate(self.step, self.total_steps, self.warmup_steps, self.config.learning_rate)
+        lr = self._learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
-        self.ema.update_parameters(self.model)
-        return {SHORT_NAMES[k]: out[k].item() for k in SHORT_NAMES} | {"lr": lr}
+        self.ema.update(self.model, self.step)
+        return {SHORT_NAMES[k]: out[k].item() for k in SHORT_NAMES if k in out} | {"lr": lr}
 
     # -- validation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -246,10 +291,11 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         loader = self._loader(self.train_set, self._epoch_order(epoch)[start * c.batch_size :])
         last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
+        stage = " (diffusion only)" if epoch * self.steps_per_epoch >= self.joint_steps and c.diffusion_epochs else ""
         bar = tqdm(
             total=last_step - epoch * self.steps_per_epoch,
             initial=start,
-            desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
+            desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}{stage}",
             dynamic_ncols=True,
         )
         tick, images_per_second = time.perf_counter(), 0.0
@@ -282,7 +328,7 @@ class Trainer:
         steps = max(self.epoch_sums.pop("steps", 0.0), 1.0)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
         row |= {f"train_{k}": v / steps for k, v in self.epoch_sums.items() if k != "lr"}
-        row["lr"] = learning_rate(self.step - 1, self.total_steps, self.warmup_steps, self.config.learning_rate)
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["images_per_s"] = images_per_second
         row |= self.validate()
         self.epoch_sums = {}

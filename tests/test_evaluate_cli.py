@@ -1,0 +1,143 @@
+"""evaluate.py and the evaluation it runs: scoring a perfect model, the command line on a tiny
+checkpoint (shapes and COCO), and refusing bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_config
+from multimodal import GenerativeMultimodalModel
+from multimodal.data import (
+    ShapeSpec,
+    all_combinations,
+    canonical_caption,
+    generate_shapes_dataset,
+    image_transform,
+    render_shape,
+    to_pil,
+)
+from multimodal.evaluation import (
+    ATTRIBUTES,
+    SHAPES_TARGETS,
+    check_targets,
+    evaluate_shapes,
+    format_targets,
+    parse_caption_attributes,
+    read_shape_attributes,
+    score_shape_images,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_MINI = REPO.parent / "shared" / "coco-mini"
+COMBINATIONS = all_combinations()
+ACCURACIES = [f"{part}/{name}" for part in ("caption", "t2i", "t2i_fast") for name in (*ATTRIBUTES, "all")]
+SHAPES_KEYS = {"images", "prompts", *ACCURACIES} | {
+    f"retrieval/{direction}_R@{k}" for direction in ("i2t", "t2i") for k in (1, 5)
+} | {f"seconds/{part}" for part in ("retrieval", "caption", "t2i", "t2i_fast", "total")}
+
+
+def run_evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+# -- scoring, without a model ---------------------------------------------------------------
+def test_pictures_drawn_right_score_one_and_wrong_ones_do_not():
+    rng = np.random.default_rng(0)
+    images = [render_shape(spec, 56, rng) for spec in COMBINATIONS]
+    assert set(score_shape_images(images, COMBINATIONS).values()) == {1.0}
+    shifted = score_shape_images(images, COMBINATIONS[1:] + COMBINATIONS[:1])
+    assert shifted["all"] == 0.0 and shifted["shape"] > 0.9  # neighbours differ in position (or more)
+
+
+class Oracle:
+    """A perfect model: it reads pictures and captions exactly, so every metric must be 1."""
+
+    config = SimpleNamespace(image_size=56)
+
+    def _one_hot(self, specs: list[ShapeSpec]) -> torch.Tensor:
+        return F.one_hot(torch.tensor([COMBINATIONS.index(spec) for spec in specs]), len(COMBINATIONS)).float()
+
+    def _read(self, images: torch.Tensor) -> list[ShapeSpec]:
+        return [ShapeSpec(**read_shape_attributes(to_pil(image))) for image in images]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self._one_hot(self._read(images))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self._one_hot([ShapeSpec(**parse_caption_attributes(text)) for text in texts])
+
+    def generate_text_from_image(self, images: torch.Tensor) -> list[str]:
+        return [canonical_caption(spec) for spec in self._read(images)]
+
+    def generate_image_from_text(self, texts: list[str], **options) -> torch.Tensor:
+        rng = np.random.default_rng(0)
+        specs = [ShapeSpec(**parse_caption_attributes(text)) for text in texts]
+        return torch.stack([image_transform(56)(render_shape(spec, 56, rng)) for spec in specs])
+
+
+def test_evaluate_shapes_gives_a_perfect_model_full_marks(tmp_path):
+    data = generate_shapes_dataset(tmp_path, num_train=1, num_val=12, image_size=56, progress=False)
+    metrics = evaluate_shapes(Oracle(), data, batch_size=5)
+    assert metrics["images"] == 12 and metrics["prompts"] == len(COMBINATIONS)
+    for name in SHAPES_KEYS - {"images", "prompts"}:
+        assert metrics[name] == 1.0 or name.startswith("seconds/"), name
+    assert all(check_targets(metrics, SHAPES_TARGETS).values())
+    assert format_targets(metrics, SHAPES_TARGETS).endswith("8 of 8 targets met")
+
+
+# -- the command line on a tiny checkpoint ---------------------------------------------------
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A training run folder as train.py leaves it: best/ with a trainer state naming its data."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data = generate_shapes_dataset(root / "shapes", num_train=16, num_val=12, image_size=28, progress=False)
+    torch.manual_seed(0)
+    GenerativeMultimodalModel(tiny_config(image_size=28)).save_pretrained(root / "run" / "best")
+    state = {"train_config": {"preset": "shapes", "data_dir": str(data)}}
+    (root / "run" / "best" / "trainer_state.json").write_text(json.dumps(state))
+    return root / "run"
+
+
+def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder):
+    result = run_evaluate("--checkpoint", str(run_folder), "--limit", "10", "--steps", "2", "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((run_folder / "best" / "evaluation.json").read_text())
+    assert results["dataset"] == "shapes" and results["data_dir"] == str(run_folder.parent / "shapes")
+    metrics = results["metrics"]
+    assert set(metrics) == SHAPES_KEYS
+    assert metrics["images"] == metrics["prompts"] == 10
+    for name in SHAPES_KEYS - {"images", "prompts"} - {k for k in SHAPES_KEYS if k.startswith("seconds/")}:
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert set(results["targets"]) == set(SHAPES_TARGETS)
+    assert "t2i/all" in result.stdout and "targets met" in result.stdout
+
+
+@pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"no COCO sample at {COCO_MINI}")
+def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
+    result = run_evaluate("--checkpoint", str(run_folder / "best"), "--data-dir", str(COCO_MINI), "--limit", "8")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((run_folder / "best" / "evaluation.json").read_text())
+    metrics = results["metrics"]
+    assert results["dataset"] == "coco" and metrics["images"] == 8 and metrics["captions"] >= 40
+    for name in ("caption/BLEU-4", "caption/CIDEr", "retrieval/i2t_R@10", "retrieval/t2i_R@10"):
+        assert metrics[name] >= 0.0, name
+
+
+@pytest.mark.parametrize("problem", ["checkpoint", "data"])
+def test_missing_input_is_one_line_and_exit_code_2(run_folder, tmp_path, problem):
+    checkpoint = tmp_path / "nowhere" if problem == "checkpoint" else run_folder
+    result = run_evaluate("--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "no-data"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(tmp_path) in result.stderr
