@@ -85,7 +85,8 @@ def write_sheet(model, data_dir: Path, path: Path, steps: int, guidance_scale: f
     """Eight validation images spread over the split: their captions as prompts on top, the
     images with the captions the model writes for them below."""
     val = CocoCaptionDataset(data_dir, "val", model.config.image_size, seed=seed)
-    items = [val[i * len(val) // SHEET_COLUMNS] for i in range(min(SHEET_COLUMNS, len(val)))]
+    # A stride of 77 walks through positions, sizes, colours and shapes alike.
+    items = [val[(i * 77) % len(val)] for i in range(min(SHEET_COLUMNS, len(val)))]
     images = torch.stack([item["image"] for item in items]).to(model.device)
     prompts = [item["caption"] for item in items]
     captions = write_sample_sheet(model, prompts, images, path, num_inference_steps=steps, seed=seed,

@@ -94,11 +94,32 @@ def check_args(args: argparse.Namespace, train_config, parser: argparse.Argument
         parser.error(f"--lr must be positive, got {train_config.learning_rate}")
     if train_config.epochs <= 0 or (train_config.max_steps is not None and train_config.max_steps <= 0):
         parser.error("--epochs and --max-steps must be positive")
+    if train_config.precision not in ("auto", "fp32", "bf16"):
+        parser.error(f"--precision must be auto, fp32 or bf16, got {train_config.precision!r}")
+    if train_config.grad_accum < 1:
+        parser.error(f"--grad-accum must be at least 1, got {train_config.grad_accum}")
     if train_config.num_workers < 0:
         parser.error("--num-workers cannot be negative")
+    if train_config.save_every < 1:
+        parser.error(f"--save-every must be at least 1, got {train_config.save_every}")
+    if train_config.keep_last < 0:
+        parser.error(f"--keep-last cannot be negative, got {train_config.keep_last}")
+    if train_config.max_nonfinite_steps < 1:
+        parser.error(f"--max-nonfinite-steps must be at least 1, got {train_config.max_nonfinite_steps}")
+    if not 0 <= train_config.ema_decay < 1:
+        parser.error(f"--ema-decay must be in [0, 1), got {train_config.ema_decay}")
+    if train_config.diffusion_epochs < 0 or train_config.warmup_epochs < 0 or train_config.weight_decay < 0:
+        parser.error("--diffusion-epochs, --warmup-epochs and --weight-decay cannot be negative")
+    if not train_config.max_grad_norm > 0:
+        parser.error(f"--max-grad-norm must be positive, got {train_config.max_grad_norm}")
     output = Path(train_config.output_dir)
     if output.exists() and not output.is_dir():
         parser.error(f"--output-dir {output} is a file, not a folder")
+    ancestor = next(p for p in (output.absolute(), *output.absolute().parents) if p.exists())
+    if not ancestor.is_dir():
+        parser.error(f"--output-dir {output} cannot be made: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK):
+        parser.error(f"--output-dir {output} cannot be written: no permission in {ancestor}")
     if (output / "latest").exists() and not (args.resume or args.overwrite):
         parser.error(f"{output} already holds a run; continue it with --resume, or start over with --overwrite")
 
@@ -128,21 +149,32 @@ def main(argv: list[str] | None = None) -> int:
     from multimodal.data import DatasetLayoutError
     from multimodal.device import DeviceUnavailableError
     from multimodal.training import Trainer, TrainingError
+    from multimodal.training.distributed import shutdown_distributed
 
     try:
         trainer = Trainer(model_config, train_config, resume=args.resume)
-        parameters = sum(p.numel() for p in trainer.model.parameters()) / 1e6
-        print(
-            f"{train_config.preset}: {len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
-            f"{model_config.image_size}px, {parameters:.1f}M parameters on {trainer.device}; "
-            f"steps {trainer.step} → {trainer.total_steps} ({trainer.steps_per_epoch} per epoch)"
-        )
+        if trainer.dist.is_main:
+            parameters = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+            processes = f" × {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+            print(
+                f"{train_config.preset}: {len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
+                f"{model_config.image_size}px, {parameters:.1f}M parameters on {trainer.device}{processes}; "
+                f"steps {trainer.step} → {trainer.total_steps} ({trainer.steps_per_epoch} per epoch, "
+                f"{trainer.images_per_step} images per step)"
+            )
         final = trainer.run()
     except (DatasetLayoutError, DeviceUnavailableError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (during it, the trainer stops cleanly)
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
+    finally:
+        shutdown_distributed()
     output = Path(train_config.output_dir)
-    if final:
+    if trainer.stop_signal:  # the trainer said where it saved; the run is not done
+        return 0
+    if final and trainer.dist.is_main:
         print(f"done: val loss {final['val_loss']:.4f}; checkpoints in {output / 'latest'} and {output / 'best'}")
     return 0
 

@@ -141,7 +141,8 @@ class TrainConfig:
     epochs: int = 20
     diffusion_epochs: int = 0  # >0: after `epochs`, train only the diffusion UNet this long on frozen encoders
     max_steps: int | None = None  # stop after this many optimiser steps, whatever the epochs
-    batch_size: int = 64
+    batch_size: int = 64  # per process; the global batch is batch_size × processes × grad_accum
+    grad_accum: int = 1  # batches whose gradients add up to one optimiser step
     learning_rate: float = 2e-4
     weight_decay: float = 0.01
     warmup_epochs: float = 2.0
@@ -152,6 +153,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     save_every: int = 500  # steps between saves of latest/ (and at every epoch end)
+    keep_last: int = 0  # besides latest/, keep step_NNNNNNN/ copies of the last K saves (0: none)
     sample_every_epoch: bool = True  # write samples/epoch_NNN.png
     max_nonfinite_steps: int = 20  # this many non-finite losses in a row stop the run
     precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32

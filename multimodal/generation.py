@@ -312,11 +312,20 @@ class ImageTextGenerator:
             images = [images]
         if len(images) == 0:
             raise InvalidInputError("no image given")
-        return torch.stack([self.transform(as_rgb(image)) for image in images]).to(self.device)
+        size = self.model.config.image_size
+        pixels = []
+        for image in images:
+            rgb = as_rgb(image, min_size=size)
+            if 0 in rgb.size:
+                raise InvalidInputError(f"an image must be at least 1×1 pixels, got {rgb.width}×{rgb.height}")
+            pixels.append(self.transform(rgb))
+        return torch.stack(pixels).to(self.device)
 
 
-def as_rgb(image: ImageInput) -> Image.Image:
-    """8-bit RGB from a path, a PIL image (any mode) or an array (H×W or H×W×C; floats in [0, 1])."""
+def as_rgb(image: ImageInput, min_size: int | None = None) -> Image.Image:
+    """8-bit RGB from a path, a PIL image (any mode) or an array (H×W or H×W×C; floats in [0, 1]).
+    `min_size`: the side the image is resized to next; a much larger JPEG file is decoded at
+    a reduced scale (see `load_rgb`)."""
     if isinstance(image, np.ndarray):
         array = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -329,6 +338,6 @@ def as_rgb(image: ImageInput) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     try:
-        return load_rgb(path)
+        return load_rgb(path, min_size=min_size)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise InvalidInputError(f"{path} is not an image that can be read ({error})") from None

@@ -87,6 +87,10 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
 
         image_dir = self.root / f"{split}2017"
         annotation_file = self.root / "annotations" / f"captions_{split}2017.json"
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            raise _layout_error(self.root, f"dataset folder {self.root} is empty")
+        if self.root.exists() and not self.root.is_dir():
+            raise _layout_error(self.root, f"dataset folder {self.root} is a file, not a folder")
         for path, what in (
             (self.root, "dataset folder"),
             (image_dir, "image folder"),
@@ -180,7 +184,9 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
                     warnings.warn(
                         f"unreadable image {self._paths[image_index]} ({err}); using a "
                         "neighbouring sample instead (further ones are counted in num_skipped)",
-                        stacklevel=2,
+                        # Attributed to this file, not to the DataLoader that called us: scripts
+                        # silence torch's own warnings, and this one must still be seen.
+                        stacklevel=1,
                     )
                 self._corrupt.add(image_index)
                 continue

@@ -19,6 +19,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from multimodal.data.coco import DatasetLayoutError
+
+
+class ShapesFolderError(DatasetLayoutError, FileExistsError):
+    """The folder asked for holds something other than a shapes dataset: it is left alone."""
+
+
 SHAPES = ("circle", "square", "triangle")
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -196,8 +203,10 @@ def generate_shapes_dataset(
     }
     if _read_params(root) == params:
         return root
+    if root.exists() and not root.is_dir():
+        raise ShapesFolderError(f"{root} is a file, not a folder for the shapes dataset; choose another folder")
     if root.exists() and any(root.iterdir()) and _read_params(root) is None:
-        raise FileExistsError(
+        raise ShapesFolderError(
             f"{root} exists and is not a shapes dataset (no {PARAMS_FILE}); "
             "refusing to overwrite it, choose another folder"
         )

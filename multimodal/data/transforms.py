@@ -43,16 +43,21 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def load_rgb(path_or_image: str | os.PathLike | Image.Image) -> Image.Image:
+def load_rgb(path_or_image: str | os.PathLike | Image.Image, min_size: int | None = None) -> Image.Image:
     """Open a file (or take an image) and return it as 8-bit RGB, whatever its mode.
 
     Transparent pixels become black (the shapes background); 16-bit images are rescaled,
     not clipped; EXIF rotation is applied so photos come out the way a viewer shows them.
+    With `min_size` (the side the image will be resized to), a JPEG at least four times
+    larger is decoded at a reduced scale that keeps at least twice `min_size` pixels on each
+    side: a 6000×4000 photo then costs a fraction of the time and memory of a full decode.
     """
     if isinstance(path_or_image, Image.Image):
         image = path_or_image
     else:
         with Image.open(path_or_image) as opened:
+            if min_size and opened.format == "JPEG":
+                opened.draft(None, (2 * min_size, 2 * min_size))
             opened.load()
             image = ImageOps.exif_transpose(opened) if opened.getexif() else opened.copy()
 

@@ -26,6 +26,7 @@ from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder
 from multimodal.models.text_encoder import TextEncoder
 
+STAGES = ("joint", "encoders", "diffusion")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -63,31 +64,38 @@ class GenerativeMultimodalModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
-        with_diffusion: bool = True,
+        stage: str = "joint",
     ) -> dict[str, torch.Tensor]:
-        """All losses and metrics for a batch of matching (image, caption) pairs, and the
-        (detached) embeddings for retrieval.
+        """Losses and metrics for a batch of matching (image, caption) pairs, and the (detached)
+        embeddings for retrieval.
 
         `text_states` are BERT's token states when the caller has them cached (frozen BERT);
-        otherwise BERT runs on `input_ids`. `with_diffusion=False` leaves the diffusion loss
-        out (reported as 0), for training that gives diffusion a stage of its own.
+        otherwise BERT runs on `input_ids`. `stage` says which losses to train, for training
+        that gives diffusion a stage of its own: "joint" (all), "encoders" (all but diffusion,
+        reported as 0) or "diffusion" (diffusion alone on the frozen encoders' outputs).
         """
-        c = self.config
-        z, image_embedding = self.image_encoder(images)
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and stage != "diffusion"):
+            z, image_embedding = self.image_encoder(images)
+            if text_states is None:
+                text_states = self.text_encoder.token_states(input_ids, attention_mask)
+            text_embedding = self.text_encoder.project(text_states, attention_mask)
         if self.training:
             self.diffusion.update_latent_stats(z.detach())
-        if text_states is None:
-            text_states = self.text_encoder.token_states(input_ids, attention_mask)
-        text_embedding = self.text_encoder.project(text_states, attention_mask)
+        zero = torch.zeros((), device=z.device)
+        diffusion = zero
+        if stage != "encoders":
+            diffusion = self.diffusion.training_loss(
+                z.detach(), text_embedding.detach(), text_states.detach(), attention_mask
+            )
+        if stage == "diffusion":
+            return {"loss": diffusion, "diffusion": diffusion}
 
+        c = self.config
         contrastive = self.contrastive(image_embedding, text_embedding)
         reconstruction = self.reconstruction_loss(images, z, text_embedding)
         caption = self.caption_decoder(z, input_ids, attention_mask)
-        diffusion = (
-            self.diffusion.training_loss(z.detach(), text_embedding.detach(), text_states.detach(), attention_mask)
-            if with_diffusion
-            else torch.zeros((), device=z.device)
-        )
         total = (
             c.contrastive_weight * contrastive["loss"]
             + c.recon_weight * reconstruction
@@ -121,15 +129,8 @@ class GenerativeMultimodalModel(nn.Module):
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The diffusion loss alone (e.g. to train the UNet on frozen encoders)."""
-        with torch.no_grad():
-            z = self.image_encoder.encode(images)
-            if text_states is None:
-                text_states = self.text_encoder.token_states(input_ids, attention_mask)
-            text_embedding = self.text_encoder.project(text_states, attention_mask)
-        if self.training:
-            self.diffusion.update_latent_stats(z)
-        return self.diffusion.training_loss(z, text_embedding, text_states, attention_mask)
+        """The diffusion loss alone, the encoders frozen (the "diffusion" stage of `forward`)."""
+        return self(images, input_ids, attention_mask, text_states, stage="diffusion")["loss"]
 
     # -- encoding -------------------------------------------------------------------------
     def text_condition(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,15 +217,23 @@ class GenerativeMultimodalModel(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME, "tokenizer_config.json"):
             if not (directory / name).is_file():
                 raise CheckpointError(f"checkpoint folder {directory} is incomplete: {name} is missing")
+        if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+            raise CheckpointError(f"checkpoint folder {directory} is incomplete: tokenizer.json (or vocab.txt) is missing")
         try:
             values = json.loads((directory / CONFIG_NAME).read_text())
-            values["bert_config"] = {
-                k: v for k, v in values.get("bert_config", {}).items() if k not in ("transformers_version",)
-            }
+            if not isinstance(values, dict):
+                raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+            bert_config = values.get("bert_config")
+            if not isinstance(bert_config, dict):
+                raise ValueError("bert_config is missing (a checkpoint records BERT's architecture)")
+            values["bert_config"] = {k: v for k, v in bert_config.items() if k != "transformers_version"}
             config = ModelConfig.from_dict(values)
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"{directory / CONFIG_NAME} is not a valid model config: {error}") from None
-        model = cls(config, tokenizer_path=directory)
+        try:
+            model = cls(config, tokenizer_path=directory)
+        except (ValueError, TypeError, RuntimeError, OSError) as error:
+            raise CheckpointError(f"{directory / CONFIG_NAME} describes a model that cannot be built: {error}") from None
         try:
             missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=str(device))
         except RuntimeError as error:  # shapes that do not match this config

@@ -58,7 +58,7 @@ class TextEncoder(nn.Module):
             self.bert = BertModel(BertConfig(**config.bert_config), add_pooling_layer=False)
         else:
             with quiet_transformers():  # its load report lists the pooler we leave out on purpose
-                self.bert = BertModel.from_pretrained(source, add_pooling_layer=False)
+                self.bert = BertModel.from_pretrained(source, add_pooling_layer=False, use_safetensors=True)
         self.max_length = config.max_text_length
         self.frozen = config.freeze_bert
         if self.frozen:

@@ -6,13 +6,17 @@
     <dir>/trainer_state.json                                  step, epoch, optimiser settings, configs
 
 Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
-target and then renamed into place, so a crash mid-write leaves the previous one intact.
+target (`.<name>.tmp`) and then renamed into place, so a crash mid-write leaves the previous
+one intact; `recover_checkpoint` completes a save that a crash cut off between its two renames.
+`keep_step_copies` keeps step-numbered copies `step_NNNNNNN/` of the last K saves of latest/.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,6 +113,72 @@ def save_checkpoint(
 
 def is_resumable(directory: Path) -> bool:
     return all((Path(directory) / name).is_file() for name in (TRAINING_WEIGHTS, TRAINING_STATE, TRAINER_STATE))
+
+
+def _is_complete(directory: Path) -> bool:
+    """Every file written and the trainer state (written last) readable."""
+    if not is_resumable(directory) or not (directory / "model.safetensors").is_file():
+        return False
+    try:
+        json.loads((directory / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_checkpoint(directory: Path) -> bool:
+    """Finish a save that a crash (kill -9, power cut) interrupted between moving the old folder
+    aside and renaming the new one into place, so `directory` exists again. The new folder is
+    used when it is complete, else the previous one. Returns whether anything was restored;
+    a folder that exists is left as it is (the leftovers are removed by the next save)."""
+    directory = Path(directory)
+    if directory.exists():
+        return False
+    for candidate in (directory.with_name(f".{directory.name}.tmp"), directory.with_name(f".{directory.name}.old")):
+        if candidate.is_dir() and _is_complete(candidate):
+            try:
+                candidate.rename(directory)
+            except OSError:  # another process recovered it first
+                return directory.exists()
+            return True
+    return False
+
+
+STEP_COPY = re.compile(r"^step_(\d+)$")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    # Saves never modify a file in place (they write a new folder), so hard links are safe.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def keep_step_copies(latest: Path, step: int, keep_last: int) -> Path | None:
+    """Beside `latest`, keep `step_NNNNNNN/` copies of the last `keep_last` saves (0: none).
+
+    Call right after saving `latest`. The copy is made of hard links where the file system
+    allows (no extra space), written to a temporary folder and renamed, like every save.
+    Older step folders beyond the last `keep_last` are deleted; returns the new copy."""
+    if keep_last <= 0:
+        return None
+    latest = Path(latest)
+    target = latest.with_name(f"step_{step:07d}")
+    temporary = latest.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(latest, temporary, copy_function=_link_or_copy)
+    if target.exists():
+        shutil.rmtree(target)
+    temporary.rename(target)
+    copies = sorted(
+        (int(match.group(1)), path)
+        for path in latest.parent.iterdir()
+        if path.is_dir() and (match := STEP_COPY.match(path.name))
+    )
+    for _, path in copies[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+    return target
 
 
 def load_checkpoint(

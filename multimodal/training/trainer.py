@@ -12,21 +12,29 @@ import math
 import random
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
-from multimodal.device import pick_device
 from multimodal.evaluation import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.training.checkpoint import is_resumable, load_checkpoint, save_checkpoint
+from multimodal.training.checkpoint import (
+    is_resumable,
+    keep_step_copies,
+    load_checkpoint,
+    recover_checkpoint,
+    save_checkpoint,
+)
+from multimodal.training.distributed import init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
 from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
@@ -84,17 +92,20 @@ class Trainer:
         self.model_config = model_config
         self.config = train_config
         self.output_dir = Path(train_config.output_dir)
-        self.device = pick_device(train_config.device)
+        self.dist, self.device = init_distributed(train_config.device)
         seed_everything(train_config.seed)
 
         data_dir = Path(train_config.data_dir) if train_config.data_dir else default_data_dir(train_config.preset)
-        if train_config.preset == "shapes" and not (data_dir / "annotations").is_dir():
+        if train_config.preset == "shapes" and not (data_dir / "annotations").is_dir() and self.dist.is_main:
             generate_shapes_dataset(data_dir, seed=train_config.seed)
+        self.dist.barrier()  # the other processes wait for rank 0 to write the data
         size = model_config.image_size
         self.train_set = CocoCaptionDataset(data_dir, "train", size, all_pairs=train_config.all_pairs, seed=train_config.seed)
         self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=train_config.seed)
 
+        # Every process builds the same initial weights; after that each draws its own noise.
         self.model = GenerativeMultimodalModel(model_config).to(self.device)
+        torch.manual_seed(train_config.seed + self.dist.rank)
         self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
         decay, no_decay = [], []
         for p in self.model.parameters():
@@ -107,10 +118,12 @@ class Trainer:
         )
         self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
         self.collate = CaptionCollator(self.model.tokenizer, model_config.max_text_length)
-
         self.autocast = autocast_dtype(train_config.precision, self.device)
+
+        # One optimiser step takes grad_accum batches of batch_size in every process.
+        self.images_per_step = train_config.batch_size * self.dist.world_size * train_config.grad_accum
+        self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
         # Two stages when diffusion_epochs > 0: everything but diffusion, then diffusion alone.
-        self.steps_per_epoch = math.ceil(len(self.train_set) / train_config.batch_size)
         self.joint_steps = train_config.epochs * self.steps_per_epoch
         self.total_steps = self.joint_steps + train_config.diffusion_epochs * self.steps_per_epoch
         if train_config.max_steps:
@@ -127,6 +140,18 @@ class Trainer:
         self.stop_signal: str | None = None
         if resume:
             self._resume()
+        self.train_model = self._wrap()
+
+    def _wrap(self) -> torch.nn.Module:
+        """The model the steps call: under torchrun, DDP around it (built anew when the set of
+        trainable parameters changes, as DDP requires)."""
+        if not self.dist.enabled:
+            return self.model
+        return DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.diffusion_epochs > 0,  # the first stage leaves the UNet out
+        )
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -144,10 +169,15 @@ class Trainer:
     def save(self, name: str = "latest") -> Path:
         directory = self.output_dir / name
         save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state())
+        if name == "latest":
+            keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
 
     def _resume(self) -> None:
         latest = self.output_dir / "latest"
+        if self.dist.is_main:
+            recover_checkpoint(latest)  # a save that a crash cut off between its two renames
+        self.dist.barrier()
         if not is_resumable(latest):
             raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
         state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer)
@@ -158,6 +188,8 @@ class Trainer:
         self.nonfinite_total = state["nonfinite_total"]
         if self.in_diffusion_stage:
             self._freeze_all_but_diffusion()
+        if self.dist.enabled:  # the checkpoint holds rank 0's RNG: give each process its own again
+            torch.manual_seed(self.config.seed + 1_000_003 * self.step + self.dist.rank)
 
     # -- the diffusion stage -------------------------------------------------------------
     @property
@@ -175,20 +207,23 @@ class Trainer:
         then stay equal in the raw and EMA models."""
         self.model.load_state_dict(self.ema.module.state_dict())
         self._freeze_all_but_diffusion()
+        self.train_model = self._wrap()
 
     # -- one step -------------------------------------------------------------------------
-    def _forward(
-        self, model: GenerativeMultimodalModel, batch: dict, diffusion_only: bool = False, with_diffusion: bool = True
-    ) -> dict[str, torch.Tensor]:
+    def _forward(self, model: GenerativeMultimodalModel, batch: dict, stage: str = "joint") -> dict[str, torch.Tensor]:
         images = batch["images"].to(self.device, non_blocking=True)
         input_ids = batch["input_ids"].to(self.device)
         attention_mask = batch["attention_mask"].to(self.device)
         states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache else None
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            if diffusion_only:
-                loss = model.compute_diffusion_loss(images, input_ids, attention_mask, text_states=states)
-                return {"loss": loss, "diffusion": loss}
-            return model(images, input_ids, attention_mask, text_states=states, with_diffusion=with_diffusion)
+            return model(images, input_ids, attention_mask, text_states=states, stage=stage)
+
+    @property
+    def stage(self) -> str:
+        """What this step trains: everything at once, or the two stages of diffusion_epochs."""
+        if self.config.diffusion_epochs == 0:
+            return "joint"
+        return "diffusion" if self.in_diffusion_stage else "encoders"
 
     def _learning_rate(self) -> float:
         """Warm-up and cosine over the joint stage; the diffusion stage gets a cycle of its own."""
@@ -198,33 +233,47 @@ class Trainer:
             return learning_rate(self.step - self.joint_steps, length, max(1, length // 20), peak)
         return learning_rate(self.step, self.joint_steps, self.warmup_steps, peak)
 
-    def train_step(self, batch: dict) -> dict[str, float] | None:
-        """One optimiser step; None when the loss was not finite and the step was skipped."""
+    def train_step(self, batches: list[dict]) -> dict[str, float] | None:
+        """One optimiser step over `grad_accum` batches; None when a loss was not finite in any
+        process and the step was skipped (by every process, so they stay in step)."""
         if self.step == self.joint_steps and self.in_diffusion_stage:
             self._start_diffusion_stage()
         self.model.train()
-        out = self._forward(
-            self.model, batch, diffusion_only=self.in_diffusion_stage, with_diffusion=self.config.diffusion_epochs == 0
-        )
-        if not torch.isfinite(out["loss"]):
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
-            if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
-                raise TrainingError(
-                    f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.step}; "
-                    f"stopping (last good checkpoint: {self.output_dir / 'latest'}). Try a lower --lr."
-                )
-            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            # DDP averages gradients once per step, on the last batch, not on every one.
+            with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
+                out = self._forward(self.train_model, batch, self.stage)
+                finite = self.dist.all_reduce(torch.isfinite(out["loss"]).float().reshape(1), "min").item() == 1.0
+                if not finite:
+                    return self._skip_nonfinite()
+                (out["loss"] / len(batches)).backward()
+            for key, short in SHORT_NAMES.items():
+                if key in out:
+                    sums[short] = sums.get(short, 0.0) + out[key].item() / len(batches)
         self.nonfinite_in_a_row = 0
         lr = self._learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.ema.update(self.model, self.step)
-        return {SHORT_NAMES[k]: out[k].item() for k in SHORT_NAMES if k in out} | {"lr": lr}
+        names = list(sums)
+        averaged = self.dist.all_reduce(torch.tensor([sums[n] for n in names], device=self.device))
+        return dict(zip(names, averaged.tolist())) | {"lr": lr}
+
+    def _skip_nonfinite(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+            raise TrainingError(
+                f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.step}; "
+                f"stopping (last good checkpoint: {self.output_dir / 'latest'}). Try a lower --lr."
+            )
+        return None
 
     # -- validation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -264,15 +313,28 @@ class Trainer:
         )
 
     def _epoch_order(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return torch.randperm(len(self.train_set), generator=generator).tolist()
+        """This process's share of the epoch's shuffled order (DistributedSampler; with one
+        process it is the whole order)."""
+        sampler = DistributedSampler(
+            self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.config.seed
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
 
+    def _should_stop(self) -> bool:
+        """A signal reached any process: all of them stop after the same step."""
+        stop = self.dist.all_reduce(torch.tensor([float(self.stop_signal is not None)], device=self.device), "max")
+        if stop.item() and self.stop_signal is None:
+            self.stop_signal = "SIGTERM"
+        return bool(stop.item())
+
     def run(self) -> dict[str, Any]:
         """Train until `total_steps`; returns the last epoch's metrics row."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < self.total_steps and not self.stop_signal:
@@ -280,16 +342,18 @@ class Trainer:
         finally:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
-        if self.stop_signal:
+        if self.stop_signal and self.dist.is_main:
             path = self.save()
             tqdm.write(f"{self.stop_signal}: stopped at step {self.step}; saved {path} (resume with --resume)")
+        self.dist.barrier()
         return self.history[-1] if self.history else {}
 
     def _run_epoch(self, epoch: int) -> None:
         c = self.config
         start = self.step - epoch * self.steps_per_epoch
         self.train_set.set_epoch(epoch)
-        loader = self._loader(self.train_set, self._epoch_order(epoch)[start * c.batch_size :])
+        per_step = c.batch_size * c.grad_accum
+        batches = iter(self._loader(self.train_set, self._epoch_order(epoch)[start * per_step :]))
         last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
         stage = " (diffusion only)" if epoch * self.steps_per_epoch >= self.joint_steps and c.diffusion_epochs else ""
         bar = tqdm(
@@ -297,12 +361,16 @@ class Trainer:
             initial=start,
             desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}{stage}",
             dynamic_ncols=True,
+            disable=not self.dist.is_main,
         )
         tick, images_per_second = time.perf_counter(), 0.0
-        for batch in loader:
-            metrics = self.train_step(batch)
+        while self.step < last_step:
+            group = [batch for _, batch in zip(range(c.grad_accum), batches)]
+            if not group:
+                break
+            metrics = self.train_step(group)
             now = time.perf_counter()
-            speed = len(batch["captions"]) / max(now - tick, 1e-9)
+            speed = sum(len(b["captions"]) for b in group) * self.dist.world_size / max(now - tick, 1e-9)
             tick = now
             images_per_second = speed if images_per_second == 0 else 0.9 * images_per_second + 0.1 * speed
             self.step += 1
@@ -310,19 +378,19 @@ class Trainer:
                 for key, value in metrics.items():
                     self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
                 self.epoch_sums["steps"] = self.epoch_sums.get("steps", 0.0) + 1
-                bar.set_postfix(
-                    {k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"} | {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}"},
-                    refresh=False,
-                )
+                shown = {k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"}
+                bar.set_postfix(shown | {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}"}, refresh=False)
             bar.update(1)
-            if self.step % c.save_every == 0:
+            if self.step % c.save_every == 0 and self.dist.is_main:
                 self.save()
-            if self.step >= last_step or self.stop_signal:
+            if self._should_stop():
                 break
         bar.close()
         if self.stop_signal:
             return
-        self._end_epoch(epoch, images_per_second)
+        if self.dist.is_main:
+            self._end_epoch(epoch, images_per_second)
+        self.dist.barrier()  # the others wait while rank 0 validates and saves
 
     def _end_epoch(self, epoch: int, images_per_second: float) -> None:
         steps = max(self.epoch_sums.pop("steps", 0.0), 1.0)

@@ -1,0 +1,95 @@
+"""Training under torch.distributed on the CPU (gloo): 2 processes × B behave as 1 × 2B."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+from conftest import random_images, tiny_config
+from multimodal import GenerativeMultimodalModel
+from test_training import REPO, TINY_FLAGS, shapes_dir  # noqa: F401  (shapes_dir is a fixture)
+
+BATCH = 4  # per process
+CAPTIONS = [f"a {colour} shape" for colour in ["red", "green", "blue", "yellow", "black", "white", "pink", "brown"]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_model() -> GenerativeMultimodalModel:
+    # Frozen BERT and no caption dropout: nothing random in the encoders' losses.
+    torch.manual_seed(0)
+    return GenerativeMultimodalModel(tiny_config(freeze_bert=True, latent_stats_momentum=0.0)).train()
+
+
+def losses_and_gradients(model: torch.nn.Module, images, captions) -> tuple[float, dict[str, torch.Tensor]]:
+    """The total loss and every parameter's gradient; `model` may be wrapped in DDP."""
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    out = model(images, **module.text_encoder.tokenize(captions), stage="encoders")
+    out["loss"].backward()
+    grads = {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
+    return out["loss"].item(), grads
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = DistributedDataParallel(build_model(), find_unused_parameters=True)  # the "encoders" stage skips the UNet
+    images = random_images(2 * BATCH, 28)[rank * BATCH : (rank + 1) * BATCH]
+    loss, grads = losses_and_gradients(model, images, CAPTIONS[rank * BATCH : (rank + 1) * BATCH])
+    losses = torch.tensor([loss])
+    dist.all_reduce(losses)
+    if rank == 0:
+        save_file(grads | {"__loss__": losses / world}, str(Path(out_dir) / "ddp.safetensors"))
+    dist.destroy_process_group()
+
+
+def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ddp = load_file(tmp_path / "ddp.safetensors")
+    loss, grads = losses_and_gradients(build_model(), random_images(2 * BATCH, 28), CAPTIONS)
+
+    assert ddp.pop("__loss__").item() == pytest.approx(loss, rel=1e-5)
+    assert set(ddp) == set(grads)
+    contrastive = [name for name in grads if name.startswith(("image_encoder.head", "text_encoder.projection"))]
+    assert contrastive and "contrastive.log_logit_scale" in grads  # the global-batch loss is in the comparison
+    for name, grad in grads.items():
+        torch.testing.assert_close(ddp[name], grad, rtol=1e-3, atol=1e-5, msg=name)  # gradients are O(1)
+
+
+def run_torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "train.py"), *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_torchrun_trains_writes_a_checkpoint_and_resumes(shapes_dir, tmp_path):  # noqa: F811
+    common = ["--preset", "shapes", "--data-dir", str(shapes_dir), "--output-dir", str(tmp_path),
+              "--batch-size", "2", "--no-sample-every-epoch", *TINY_FLAGS]
+    first = run_torchrun(*common, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "× 2 processes" in first.stdout and first.stdout.count("steps 0 → 2") == 1  # rank 0 alone prints
+    state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
+    assert state["step"] == 2
+
+    resumed = run_torchrun(*common, "--max-steps", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "steps 2 → 4" in resumed.stdout
+    assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 4
+    GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")
