@@ -7,10 +7,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from multimodal import GenerativeMultimodalModel, ModelConfig  # noqa: E402
+from multimodal import GenerativeMultimodalModel, ImageTextGenerator, ModelConfig  # noqa: E402
 
 # A random-initialised BERT that uses the bundled vocabulary: real tokenizer, tiny network.
 TINY_BERT = dict(
@@ -57,3 +59,17 @@ def tiny_model() -> GenerativeMultimodalModel:
 def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny untrained checkpoint folder, written once per test module."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny") / "checkpoint"
+    GenerativeMultimodalModel(tiny_config()).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def generator(checkpoint) -> ImageTextGenerator:
+    return ImageTextGenerator(checkpoint, device="cpu")

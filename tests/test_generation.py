@@ -21,8 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
-from multimodal import GenerativeMultimodalModel, ImageTextGenerator
+from multimodal import ImageTextGenerator
 from multimodal.generation import (
     InvalidInputError,
     PromptTruncatedWarning,
@@ -34,19 +33,6 @@ from multimodal.models.caption_decoder import clean_caption
 ROOT = Path(__file__).resolve().parents[1]
 COCO_VAL = ROOT.parent / "shared" / "coco-mini" / "val2017"
 SPECIAL_TEXT = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]", "[unused", "##")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny") / "checkpoint"
-    GenerativeMultimodalModel(tiny_config()).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def generator(checkpoint) -> ImageTextGenerator:
-    return ImageTextGenerator(checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -59,19 +59,6 @@ PACKAGE = REPO / "multimodal"
 SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py")]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny") / "checkpoint"
-    GenerativeMultimodalModel(tiny_config()).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def generator(checkpoint) -> ImageTextGenerator:
-    return ImageTextGenerator(checkpoint, device="cpu")
-
-
 def script_main(name: str):
     """A script's main(argv), run in this process (no interpreter start-up)."""
     return runpy.run_path(str(REPO / name))["main"]
