@@ -1,0 +1,374 @@
+"""The results as docs/BENCHMARKS.md: the targets first, then each device's details.
+
+The document carries its own numbers as JSON in an HTML comment at the end, so a CPU run and
+a GPU run written to different files can be combined later without measuring again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+DEVICES = {"cpu": "CPU", "cuda": "GPU"}
+COCO_EPOCH_IMAGES = 118_287
+REPORTED_EPOCH_MINUTES = (30, 40)  # reported for a model of this kind on one GPU
+MARKER = "bench-results"
+DATA_PART = "data (main process)"
+PART_ORDER = (
+    DATA_PART, "BERT", "BERT (cache warm)", "BERT (cache cold)", "image encoder", "image encoder (no grad)",
+    "text head + contrastive", "image decoder", "caption decoder", "diffusion UNet", "optimizer + EMA",
+)
+
+
+# -- storing the numbers in the document -----------------------------------------------------
+def read_results(path: Path) -> dict[str, dict]:
+    """{device: results} stored in a document this module wrote; {} for any other file."""
+    if not path.is_file():
+        return {}
+    found = re.search(rf"<!-- {MARKER}\n(.*)\n-->", path.read_text(), re.S)
+    return json.loads(found.group(1)) if found else {}
+
+
+def write_document(path: Path, results: dict[str, dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(results) + f"\n<!-- {MARKER}\n{json.dumps(results, indent=1)}\n-->\n")
+
+
+# -- numbers --------------------------------------------------------------------------------
+def num(value: float) -> str:
+    """Three significant digits or so, never scientific."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def at_least(value: float, target: float, percent: bool = False) -> str:
+    if value >= target:
+        return "met"
+    return f"missed by {target - value:.0f} points" if percent else f"missed by {target / value:.2f}×"
+
+
+def at_most(value: float, target: float) -> str:
+    return "met" if value <= target else f"missed by {value / target:.2f}×"
+
+
+def peak_for(results: dict, precision: str) -> float:
+    return results["peak"]["bf16" if precision.startswith("bf16") else "fp32"]
+
+
+def unet_row(results: dict, preset: str, unet: str, batch: int, kind: str, precision: str) -> dict | None:
+    for row in results["unet"]:
+        if (row["preset"], row["unet"].split(" ")[0], row["batch"], row["pass"], row["precision"]) == (
+            preset, unet, batch, kind, precision
+        ):
+            return row
+    return None
+
+
+def percent_of_peak(results: dict, row: dict) -> float:
+    return 100 * row["gflop"] / (row["ms"] / 1e3) / peak_for(results, row["precision"])
+
+
+def training(results: dict, preset: str, precision: str | None = None) -> dict | None:
+    for run in results["training"]:
+        if run["preset"] == preset and (precision is None or run["precision"] == precision):
+            return run
+    return None
+
+
+def loader_rate(results: dict, name: str, workers: int) -> float | None:
+    for row in results["data"]:
+        if row["set"] == name and row.get("workers") == workers:
+            return row["images_per_s"]
+    return None
+
+
+# -- the targets ----------------------------------------------------------------------------
+def targets(results: dict) -> list[tuple[str, str, str, str]]:
+    """(what, target, measured, verdict) for each target the issue set, on one device."""
+    rows = []
+    precision = results["training_precision"]
+    batch = max(row["batch"] for row in results["unet"])
+    precisions = list(dict.fromkeys([precision] + [row["precision"] for row in results["unet"]]))
+    for preset in ("coco", "shapes"):
+        for measured in precisions:
+            ours = unet_row(results, preset, "ours", batch, "forward+backward", measured)
+            share = percent_of_peak(results, ours)
+            rows.append((f"{preset} UNet fwd+bwd, batch {batch}, {measured}: % of the {measured[:4]} matmul peak",
+                         "≥ 50%", f"{share:.0f}%", at_least(share, 50, percent=True)))
+        ours = unet_row(results, preset, "ours", batch, "forward+backward", precision)
+        theirs = unet_row(results, preset, "diffusers", batch, "forward+backward", precision)
+        ratio = ours["ms"] / theirs["ms"]
+        rows.append((f"{preset} UNet fwd+bwd, batch {batch}, {precision}: time ours / diffusers (FLOPs ours / its)",
+                     "≤ 1.0×", f"{ratio:.2f}× ({ours['gflop'] / theirs['gflop']:.2f}×)", at_most(ratio, 1.0)))
+    for beams in (1, 3):
+        cached = [r for r in results["image_to_text"] if r["beams"] == beams and r["batch"] == 1]
+        if len(cached) == 2:
+            on, off = sorted(cached, key=lambda r: not r["cache"])
+            ratio = on["tokens_per_s"] / off["tokens_per_s"]
+            name = "greedy" if beams == 1 else f"{beams} beams"
+            rows.append((f"captions, {name}, batch 1, 32 new tokens: cached / uncached tokens/s", "≥ 3×",
+                         f"{ratio:.2f}×", at_least(ratio, 3.0)))
+    for batch in sorted({r["batch"] for r in results["text_to_image"]}):
+        by_scale = {r["guidance"]: r["ms_per_image"] for r in results["text_to_image"] if r["batch"] == batch}
+        ratio = by_scale[3.0] / by_scale[1.0]
+        rows.append((f"text→image, batch {batch}: guided / unguided sampling time", "≤ 1.3×",
+                     f"{ratio:.2f}×", at_most(ratio, 1.3)))
+    for preset in ("shapes", "coco"):
+        run, rate = training(results, preset, precision), loader_rate(results, preset, 2)
+        if run is None or rate is None:
+            continue
+        fastest = max(stage["images_per_s"] for stage in run["stages"])  # the stage that needs the most data
+        rows.append((f"data: {preset} loader (2 workers) / {preset} training images/s at {run['image_size']} px",
+                     "≥ 3×", f"{rate / fastest:.2f}×", at_least(rate / fastest, 3.0)))
+    run = training(results, "shapes", precision)
+    if run is not None:
+        stage = run["stages"][0]
+        warm = 100 * stage["parts_ms"]["BERT (cache warm)"] / stage["step_ms"]
+        cold = 100 * stage["parts_ms"]["BERT (cache cold)"] / stage["step_cold_cache_ms"]
+        rows.append(("frozen BERT's share of a shapes step, cache warm (cold)", "~0 (≤ 1%)",
+                     f"{warm:.1f}% ({cold:.0f}%)", "met" if warm <= 1 else f"missed by {warm - 1:.1f} points"))
+    run = training(results, "coco")
+    if run is not None:
+        minutes = COCO_EPOCH_IMAGES / run["stages"][0]["images_per_s"] / 60
+        low, high = REPORTED_EPOCH_MINUTES
+        rows.append(("one COCO 2017 epoch, coco preset at 224 px", f"~{low}–{high} min",
+                     f"{num(minutes)} min", at_most(minutes, high) if results["device"] == "cuda" else "(a GPU target)"))
+    return rows
+
+
+# -- the document ---------------------------------------------------------------------------
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def summary(results: dict[str, dict]) -> str:
+    """One table, a column pair per device; "not measured" where a device has no run."""
+    per_device = {device: {what: (target, value, verdict) for what, target, value, verdict in targets(run)}
+                  for device, run in results.items()}
+    names = list(dict.fromkeys(what for device in DEVICES if device in per_device for what in per_device[device]))
+    header = ["what", "target"]
+    for device, label in DEVICES.items():
+        header += [f"{label}: {results[device]['machine'].get('gpu', results[device]['machine']['cpu'])}"
+                   if device in results else label, "verdict"]
+    rows = []
+    for what in names:
+        target = next(per_device[d][what][0] for d in per_device if what in per_device[d])
+        row = [what, target]
+        for device in DEVICES:
+            found = per_device.get(device, {}).get(what)
+            row += [found[1], found[2]] if found else ["not measured", ""]
+        rows.append(row)
+    return table(header, rows)
+
+
+def machine_table(results: dict[str, dict]) -> str:
+    keys = ["date", "gpu", "cuda", "cpu", "cpu_features", "cores", "torch_threads", "torch", "cpu_capability", "python"]
+    rows = []
+    for key in keys:
+        values = [results[d]["machine"].get(key, "") if d in results else "not measured" * (key == "date") for d in DEVICES]
+        if any(values):
+            rows.append([key.replace("_", " ")] + values)
+    rows.append(["load average (1 min), start / end (the end counts this run's own work)"] + [
+        " / ".join(f"{load:.1f}" for load in results[d]["load_average"]) if d in results else "" for d in DEVICES])
+    rows.append(["timings measured again: other processes were busy (still busy after 4 tries)"] + [
+        f"{results[d]['timings_redone']} ({results[d]['timings_still_busy']})" if "timings_redone" in results.get(d, {}) else ""
+        for d in DEVICES])
+    rows.append(["training precision"] + [results[d]["training_precision"] if d in results else "" for d in DEVICES])
+    rows.append(["whole run"] + [f"{results[d]['seconds'] / 60:.1f} min" + (" (--quick)" if results[d]["quick"] else "")
+                                 if d in results else "" for d in DEVICES])
+    return table(["", *[f"{label} column" for label in DEVICES.values()]], rows)
+
+
+def unet_details(results: dict) -> str:
+    rows = []
+    for ours in results["unet"]:
+        if ours["unet"] != "ours":
+            continue
+        theirs = unet_row(results, ours["preset"], "diffusers", ours["batch"], ours["pass"], ours["precision"])
+        rows.append([
+            f"{ours['preset']} (w{ours['width']}×{ours['blocks']})", str(ours["batch"]), ours["pass"], ours["precision"],
+            num(ours["gflop"]), num(ours["ms"]), num(ours["gflop"] / ours["ms"] * 1e3),
+            f"{percent_of_peak(results, ours):.0f}%",
+            num(theirs["gflop"]), num(theirs["ms"]), f"{percent_of_peak(results, theirs):.0f}%",
+            f"{ours['ms'] / theirs['ms']:.2f}×",
+        ])
+    params = {(r["preset"], r["unet"]): r["params_m"] for r in results["unet"]}
+    sizes = "; ".join(f"{preset} {unet}: {num(p)} M parameters" for (preset, unet), p in params.items())
+    return table(
+        ["UNet", "batch", "pass", "precision", "GFLOP", "ms", "GFLOP/s", "% peak",
+         "diffusers GFLOP", "diffusers ms", "diffusers % peak", "time ours / diffusers"],
+        rows,
+    ) + f"\n\nSizes: {sizes}."
+
+
+def text_to_image_details(results: dict) -> str:
+    rows = []
+    for batch in sorted({r["batch"] for r in results["text_to_image"]}):
+        by_scale = {r["guidance"]: r for r in results["text_to_image"] if r["batch"] == batch}
+        guided, plain = by_scale[3.0], by_scale[1.0]
+        rows.append([str(batch), str(guided["steps"]), guided["precision"], num(guided["ms_per_image"]),
+                     num(plain["ms_per_image"]), f"{guided['ms_per_image'] / plain['ms_per_image']:.2f}×"])
+    return table(["batch", "DDIM steps", "precision", "ms/image, guidance 3", "ms/image, guidance 1", "guided / unguided"], rows)
+
+
+def image_to_text_details(results: dict) -> str:
+    rows = []
+    keys = sorted({(r["batch"], r["beams"]) for r in results["image_to_text"]})
+    for batch, beams in keys:
+        on, off = (next(r for r in results["image_to_text"] if (r["batch"], r["beams"], r["cache"]) == (batch, beams, c))
+                   for c in (True, False))
+        rows.append([str(batch), "greedy" if beams == 1 else f"{beams} beams", on["precision"],
+                     num(on["tokens_per_s"]), num(off["tokens_per_s"]), f"{on['tokens_per_s'] / off['tokens_per_s']:.2f}×"])
+    route = results["image_to_text"][0]["route"]
+    return table(["batch", "search", "precision", "tokens/s, cache", "tokens/s, no cache", "cache speed-up"], rows) + (
+        f"\n\nDecoded through `{route}`, {results['image_to_text'][0]['new_tokens']} new tokens forced "
+        "(min_new_tokens = max_new_tokens), coco preset caption decoder."
+    )
+
+
+def compute_ms(stage: dict) -> float:
+    """The parts that make up a step with a warm cache (data loading runs beside it)."""
+    return sum(ms for part, ms in stage["parts_ms"].items() if part not in (DATA_PART, "BERT (cache cold)"))
+
+
+def disagreements(results: dict) -> list[str]:
+    """A warning where a whole step and the sum of its parts, timed apart, disagree: the machine
+    was busy during one of them. (The parts may add up to a little more than the step: each is
+    synchronised on its own.)"""
+    warnings = []
+    for run in results["training"]:
+        for stage in run["stages"]:
+            ratio = stage["step_ms"] / compute_ms(stage)
+            if not 0.7 < ratio < 1.3:
+                warnings.append(
+                    f"**{run['preset']} {run['precision']} {stage['stage']}: the whole step took {ratio:.2f}× the sum "
+                    "of its parts; other work on the machine probably slowed one of them. Re-run on a quiet machine.**"
+                )
+    return warnings
+
+
+def training_details(results: dict) -> str:
+    columns = [(run, stage) for run in results["training"] for stage in run["stages"]]
+    parts = [part for part in PART_ORDER if any(part in stage["parts_ms"] for _, stage in columns)]
+    header = ["part (ms, share of the step)"] + [
+        f"{run['preset']} {run['image_size']} px, batch {run['batch']}, {run['precision']}: {stage['stage']}"
+        for run, stage in columns
+    ]
+    rows = []
+    for part in parts:
+        row = [part]
+        for _, stage in columns:
+            ms = stage["parts_ms"].get(part)
+            if ms is None:
+                row.append("")
+                continue
+            if part == DATA_PART:  # done by loader workers beside the step, not a share of it
+                row.append(num(ms))
+                continue
+            step = stage["step_cold_cache_ms"] if part == "BERT (cache cold)" else stage["step_ms"]
+            row.append(f"{num(ms)} ({100 * ms / step:.0f}%)")
+        rows.append(row)
+    rows.append(["sum of the parts (no data, warm cache)"] + [num(compute_ms(stage)) for _, stage in columns])
+    rows.append(["whole step (Trainer.train_step)"] + [num(stage["step_ms"]) for _, stage in columns])
+    rows.append(["whole step, text cache cold"] + [num(stage["step_cold_cache_ms"]) if "step_cold_cache_ms" in stage else ""
+                                                   for _, stage in columns])
+    rows.append(["**images/s**"] + [f"**{num(stage['images_per_s'])}**" for _, stage in columns])
+    rows.append(["peak RSS (MiB)"] + [num(run["peak_rss_mb"]) for run, _ in columns])
+    if any("peak_gpu_mb" in run for run, _ in columns):
+        rows.append(["peak GPU memory (MiB)"] + [num(run.get("peak_gpu_mb", 0)) for run, _ in columns])
+    data = "; ".join(dict.fromkeys(f"{run['preset']}: {run['data']}" for run, _ in columns))
+    return table(header, rows) + f"\n\nData: {data}."
+
+
+def data_details(results: dict) -> str:
+    rows = []
+    for row in results["data"]:
+        if "skipped" in row:
+            rows.append([row["set"], str(row["image_size"]), "", row["skipped"], ""])
+            continue
+        run = training(results, row["set"], results["training_precision"])
+        versus = f"{row['images_per_s'] / max(s['images_per_s'] for s in run['stages']):.1f}×" if run else ""
+        rows.append([f"{row['set']} ({row['folder']})", str(row["image_size"]), str(row["workers"]), num(row["images_per_s"]), versus])
+    return table(["set", "px", "workers", "images/s", f"× training ({results['training_precision']})"], rows)
+
+
+def device_section(device: str, results: dict) -> str:
+    peak = results["peak"]
+    coco = training(results, "coco")
+    epoch = ""
+    if coco is not None:
+        minutes = COCO_EPOCH_IMAGES / coco["stages"][0]["images_per_s"] / 60
+        epoch = (f"\n\nOne COCO 2017 epoch ({COCO_EPOCH_IMAGES:,} images) at the coco preset's measured "
+                 f"{num(coco['stages'][0]['images_per_s'])} images/s: **{num(minutes)} min** ({num(minutes / 60)} h); "
+                 f"reported for a model of this kind on one GPU: ~{REPORTED_EPOCH_MINUTES[0]}–{REPORTED_EPOCH_MINUTES[1]} min.")
+    notes = "".join(f"\n- {note}" for note in results["notes"] + disagreements(results))
+    return "\n\n".join([
+        f"## {DEVICES[device]} details",
+        f"Matmul peak (square {'8192' if device == 'cuda' else '4096'}², median): "
+        f"**fp32 {num(peak['fp32'])} GFLOP/s**, **bf16 {num(peak['bf16'])} GFLOP/s**.",
+        "### UNet at the 256×7×7 latent (16 context tokens)\n\n" + unet_details(results),
+        "### Text → image (shapes preset, random weights)\n\n" + text_to_image_details(results),
+        "### Image → text\n\n" + image_to_text_details(results),
+        "### Training\n\n" + training_details(results) + epoch,
+        "### Data loading\n\n" + data_details(results),
+    ]) + (f"\n\nNotes:{notes}" if notes else "")
+
+
+METHOD = """\
+## How it was measured
+
+- One command, `python -m bench` (`--quick`: a one-minute smoke run; `--device cuda`: the GPU
+  column; `--output PATH`: where the document goes; `--merge FILE`: add another run's column
+  without measuring). Every ratio in the summary comes from one run on one machine, so drift of
+  a shared machine between runs does not enter it.
+- Each timing: one warm-up call, then the median of at least 5 calls (more while they take
+  under ~1.5 s together); on a GPU with `torch.cuda.synchronize` around each call.
+- The limit is a large square matmul in the same run: fp32, and bf16 (what autocast uses).
+- diffusers' `UNet2DConditionModel` for comparison: one `CrossAttnDownBlock2D` and one
+  `CrossAttnUpBlock2D` at our width (no resampling: 7×7 does not halve), cross-attention to
+  the 384-wide BERT states with 4 heads, the pooled text embedding as its "projection" class
+  embedding (added to the time embedding, as our FiLM condition is); of 1 or 2 layers per
+  block, with or without the mid block, the one with FLOPs nearest ours (its name and size are
+  under each UNet table). Same inputs, same precision, same timer.
+- FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` (convolutions, matmuls,
+  attention) on one sample, times the batch; GroupNorm, SiLU and other elementwise work are
+  not FLOPs there but do take time.
+- Training precision follows the trainer (`autocast_dtype("auto")`): bf16 autocast on CUDA and
+  on CPUs with native bf16 (AMX / AVX512-BF16), fp32 elsewhere. Generation: fp32 on the CPU,
+  as the CLIs run it; bf16 autocast on a GPU (the CLIs run fp32 there too).
+- The machine may be shared. Two busy threads on two cores make OpenMP stall when anything
+  else runs, inflating times up to tenfold. So each timing reads /proc/stat around its series
+  of calls, and a series during which other processes used more than a quarter of a core is
+  measured again (after a second's pause, up to 4 tries); the table above counts them. The
+  load average at the start and the end of the run is there too.
+- Training: `Trainer.train_step` on one fixed batch (data loading is measured on its own);
+  the shapes preset trains in two stages (encoders, then the UNet alone), each measured. The
+  parts are timed separately, forward+backward each, their inputs detached at the borders that
+  `GenerativeMultimodalModel.forward` has; "data (main process)" is what a loader worker must
+  hide per batch. Each configuration runs in a fresh process; its peak RSS is VmHWM from
+  /proc/self/status (`resource.getrusage`'s ru_maxrss would carry over the peak of the
+  process it was forked from).
+- Data: the trainer's DataLoader (CaptionCollator tokenises), batch 16, images/s after the
+  first batch, median of 3 passes after a warm-up pass.
+- Models have random weights (the bundled BERT's are loaded): speed does not depend on them.
+"""
+
+
+def render(results: dict[str, dict]) -> str:
+    parts = [
+        "# Benchmarks",
+        "Speed of the model's hot paths against this machine's own limit and against diffusers, "
+        "and the targets they are held to. Written by `python -m bench`; do not edit by hand.",
+        "## Summary\n\n" + summary(results),
+        "## Machines\n\n" + machine_table(results),
+        METHOD.rstrip(),
+    ]
+    for device in DEVICES:
+        parts.append(device_section(device, results[device]) if device in results
+                     else f"## {DEVICES[device]} details\n\nnot measured (`python -m bench --device {device}`)")
+    return "\n\n".join(parts) + "\n"

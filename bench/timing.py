@@ -1,0 +1,161 @@
+"""The few helpers every section uses: a timer, a FLOP counter, the matmul peak, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """The trainer's autocast: `dtype` None is plain fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return "fp32" if dtype is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] + " autocast"
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy clock ticks of the whole machine, ticks of this process) from /proc; (0, 0) without it.
+    Busy counts the hypervisor's steal too: time another guest took from this one."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in stat.readline().split()[1:9])
+        with open("/proc/self/stat") as own:
+            utime, stime = (int(v) for v in own.read().rsplit(")", 1)[1].split()[11:13])
+    except (OSError, ValueError):
+        return 0, 0
+    return user + nice + system + irq + softirq + steal, utime + stime
+
+
+@dataclass
+class Timer:
+    """Median wall time of a call: one warm-up call, then at least `min_repeats` timed calls,
+    and more while their total stays under `budget_s` (at most `max_repeats`).
+
+    On a shared machine another busy process makes two OpenMP threads on two cores stall each
+    other, inflating times up to tenfold. So a series during which other processes used more
+    than `others_limit` cores on average is measured again, up to `attempts` times in all;
+    `redone` and `still_busy` count how often that happened.
+    """
+
+    device: torch.device
+    budget_s: float = 2.0
+    min_repeats: int = 3
+    max_repeats: int = 15
+    others_limit: float = 0.25
+    attempts: int = 4
+    redone: int = 0
+    still_busy: int = 0
+
+    def once(self, fn: Callable[[], Any]) -> float:
+        synchronize(self.device)
+        start = time.perf_counter()
+        fn()
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    def series(self, fn: Callable[[], Any]) -> list[float]:
+        self.once(fn)
+        times: list[float] = []
+        while len(times) < self.max_repeats and (len(times) < self.min_repeats or sum(times) < self.budget_s):
+            times.append(self.once(fn))
+        return times
+
+    def __call__(self, fn: Callable[[], Any]) -> float:
+        for attempt in range(self.attempts):
+            machine, own = cpu_ticks()
+            start = time.perf_counter()
+            times = self.series(fn)
+            wall = time.perf_counter() - start
+            machine_after, own_after = cpu_ticks()
+            others = (machine_after - machine - (own_after - own)) / os.sysconf("SC_CLK_TCK") / wall
+            if wall < 0.3 or others <= self.others_limit:  # under 0.3 s the 10 ms ticks cannot tell
+                break
+            if attempt == self.attempts - 1:
+                self.still_busy += 1
+            else:
+                self.redone += 1
+                time.sleep(1.0)  # let a short burst of other work pass
+        return statistics.median(times)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call, as torch.utils.flop_counter counts them (matmuls, convolutions, attention)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, timer: Timer) -> float:
+    """GFLOP/s of a large square matmul: the most this machine does with `dtype`."""
+    n = 8192 if device.type == "cuda" else 4096
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n**3 / timer(lambda: a @ b) / 1e9
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set of this process, in MiB. On Linux, VmHWM: getrusage's ru_maxrss
+    keeps the peak of the parent a spawned process was forked from, so it would report the
+    benchmark's own peak for every training process."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: ru_maxrss, in KiB
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_features() -> str:
+    """The vector and matrix units that decide CPU matmul speed, as the kernel lists them."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next(line for line in info if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(flag for flag in wanted if flag in flags) or "none of avx2/avx512/amx"
+
+
+def describe_machine(device: torch.device) -> dict[str, str]:
+    """What the document says about where the numbers came from."""
+    machine = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
+        "cores": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+        machine["cuda"] = str(torch.version.cuda)
+    return machine
