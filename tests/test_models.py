@@ -265,3 +265,9 @@ def test_tiny_model_overfits_eight_pairs():
         out = model(images, **tokens)
     assert out["i2t_accuracy"].item() == 1.0 and out["t2i_accuracy"].item() == 1.0
     assert model.generate_text_from_image(images) == captions
+
+
+def test_caption_decoding_with_and_without_the_cache_agrees(tiny_model):
+    images = random_images(2, tiny_model.config.image_size)
+    tiny_model.eval()
+    assert tiny_model.generate_text_from_image(images, use_cache=False) == tiny_model.generate_text_from_image(images)

@@ -83,8 +83,7 @@ class CaptionDecoder(nn.Module):
             bos_token_id=self.bos_id,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
-            use_cache=True,
-            **decoding,
+            **({"use_cache": True} | decoding),  # the key/value cache, unless the caller turns it off
         )
         ids = self.lm.generate(
             input_ids=start,
