@@ -293,9 +293,11 @@ class Trainer:
                 text_embeddings.append(out["text_embedding"].float().cpu())
                 captions += batch["captions"]
         metrics = {f"val_{k}": v / len(captions) for k, v in sums.items()}
-        distinct = list(dict.fromkeys(captions))
-        index = {caption: i for i, caption in enumerate(distinct)}
-        texts = torch.cat(text_embeddings)[[captions.index(c) for c in distinct]]
+        first = {}  # each distinct caption → the row of its first occurrence
+        for row, caption in enumerate(captions):
+            first.setdefault(caption, row)
+        index = {caption: i for i, caption in enumerate(first)}
+        texts = torch.cat(text_embeddings)[list(first.values())]
         recall = retrieval_recall(torch.cat(image_embeddings), texts, [index[c] for c in captions], ks=(1, 5))
         return metrics | {f"val_{k}": v for k, v in recall.items()}
 
