@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     parser.add_argument("--seed", type=int, help="seed for weights, data order and noise")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
-    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: one per CPU core, at most 8)")
     parser.add_argument("--freeze-bert", action=argparse.BooleanOptionalAction,
                         help="keep BERT fixed and cache its features (default: on for shapes, off for coco)")
 
@@ -98,7 +98,7 @@ def check_args(args: argparse.Namespace, train_config, parser: argparse.Argument
         parser.error(f"--precision must be auto, fp32 or bf16, got {train_config.precision!r}")
     if train_config.grad_accum < 1:
         parser.error(f"--grad-accum must be at least 1, got {train_config.grad_accum}")
-    if train_config.num_workers < 0:
+    if train_config.num_workers is not None and train_config.num_workers < 0:
         parser.error("--num-workers cannot be negative")
     if train_config.save_every < 1:
         parser.error(f"--save-every must be at least 1, got {train_config.save_every}")

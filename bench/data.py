@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ def loader_throughput(dataset: CocoCaptionDataset, collate: CaptionCollator, wor
     return statistics.median(rates[1:])
 
 
+def default_workers() -> int:
+    """What the trainer uses unless told otherwise: one worker per CPU core, at most 8."""
+    return min(8, len(os.sched_getaffinity(0)))
+
+
 def bench_data(sets: list[DataSet], tokenizer_path: str, images: int, passes: int) -> list[dict]:
     """Rows of (set, image size, workers) → images/s, with the trainer's collate (tokenising)."""
     tokenizer = BertTokenizerFast.from_pretrained(tokenizer_path)
@@ -59,6 +65,6 @@ def bench_data(sets: list[DataSet], tokenizer_path: str, images: int, passes: in
             continue
         dataset = CocoCaptionDataset(data.root, "train", data.image_size)
         collate = CaptionCollator(tokenizer, data.max_text_length)
-        for workers in (0, 2):
+        for workers in sorted({0, 2, default_workers()}):
             rows.append(row | {"workers": workers, "images_per_s": loader_throughput(dataset, collate, workers, images, passes)})
     return rows

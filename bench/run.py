@@ -54,7 +54,7 @@ class Plan:
     data_passes: int
 
 
-FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8), 32, ("fp32", "bf16"), 4, 320, 3)
+FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3)
 QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1)
 GPU_COCO_BATCH = 64
 

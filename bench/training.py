@@ -112,7 +112,7 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
     def trained(loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def forward_backward() -> None:
             model.zero_grad(set_to_none=True)
-            with autocast(device, dtype):
+            with autocast(device, dtype), trainer.attention_backends():
                 value = loss()
             value.float().backward()
 

@@ -149,7 +149,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
     all_pairs: bool = False  # every (image, caption) pair per epoch instead of one caption per image
-    num_workers: int = 2
+    num_workers: int | None = None  # DataLoader workers per process; None: one per CPU core (at most 8)
     seed: int = 0
     device: str = "auto"
     save_every: int = 500  # steps between saves of latest/ (and at every epoch end)
@@ -157,6 +157,7 @@ class TrainConfig:
     sample_every_epoch: bool = True  # write samples/epoch_NNN.png
     max_nonfinite_steps: int = 20  # this many non-finite losses in a row stop the run
     precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    compile: bool = False  # torch.compile the image encoder, image decoder and UNet (slow first steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

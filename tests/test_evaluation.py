@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from multimodal.data.shapes import COLORS, all_combinations, captions_for, render_shape
+from multimodal.data.shapes import all_combinations, captions_for, render_shape
 from multimodal.evaluation import (
     attribute_accuracy,
     caption_scores,
