@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,11 +29,13 @@ from bench.run import random_bert_overrides
 from bench.timing import Timer, autocast
 from bench.unet import UNetInputs, our_unet, passes
 from multimodal import GenerativeMultimodalModel, model_preset
+from multimodal.config import train_preset
 from multimodal.data import CocoCaptionDataset
 from multimodal.data.transforms import image_transform, load_rgb
 from multimodal.device import pick_device
 from multimodal.models.text_encoder import bundled_bert_path
 from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
+from multimodal.training import Trainer
 from multimodal.training.trainer import autocast_dtype
 
 Row = tuple[str, float, float, str]  # (what, ms without the change, ms with it, the change)
@@ -146,6 +149,26 @@ def compiled_unet(device: torch.device, dtype: torch.dtype | None, batch: int, t
             f"torch.compile(unet) (compiling took {compile_s:.0f} s)")
 
 
+def compiled_training(coco: Path, device: torch.device, overrides: dict, batch: int, timer: Timer) -> Row:
+    """A whole coco-preset training step of the Trainer, eager against --compile."""
+    config = model_preset("coco", **overrides)
+
+    def step_ms(compile: bool) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as output_dir:
+            trainer = Trainer(config, train_preset(
+                "coco", data_dir=str(coco), output_dir=output_dir, device=str(device), batch_size=batch,
+                num_workers=0, sample_every_epoch=False, compile=compile,
+            ))
+            data = trainer.collate([trainer.train_set[i % len(trainer.train_set)] for i in range(batch)])
+            start = time.perf_counter()
+            trainer.train_step([data])
+            return timer(lambda: trainer.train_step([data])), time.perf_counter() - start
+
+    (eager, _), (compiled, first_s) = step_ms(False), step_ms(True)
+    return (f"coco training step, batch {batch}", eager * 1e3, compiled * 1e3,
+            f"train.py --compile (its first step took {first_s:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proposals", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -170,6 +193,8 @@ def main() -> None:
         rows.append(loader_workers(args.coco, model.config.image_size, overrides.get("text_encoder") or bundled_bert_path()))
     if not args.no_compile:
         rows.append(compiled_unet(device, dtype, 64, timer))
+        if (args.coco / "annotations").is_dir():
+            rows.append(compiled_training(args.coco, device, overrides, batch, timer))
     print(f"device: {device}, autocast: {dtype}\n")
     print("| what | ms without | ms with | speed-up | change |\n|---|---|---|---|---|")
     for what, now, proposed, how in rows:
