@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     parser.add_argument("--seed", type=int, help="seed for weights, data order and noise")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
-    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: one per CPU core, at most 8)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: one per CPU core, at most 16)")
     parser.add_argument("--freeze-bert", action=argparse.BooleanOptionalAction,
                         help="keep BERT fixed and cache its features (default: on for shapes, off for coco)")
 

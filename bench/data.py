@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from transformers import BertTokenizerFast
 
 from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
 from multimodal.training.text_cache import CaptionCollator
+from multimodal.training.trainer import default_num_workers
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "coco-mini"
@@ -49,11 +49,6 @@ def loader_throughput(dataset: CocoCaptionDataset, collate: CaptionCollator, wor
     return statistics.median(rates[1:])
 
 
-def default_workers() -> int:
-    """What the trainer uses unless told otherwise: one worker per CPU core, at most 8."""
-    return min(8, len(os.sched_getaffinity(0)))
-
-
 def bench_data(sets: list[DataSet], tokenizer_path: str, images: int, passes: int) -> list[dict]:
     """Rows of (set, image size, workers) → images/s, with the trainer's collate (tokenising)."""
     tokenizer = BertTokenizerFast.from_pretrained(tokenizer_path)
@@ -65,6 +60,8 @@ def bench_data(sets: list[DataSet], tokenizer_path: str, images: int, passes: in
             continue
         dataset = CocoCaptionDataset(data.root, "train", data.image_size)
         collate = CaptionCollator(tokenizer, data.max_text_length)
-        for workers in sorted({0, 2, default_workers()}):
-            rows.append(row | {"workers": workers, "images_per_s": loader_throughput(dataset, collate, workers, images, passes)})
+        for workers in sorted({0, 2, default_num_workers()}):
+            # Enough batches that each worker makes several: its start-up is not what is measured.
+            count = max(images, 4 * BATCH * workers)
+            rows.append(row | {"workers": workers, "images_per_s": loader_throughput(dataset, collate, workers, count, passes)})
     return rows

@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import BertTokenizerFast
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from bench.data import BATCH, COCO_MINI, default_workers, loader_throughput
+from bench.data import BATCH, COCO_MINI, loader_throughput
 from bench.run import random_bert_overrides
 from bench.timing import Timer, autocast
 from bench.unet import UNetInputs, our_unet, passes
@@ -36,7 +36,7 @@ from multimodal.device import pick_device
 from multimodal.models.text_encoder import bundled_bert_path
 from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
 from multimodal.training import Trainer
-from multimodal.training.trainer import autocast_dtype
+from multimodal.training.trainer import autocast_dtype, default_num_workers
 
 Row = tuple[str, float, float, str]  # (what, ms without the change, ms with it, the change)
 
@@ -128,10 +128,10 @@ def loader_workers(coco: Path, size: int, tokenizer_path: str) -> Row:
     """2 loader workers (the old default) against the trainer's default of one per core (ms per 64 images)."""
     dataset = CocoCaptionDataset(coco, "train", size)
     collate = CaptionCollator(BertTokenizerFast.from_pretrained(tokenizer_path), 32)
-    workers = default_workers()
+    workers = default_num_workers()
     now, proposed = (loader_throughput(dataset, collate, w, 8 * BATCH * w, 2) for w in (2, workers))
     return (f"COCO loading at {size} px, per 64 images", 64e3 / now, 64e3 / proposed,
-            f"num_workers={workers} (one per core, at most 8) instead of 2 (config.py)")
+            f"num_workers={workers} (one per core, at most 16) instead of 2 (config.py)")
 
 
 def compiled_unet(device: torch.device, dtype: torch.dtype | None, batch: int, timer: Timer) -> Row:

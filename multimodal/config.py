@@ -149,7 +149,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
     all_pairs: bool = False  # every (image, caption) pair per epoch instead of one caption per image
-    num_workers: int | None = None  # DataLoader workers per process; None: one per CPU core (at most 8)
+    num_workers: int | None = None  # DataLoader workers per process; None: one per CPU core (at most 16)
     seed: int = 0
     device: str = "auto"
     save_every: int = 500  # steps between saves of latest/ (and at every epoch end)

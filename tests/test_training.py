@@ -17,7 +17,7 @@ from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
-from multimodal.training.trainer import learning_rate
+from multimodal.training.trainer import default_num_workers, learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "coco-mini"
@@ -136,7 +136,7 @@ def test_compiled_training_matches_eager_and_saves_plain_parameter_names(shapes_
 
 def test_loader_workers_default_to_the_cores_this_process_may_use(shapes_dir, tmp_path):
     trainer = tiny_trainer(shapes_dir, tmp_path, num_workers=None)
-    assert trainer.num_workers == min(8, len(os.sched_getaffinity(0)))
+    assert trainer.num_workers == min(16, len(os.sched_getaffinity(0))) == default_num_workers()
     assert tiny_trainer(shapes_dir, tmp_path, num_workers=3).num_workers == 3
 
 

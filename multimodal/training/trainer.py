@@ -70,6 +70,12 @@ def attention_backends(device: torch.device, dtype: torch.dtype | None) -> Abstr
     return nullcontext()
 
 
+def default_num_workers(processes: int = 1) -> int:
+    """Loader workers when none are asked for: this process's share of the CPU cores it may
+    use, one worker each, at most 16 (decoding COCO JPEGs must keep up with a GPU)."""
+    return min(16, len(os.sched_getaffinity(0)) // processes)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32. `auto` takes bf16 on CUDA, and on CPUs with
     native bf16 units (AMX / AVX512-BF16), where it is markedly faster; elsewhere fp32."""
@@ -336,10 +342,9 @@ class Trainer:
 
     @property
     def num_workers(self) -> int:
-        """The configured loader workers, or by default one per CPU core this process may use."""
         if self.config.num_workers is not None:
             return self.config.num_workers
-        return min(8, len(os.sched_getaffinity(0)) // self.dist.world_size)
+        return default_num_workers(self.dist.world_size)
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """This process's share of the epoch's shuffled order (DistributedSampler; with one
