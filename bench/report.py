@@ -48,11 +48,11 @@ def num(value: float) -> str:
 def at_least(value: float, target: float, percent: bool = False) -> str:
     if value >= target:
         return "met"
-    return f"missed by {target - value:.0f} points" if percent else f"missed by {target / value:.2f}×"
+    return f"missed by {target - value:.0f} points" if percent else f"missed by {100 * (target / value - 1):.1f}%"
 
 
 def at_most(value: float, target: float) -> str:
-    return "met" if value <= target else f"missed by {value / target:.2f}×"
+    return "met" if value <= target else f"missed by {100 * (value / target - 1):.1f}%"
 
 
 def peak_for(results: dict, precision: str) -> float:

@@ -17,6 +17,7 @@ from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
+from multimodal.training.text_cache import TextFeatureCache
 from multimodal.training.trainer import default_num_workers, learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,21 @@ def test_frozen_bert_runs_once_per_distinct_caption(shapes_dir, tmp_path):
     trainer._run_epoch(3)
     assert trainer.text_cache.bert_calls - calls_after_run <= trainer.steps_per_epoch
     assert len(trainer.text_cache.store) >= distinct
+
+
+def test_text_cache_serves_berts_states_with_zeros_at_the_padding():
+    model = GenerativeMultimodalModel(tiny_config(freeze_bert=True))
+    cache = TextFeatureCache(model.text_encoder)
+    captions = ["a red circle", "a large blue square is on the left", "a red circle"]
+    tokens = model.text_encoder.tokenize(captions)
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    served = cache.states(captions, ids, mask)
+    expected = model.text_encoder.token_states(ids, mask) * mask[..., None]
+    assert served.shape == expected.shape and served.dtype == torch.float32
+    torch.testing.assert_close(served, expected, atol=2e-3, rtol=2e-3)  # stored in float16
+    assert cache.bert_calls == 1 and len(cache.store) == 2
+    wider = torch.nn.functional.pad(ids, (0, 3)), torch.nn.functional.pad(mask, (0, 3))
+    assert cache.states(captions, *wider)[:, -3:].abs().max() == 0 and cache.bert_calls == 1
 
 
 def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):

@@ -62,7 +62,7 @@ class TextEncoder(nn.Module):
         self.max_length = config.max_text_length
         self.frozen = config.freeze_bert
         if self.frozen:
-            self.bert.requires_grad_(False)
+            self.bert.requires_grad_(False).eval()  # no dropout from the start, not only after .train()
         hidden = self.bert.config.hidden_size
         self.projection = nn.Sequential(
             nn.Linear(hidden, config.proj_hidden_dim),
