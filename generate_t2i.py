@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    count = len(args.prompts) * args.num_samples
+    if count > 1 and args.output and args.output.suffix.lower() == ".png" and not args.output.is_dir():
+        parser.error(f"--output {args.output} names one PNG file, but {count} images are asked for: give a folder")
     with cli.friendly_errors(parser.prog):
         generator = cli.load_generator(args)
         images = generator.generate_from_text(
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler,
             eta=args.eta,
         )
-        one_file = len(args.prompts) * args.num_samples == 1 and not (args.output and args.output.is_dir())
+        one_file = count == 1 and not (args.output and args.output.is_dir())
         if one_file:
             path = args.output or Path("generated.png")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -341,6 +341,7 @@ def checkpoints(checkpoint, tmp_path_factory) -> dict[str, Path]:
         ("generate_t2i.py", ["a red circle", "--steps", "0"], "good"),
         ("generate_t2i.py", ["a red circle", "--guidance-scale", "-1"], "good"),
         ("generate_t2i.py", ["a red circle", "--sampler", "euler"], "good"),
+        ("generate_t2i.py", ["a red circle", "a blue square", "--output", "two.png"], "good"),
         ("generate_t2i.py", ["a red circle"], "missing"),
         ("generate_t2i.py", ["a red circle"], "incomplete"),
         ("generate_t2i.py", ["a red circle"], "other-config"),
