@@ -20,22 +20,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
-import torch  # noqa: E402
-
 from multimodal import cli  # noqa: E402
-from multimodal.data import CocoCaptionDataset, DatasetLayoutError  # noqa: E402
-from multimodal.evaluation import (  # noqa: E402
-    SHAPES_TARGETS,
-    check_targets,
-    evaluate_coco,
-    evaluate_shapes,
-    format_table,
-    format_targets,
-    is_shapes_dataset,
-)
-from multimodal.generation import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS  # noqa: E402
-from multimodal.models.diffusion import SAMPLERS  # noqa: E402
-from multimodal.training.samples import write_sample_sheet  # noqa: E402
+from multimodal.config import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
 SHEET_COLUMNS = 8
@@ -84,6 +70,11 @@ def trained_data_dir(checkpoint: Path) -> Path:
 def write_sheet(model, data_dir: Path, path: Path, steps: int, guidance_scale: float, seed: int) -> None:
     """Eight validation images spread over the split: their captions as prompts on top, the
     images with the captions the model writes for them below."""
+    import torch
+
+    from multimodal.data import CocoCaptionDataset
+    from multimodal.training.samples import write_sample_sheet
+
     val = CocoCaptionDataset(data_dir, "val", model.config.image_size, seed=seed)
     # A stride of 77 walks through positions, sizes, colours and shapes alike.
     items = [val[(i * 77) % len(val)] for i in range(min(SHEET_COLUMNS, len(val)))]
@@ -99,6 +90,18 @@ def write_sheet(model, data_dir: Path, path: Path, steps: int, guidance_scale: f
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The libraries load only once the arguments are good: --help and usage errors are instant.
+    from multimodal.data import DatasetLayoutError
+    from multimodal.evaluation import (
+        SHAPES_TARGETS,
+        check_targets,
+        evaluate_coco,
+        evaluate_shapes,
+        format_table,
+        format_targets,
+        is_shapes_dataset,
+    )
+
     try:
         with cli.friendly_errors(parser.prog):
             # Images left out change what the numbers mean: say so (one line each).

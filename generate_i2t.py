@@ -11,7 +11,7 @@ import json
 import sys
 
 from multimodal import cli
-from multimodal.generation import DEFAULT_MAX_NEW_TOKENS
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS
 
 
 def build_parser() -> argparse.ArgumentParser:

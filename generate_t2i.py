@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.generation import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, save_images
-from multimodal.models.diffusion import SAMPLERS
+from multimodal.config import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if count > 1 and args.output and args.output.suffix.lower() == ".png" and not args.output.is_dir():
         parser.error(f"--output {args.output} names one PNG file, but {count} images are asked for: give a folder")
     with cli.friendly_errors(parser.prog):
+        from multimodal.generation import save_images  # torch loads only once the arguments are good
+
         generator = cli.load_generator(args)
         images = generator.generate_from_text(
             args.prompts,

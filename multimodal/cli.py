@@ -12,14 +12,13 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
-from diffusers.utils import logging as diffusers_logging
+if TYPE_CHECKING:
+    from multimodal.generation import ImageTextGenerator
 
-from multimodal.device import DeviceUnavailableError
-from multimodal.generation import ImageTextGenerator, InvalidInputError, PromptTruncatedWarning
-from multimodal.models import CheckpointError
-from multimodal.models.text_encoder import quiet_transformers
+# Nothing here imports torch, transformers or diffusers at the top: parsing arguments, --help
+# and usage errors answer at once; the libraries load when a command really runs.
 
 DEFAULT_CHECKPOINTS = (Path("checkpoints/best"), Path("checkpoints/latest"))
 
@@ -73,6 +72,8 @@ def prompt(text: str) -> str:
 # -- running ------------------------------------------------------------------------------
 def find_checkpoint(checkpoint: str | None) -> Path:
     """The folder given, else the first default that exists; none at all means train first."""
+    from multimodal.models import CheckpointError
+
     if checkpoint is not None:
         return Path(checkpoint)
     for candidate in DEFAULT_CHECKPOINTS:
@@ -85,6 +86,8 @@ def find_checkpoint(checkpoint: str | None) -> Path:
 
 
 def load_generator(args: argparse.Namespace) -> ImageTextGenerator:
+    from multimodal.generation import ImageTextGenerator
+
     return ImageTextGenerator(find_checkpoint(args.checkpoint), device=args.device)
 
 
@@ -92,6 +95,12 @@ def load_generator(args: argparse.Namespace) -> ImageTextGenerator:
 def friendly_errors(prog: str) -> Iterator[None]:
     """Library logs and warnings off (ours shown in one line); bad input or a file that cannot
     be read or written → one line on stderr and exit code 2."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from multimodal.device import DeviceUnavailableError
+    from multimodal.generation import InvalidInputError, PromptTruncatedWarning
+    from multimodal.models import CheckpointError
+    from multimodal.models.text_encoder import quiet_transformers
 
     def one_line(message, category, *rest) -> None:
         print(f"{prog}: warning: {message}", file=sys.stderr)

@@ -28,6 +28,15 @@ def num_stride2_stages(image_size: int, latent_size: int) -> int:
     return k
 
 
+# Generation defaults that ImageTextGenerator and the command lines share; here, in a module
+# that imports nothing heavy, so that `--help` answers without loading torch.
+SAMPLERS = ("ddim", "ddpm", "dpm")
+DEFAULT_SAMPLER = "ddim"
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE_SCALE = 3.0
+DEFAULT_MAX_NEW_TOKENS = 30
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to build a `GenerativeMultimodalModel`."""

@@ -21,19 +21,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from multimodal.config import DEFAULT_GUIDANCE_SCALE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from multimodal.data.transforms import image_transform, load_rgb, to_pil
 from multimodal.device import pick_device
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.models.diffusion import SAMPLERS
 from multimodal.models.text_encoder import quiet_transformers
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE_SCALE = 3.0
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_MAX_NEW_TOKENS = 30
-
 
 class InvalidInputError(ValueError):
     """An argument or input file the generator cannot use; the message says why."""

@@ -508,3 +508,15 @@ def test_any_image_gets_a_caption(generator, tmp_path_factory, width, height, mo
     assert isinstance(caption, str)
     embedding = generator.embed_images([source])
     assert embedding.shape == (1, 32) and torch.isfinite(embedding).all()
+
+
+@pytest.mark.parametrize("script", ["train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py"])
+@pytest.mark.parametrize("args", [["--help"], ["--no-such-flag"]])
+def test_help_and_usage_errors_answer_without_loading_torch(script, args):
+    """Answering --help or a bad flag must not wait seconds for torch, transformers, diffusers."""
+    result = subprocess.run([sys.executable, "-X", "importtime", str(REPO / script), *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == (0 if args == ["--help"] else 2)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "multimodal.config" in imported
+    assert not imported & {"torch", "transformers", "diffusers"}

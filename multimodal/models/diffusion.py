@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import nn
 
-from multimodal.config import ModelConfig
+from multimodal.config import SAMPLERS, ModelConfig
 from multimodal.models.unet import ConditionalUNet2D
 
-SAMPLERS = ("ddim", "ddpm", "dpm")
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
 
