@@ -15,6 +15,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
 
 from multimodal.config import ModelConfig
+from multimodal.models.text_encoder import quiet_transformers
 
 
 def clean_caption(text: str) -> str:
@@ -85,10 +86,13 @@ class CaptionDecoder(nn.Module):
             pad_token_id=self.pad_id,
             **({"use_cache": True} | decoding),  # the key/value cache, unless the caller turns it off
         )
-        ids = self.lm.generate(
-            input_ids=start,
-            attention_mask=torch.ones_like(start),
-            encoder_hidden_states=self.memory(z),
-            generation_config=generation_config,
-        )
+        # Quiet: once a sampled caption has ended, transformers sees [PAD] fed back with no mask
+        # and warns about padding; those tokens are dropped, so the warning is noise here.
+        with quiet_transformers():
+            ids = self.lm.generate(
+                input_ids=start,
+                attention_mask=torch.ones_like(start),
+                encoder_hidden_states=self.memory(z),
+                generation_config=generation_config,
+            )
         return ids[:, 1:]
