@@ -121,7 +121,7 @@ def sdpa_math(preset: str, device: torch.device, dtype: torch.dtype | None, batc
     default_step = passes(unet, inputs, dtype, backends=lambda device, dtype: nullcontext())["forward+backward"]
     math_step = passes(unet, inputs, dtype, backends=lambda device, dtype: sdpa_kernel([SDPBackend.MATH]))["forward+backward"]
     return (f"{preset} UNet fwd+bwd, batch {batch}", timer(default_step) * 1e3, timer(math_step) * 1e3,
-            "sdpa_kernel([SDPBackend.MATH]) (trainer.attention_backends: CPU bf16 only)")
+            "sdpa_kernel([SDPBackend.MATH]) (trainer.py attention_backends: CPU bf16 only)")
 
 
 def loader_workers(coco: Path, size: int, tokenizer_path: str) -> Row:
@@ -153,7 +153,7 @@ def compiled_training(coco: Path, device: torch.device, overrides: dict, batch: 
     """A whole coco-preset training step of the Trainer, eager against --compile."""
     config = model_preset("coco", **overrides)
 
-    def step_ms(compile: bool) -> tuple[float, float]:
+    def step_seconds(compile: bool) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as output_dir:
             trainer = Trainer(config, train_preset(
                 "coco", data_dir=str(coco), output_dir=output_dir, device=str(device), batch_size=batch,
@@ -164,7 +164,7 @@ def compiled_training(coco: Path, device: torch.device, overrides: dict, batch: 
             trainer.train_step([data])
             return timer(lambda: trainer.train_step([data])), time.perf_counter() - start
 
-    (eager, _), (compiled, first_s) = step_ms(False), step_ms(True)
+    (eager, _), (compiled, first_s) = step_seconds(False), step_seconds(True)
     return (f"coco training step, batch {batch}", eager * 1e3, compiled * 1e3,
             f"train.py --compile (its first step took {first_s:.0f} s)")
 

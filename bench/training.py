@@ -19,6 +19,7 @@ import torch
 from bench.timing import Timer, autocast, peak_rss_mb, precision_name
 from multimodal.config import model_preset, train_preset
 from multimodal.training import Trainer
+from multimodal.training.trainer import attention_backends
 
 
 @dataclass
@@ -112,7 +113,7 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
     def trained(loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def forward_backward() -> None:
             model.zero_grad(set_to_none=True)
-            with autocast(device, dtype), trainer.attention_backends():
+            with autocast(device, dtype), attention_backends(device, dtype):
                 value = loss()
             value.float().backward()
 

@@ -29,6 +29,7 @@ from multimodal.models.text_encoder import quiet_transformers
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+
 class InvalidInputError(ValueError):
     """An argument or input file the generator cannot use; the message says why."""
 

@@ -53,4 +53,4 @@ class TextFeatureCache:
         # Padded and copied over in float16 (half the bytes), widened on the device.
         rows = torch.nn.utils.rnn.pad_sequence([self.store[caption] for caption in captions], batch_first=True)
         rows = F.pad(rows, (0, 0, 0, input_ids.shape[1] - rows.shape[1]))
-        return rows.to(input_ids.device, non_blocking=True).float()
+        return rows.to(input_ids.device).float()

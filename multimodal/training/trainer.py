@@ -237,12 +237,9 @@ class Trainer:
         states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache else None
         with (
             torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None),
-            self.attention_backends(),
+            attention_backends(self.device, self.autocast),
         ):
             return model(images, input_ids, attention_mask, text_states=states, stage=stage)
-
-    def attention_backends(self) -> AbstractContextManager:
-        return attention_backends(self.device, self.autocast)
 
     @property
     def stage(self) -> str:
