@@ -21,7 +21,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # noqa: E402
+from multimodal.config import SamplingConfig, default_data_dir  # noqa: E402
+from multimodal.paths import read_trainer_state  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
 SHEET_COLUMNS = 8
@@ -38,12 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="dataset root in COCO layout (default: the one the checkpoint was trained on, else data/shapes)",
     )
-    parser.add_argument("--steps", type=cli.positive_int, metavar="N", default=DEFAULT_STEPS,
-                        help=f"diffusion sampling steps for text→image (default {DEFAULT_STEPS})")
-    parser.add_argument("--guidance-scale", type=cli.non_negative_float, metavar="F", default=DEFAULT_GUIDANCE_SCALE,
-                        help=f"classifier-free guidance for text→image (default {DEFAULT_GUIDANCE_SCALE})")
-    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
-                        help=f"diffusion sampler (default {DEFAULT_SAMPLER})")
+    cli.add_config_arguments(parser, SamplingConfig, skip=("use_diffusion",), group_titles={"": "text → image sampling"})
     parser.add_argument("--batch-size", type=cli.positive_int, metavar="N", default=64,
                         help="images or prompts per batch (default 64)")
     parser.add_argument("--limit", type=cli.positive_int, metavar="N",
@@ -56,32 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def trained_data_dir(checkpoint: Path) -> Path:
-    """The data set the checkpoint was trained on, as its trainer_state.json records it
-    (no data_dir there means train.py's default for the preset); without one, the shapes set."""
-    try:
-        train_config = json.loads((checkpoint / "trainer_state.json").read_text())["train_config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return Path("data/shapes")
+    """The data set the checkpoint was trained on, as its trainer state records it (an
+    absolute path since this version; older runs record the preset, or nothing: shapes)."""
+    state = read_trainer_state(checkpoint) or {}
+    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
     if train_config.get("data_dir"):
         return Path(train_config["data_dir"])
-    return Path("data/coco/coco2017" if train_config.get("preset") == "coco" else "data/shapes")
+    return default_data_dir(train_config.get("preset", "shapes"))
 
 
-def write_sheet(model, data_dir: Path, path: Path, steps: int, guidance_scale: float, seed: int) -> None:
+def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> None:
     """Eight validation images spread over the split: their captions as prompts on top, the
     images with the captions the model writes for them below."""
     import torch
 
-    from multimodal.data import CocoCaptionDataset
     from multimodal.training.samples import write_sample_sheet
 
-    val = CocoCaptionDataset(data_dir, "val", model.config.image_size, seed=seed)
     # A stride of 77 walks through positions, sizes, colours and shapes alike.
     items = [val[(i * 77) % len(val)] for i in range(min(SHEET_COLUMNS, len(val)))]
     images = torch.stack([item["image"] for item in items]).to(model.device)
     prompts = [item["caption"] for item in items]
-    captions = write_sample_sheet(model, prompts, images, path, num_inference_steps=steps, seed=seed,
-                                  guidance_scale=guidance_scale)
+    captions = write_sample_sheet(model, prompts, images, path, sampling, seed)
     print(f"sample sheet: {path}")
     for item, caption in list(zip(items, captions))[:3]:
         print(f"  validation image {item['image_id']}: {caption!r}   (reference: {item['caption']!r})")
@@ -90,8 +81,10 @@ def write_sheet(model, data_dir: Path, path: Path, steps: int, guidance_scale: f
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
     # The libraries load only once the arguments are good: --help and usage errors are instant.
-    from multimodal.data import DatasetLayoutError
+    from multimodal.data import CocoCaptionDataset, DatasetLayoutError
     from multimodal.evaluation import (
         SHAPES_TARGETS,
         check_targets,
@@ -106,21 +99,23 @@ def main(argv: list[str] | None = None) -> int:
         with cli.friendly_errors(parser.prog):
             # Images left out change what the numbers mean: say so (one line each).
             warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
-            generator = cli.load_generator(args)
+            from multimodal.generation import ImageTextGenerator
+
+            generator = ImageTextGenerator(checkpoint, device=args.device)
             data_dir = Path(args.data_dir) if args.data_dir else trained_data_dir(generator.checkpoint_dir)
+            val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
-            if is_shapes_dataset(data_dir):
+            seed = 0 if args.seed is None else args.seed
+            if is_shapes_dataset(val):
                 dataset, targets = "shapes", SHAPES_TARGETS
-                settings |= {"steps": args.steps, "guidance_scale": args.guidance_scale,
-                             "sampler": args.sampler, "seed": 0 if args.seed is None else args.seed}
+                settings |= {"sampling": sampling.to_dict(), "seed": seed}
                 metrics = evaluate_shapes(
-                    generator.model, data_dir, batch_size=args.batch_size, num_inference_steps=args.steps,
-                    guidance_scale=args.guidance_scale, sampler=args.sampler, seed=settings["seed"],
+                    generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
                     limit=args.limit, progress=True,
                 )
             else:
                 dataset, targets = "coco", {}
-                metrics = evaluate_coco(generator.model, data_dir, batch_size=args.batch_size, limit=args.limit,
+                metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
                                         progress=True)
     except DatasetLayoutError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
@@ -149,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     if args.sheet:
         with cli.friendly_errors(parser.prog):
-            write_sheet(generator.model, data_dir, args.sheet, args.steps, args.guidance_scale, settings.get("seed", 0))
+            write_sheet(generator.model, val, args.sheet, sampling, seed)
     return 0
 
 

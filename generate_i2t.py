@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=cli.positive_int,
         metavar="N",
         default=DEFAULT_MAX_NEW_TOKENS,
-        help=f"longest caption in tokens (default {DEFAULT_MAX_NEW_TOKENS})",
+        help=f"longest caption in tokens (default: {DEFAULT_MAX_NEW_TOKENS})",
     )
     parser.add_argument(
         "--json", action="store_true", help='print one JSON list of {"image": path, "captions": [...]} instead'
@@ -49,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
     with cli.friendly_errors(parser.prog):
-        generator = cli.load_generator(args)
+        from multimodal.generation import ImageTextGenerator  # torch loads only now
+
+        generator = ImageTextGenerator(checkpoint, device=args.device)
         captions = generator.generate_from_image(
             args.images,
             num_captions_per_image=args.num_captions,

@@ -11,81 +11,82 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import DEFAULT_GUIDANCE_SCALE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
+from multimodal.config import SamplingConfig
+from multimodal.errors import InvalidInputError
+from multimodal.paths import image_file_names, image_format
+
+DEFAULT_FILE = Path("generated.png")
+DEFAULT_FOLDER = Path("generated")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.ArgumentParser(description="Draw images from text prompts with a trained checkpoint.")
-    parser.add_argument("prompts", nargs="+", type=cli.prompt, metavar="PROMPT", help="what to draw (any language)")
-    parser.add_argument(
+    parser = cli.ArgumentParser(
+        description="Draw images from text prompts with a trained checkpoint.",
+        epilog="examples:\n"
+        '  python generate_t2i.py "a large red circle on the left" --seed 0\n'
+        '  python generate_t2i.py "a red circle" "a blue square" --num-samples 4 --output out/\n'
+        '  python generate_t2i.py "a red circle" --steps 20 --sampler dpm --guidance-scale 5\n'
+        '  python generate_t2i.py "a red circle" --no-diffusion       # fast preview',
+    )
+    parser.add_argument("prompts", nargs="+", type=cli.prompt, metavar="PROMPT", help="what to draw")
+    output = parser.add_argument_group("output")
+    output.add_argument(
         "--output",
-        type=Path,
         metavar="PATH",
-        help="PNG file for one image (default generated.png); for several images, the folder "
-        "they go in, named <prompt>_<sample>.png (default generated/)",
+        help="a file for one image (.png, .jpg or .webp: the extension picks the format; default generated.png), "
+        "or a folder for <prompt>_<n>.png files: an existing one, a path ending in /, or for several images any "
+        "path without an extension (default for several images: generated/)",
     )
-    parser.add_argument(
-        "--num-samples", type=cli.positive_int, metavar="N", default=1, help="images per prompt (default 1)"
-    )
-    parser.add_argument(
-        "--steps",
-        type=cli.positive_int,
-        metavar="N",
-        default=DEFAULT_STEPS,
-        help=f"denoising steps (default {DEFAULT_STEPS}; 10-20 for a preview, up to 100 for the best)",
-    )
-    parser.add_argument(
-        "--guidance-scale",
-        type=cli.non_negative_float,
-        metavar="F",
-        default=DEFAULT_GUIDANCE_SCALE,
-        help=f"how closely to follow the prompt: 1 conditional only, 0 ignores it (default {DEFAULT_GUIDANCE_SCALE})",
-    )
-    parser.add_argument(
-        "--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"diffusion sampler (default {DEFAULT_SAMPLER})"
-    )
-    parser.add_argument(
-        "--eta",
-        type=cli.non_negative_float,
-        metavar="F",
-        default=0.0,
-        help="DDIM noise: 0 deterministic, 1 like DDPM (default 0)",
-    )
-    parser.add_argument(
-        "--no-diffusion", action="store_true", help="fast preview: decode straight from the text embedding"
-    )
+    output.add_argument("--num-samples", type=cli.positive_int, metavar="N", default=1,
+                        help="images per prompt (default: 1)")
+    output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    cli.add_config_arguments(parser, SamplingConfig, group_titles={"": "sampling"})
     cli.add_common_arguments(parser)
     return parser
+
+
+def output_paths(args: argparse.Namespace) -> list[Path]:
+    """Where each image goes, decided before anything is computed (see --output's help)."""
+    count = len(args.prompts) * args.num_samples
+    text = args.output
+    folder = None
+    if text is None and count > 1:
+        folder = DEFAULT_FOLDER
+    elif text and (text.endswith(("/", "\\")) or Path(text).is_dir() or (count > 1 and not Path(text).suffix)):
+        folder = Path(text)
+    if folder is None:
+        path = Path(text) if text else DEFAULT_FILE
+        if count > 1:
+            raise InvalidInputError(
+                f"--output {text} names one file, but {count} images are asked for: give a folder (end it with /)"
+            )
+        image_format(path)
+        paths = [path]
+    else:
+        names = image_file_names(args.prompts, args.num_samples)
+        paths = [folder / name for row in names for name in row]
+    existing = [path for path in paths if path.exists()]
+    if existing and not args.overwrite:
+        raise InvalidInputError(f"{existing[0]} already exists; pass --overwrite to replace it")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    count = len(args.prompts) * args.num_samples
-    if count > 1 and args.output and args.output.suffix.lower() == ".png" and not args.output.is_dir():
-        parser.error(f"--output {args.output} names one PNG file, but {count} images are asked for: give a folder")
+    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    try:
+        paths = output_paths(args)
+    except InvalidInputError as error:
+        parser.error(str(error))
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
     with cli.friendly_errors(parser.prog):
-        from multimodal.generation import save_images  # torch loads only once the arguments are good
+        from multimodal.generation import ImageTextGenerator, save_image  # torch loads only now
 
-        generator = cli.load_generator(args)
-        images = generator.generate_from_text(
-            args.prompts,
-            num_samples_per_prompt=args.num_samples,
-            use_diffusion=not args.no_diffusion,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            seed=args.seed,
-            sampler=args.sampler,
-            eta=args.eta,
-        )
-        one_file = count == 1 and not (args.output and args.output.is_dir())
-        if one_file:
-            path = args.output or Path("generated.png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            images[0][0].save(path, format="PNG")
-            paths = [path]
-        else:
-            paths = save_images(images, args.prompts, args.output or Path("generated"))
+        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling)
+        images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed)
+        for image, path in zip([image for row in images for image in row], paths):
+            save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:
         print(path)
     return 0

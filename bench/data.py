@@ -7,11 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from functools import partial
+
 from torch.utils.data import DataLoader
 from transformers import BertTokenizerFast
 
-from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
-from multimodal.training.text_cache import CaptionCollator
+from multimodal.data import CaptionCollator, CocoCaptionDataset, generate_shapes_dataset
+from multimodal.models.text_encoder import tokenize
 from multimodal.training.trainer import default_num_workers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def bench_data(sets: list[DataSet], tokenizer_path: str, images: int, passes: in
             rows.append(row | {"skipped": "not found on this machine"})
             continue
         dataset = CocoCaptionDataset(data.root, "train", data.image_size)
-        collate = CaptionCollator(tokenizer, data.max_text_length)
+        collate = CaptionCollator(partial(tokenize, tokenizer, max_length=data.max_text_length))
         for workers in sorted({0, 2, default_num_workers()}):
             # Enough batches that each worker makes several: its start-up is not what is measured.
             count = max(images, 4 * BATCH * workers)

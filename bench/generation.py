@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.timing import Timer, autocast, precision_name
-from multimodal import GenerativeMultimodalModel
+from bench.timing import Timer, precision_name
+from multimodal import GenerativeMultimodalModel, SamplingConfig
 from multimodal.data import all_combinations, canonical_caption
+from multimodal.device import autocast
 
 NEW_TOKENS = 32
 
@@ -27,7 +28,8 @@ def bench_text_to_image(
 
             def sample() -> None:
                 with autocast(model.device, dtype):
-                    model.generate_image_from_text(texts, num_inference_steps=steps, guidance_scale=guidance, seed=0)
+                    sampling = SamplingConfig(num_inference_steps=steps, guidance_scale=guidance)
+                    model.generate_image_from_text(texts, sampling, torch.Generator().manual_seed(0))
 
             seconds = timer(sample)
             rows.append(

@@ -28,9 +28,8 @@ from bench.timing import Timer, describe_machine, matmul_peak, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
 from bench.unet import bench_unets
 from multimodal import GenerativeMultimodalModel, model_preset
-from multimodal.device import pick_device
+from multimodal.device import autocast_dtype, pick_device
 from multimodal.models.text_encoder import bundled_bert_path
-from multimodal.training.trainer import autocast_dtype
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 

@@ -7,7 +7,6 @@ import platform
 import resource
 import statistics
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -19,11 +18,6 @@ from torch.utils.flop_counter import FlopCounterMode
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
-    """The trainer's autocast: `dtype` None is plain fp32."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
-from bench.timing import Timer, autocast, peak_rss_mb, precision_name
+from bench.timing import Timer, peak_rss_mb, precision_name
 from multimodal.config import model_preset, train_preset
+from multimodal.device import autocast
 from multimodal.training import Trainer
-from multimodal.training.trainer import attention_backends
 
 
 @dataclass
@@ -51,10 +51,10 @@ def bench_training(job: TrainingJob) -> dict:
             ),
         )
         batch = trainer.collate([trainer.train_set[i] for i in range(job.batch_size)])
-        stages = [measure_stage(trainer, batch, timer)]
-        if trainer.config.diffusion_epochs:
-            trainer.step = trainer.joint_steps
-            trainer.train_step([batch])  # enters the diffusion stage: EMA weights, all but the UNet frozen
+        stages = []
+        for stage in trainer.stages:
+            trainer.step = stage.first_step
+            trainer.train_step([batch])  # enters the stage (the diffusion stage: EMA weights, all but the UNet frozen)
             trainer.step += 1
             stages.append(measure_stage(trainer, batch, timer))
     result = {
@@ -78,7 +78,7 @@ def measure_stage(trainer: Trainer, batch: dict, timer: Timer) -> dict:
     """The whole step (warm text cache), the step with a cold cache, and the parts."""
     step = timer(lambda: trainer.train_step([batch]))
     result = {
-        "stage": trainer.stage,
+        "stage": trainer.stage.name,
         "step_ms": step * 1e3,
         "images_per_s": len(batch["captions"]) / step,
         "parts_ms": part_times(trainer, batch, timer),
@@ -86,7 +86,7 @@ def measure_stage(trainer: Trainer, batch: dict, timer: Timer) -> dict:
     if trainer.text_cache is not None:
 
         def cold_step() -> None:
-            trainer.text_cache.store.clear()
+            trainer.text_cache.clear()
             trainer.train_step([batch])
 
         result["step_cold_cache_ms"] = timer(cold_step) * 1e3
@@ -99,7 +99,7 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
     captions = batch["captions"]
     images = batch["images"].to(device)
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    stage = trainer.stage
+    stage = trainer.stage.name
 
     # What each part receives from the one before it, computed once.
     with torch.no_grad(), autocast(device, dtype):
@@ -113,7 +113,7 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
     def trained(loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def forward_backward() -> None:
             model.zero_grad(set_to_none=True)
-            with autocast(device, dtype), attention_backends(device, dtype):
+            with autocast(device, dtype):
                 value = loss()
             value.float().backward()
 
@@ -148,7 +148,9 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
         parts["text head + contrastive"] = trained(
             lambda: model.contrastive(leaf(image_embedding), model.text_encoder.project(states, mask))["loss"]
         )
-        parts["image decoder"] = trained(lambda: model.reconstruction_loss(images, leaf(z), leaf(text_embedding)))
+        parts["image decoder"] = trained(
+            lambda: model.reconstruction_loss(images, leaf(z)) + model.fast_path_loss(leaf(z), leaf(text_embedding))
+        )
         parts["caption decoder"] = trained(lambda: model.caption_decoder(leaf(z), ids, mask))
     if stage != "encoders":
         parts["diffusion UNet"] = trained(diffusion)
@@ -156,7 +158,7 @@ def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:
     if cache is not None:
 
         def cold() -> None:
-            cache.store.clear()
+            cache.clear()
             cache.states(captions, ids, mask)
 
         times["BERT (cache cold)"] = timer(cold)

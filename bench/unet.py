@@ -17,10 +17,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from bench.timing import Timer, autocast, count_flops, precision_name
+from bench.timing import Timer, count_flops, precision_name
 from multimodal.config import ModelConfig, model_preset
+from multimodal.device import autocast
 from multimodal.models.unet import ConditionalUNet2D
-from multimodal.training.trainer import attention_backends
 
 CONTEXT_DIM = 384  # hidden size of the bundled MiniLM BERT
 CONTEXT_LENGTH = 16  # tokens of a typical caption
@@ -88,22 +88,19 @@ def caller(unet: nn.Module) -> Callable[[UNetInputs], torch.Tensor]:
     return lambda x: unet(x.latent, x.timesteps, x.text_embedding, x.context, x.context_mask)
 
 
-def passes(
-    unet: nn.Module, inputs: UNetInputs, dtype: torch.dtype | None, backends: Callable = attention_backends
-) -> dict[str, Callable[[], None]]:
+def passes(unet: nn.Module, inputs: UNetInputs, dtype: torch.dtype | None) -> dict[str, Callable[[], None]]:
     """The two things measured: a forward without autograd (a sampling step) and a training
-    forward+backward (mean-square of the output as the loss), with the trainer's attention
-    backends unless `backends` says otherwise."""
+    forward+backward (mean-square of the output as the loss), in the trainer's autocast."""
     call = caller(unet)
     device = inputs.latent.device
 
     def forward() -> None:
-        with torch.no_grad(), autocast(device, dtype), backends(device, dtype):
+        with torch.no_grad(), autocast(device, dtype):
             call(inputs)
 
     def forward_backward() -> None:
         unet.zero_grad(set_to_none=True)
-        with autocast(device, dtype), backends(device, dtype):
+        with autocast(device, dtype):
             out = call(inputs)
         out.float().square().mean().backward()
 

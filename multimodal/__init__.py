@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from multimodal.config import ModelConfig, model_preset
+from multimodal.config import ModelConfig, SamplingConfig, TrainConfig, model_preset, train_preset
+from multimodal.errors import CheckpointError, InvalidInputError
 
 if TYPE_CHECKING:
     from multimodal.generation import ImageTextGenerator
-    from multimodal.models import CheckpointError, GenerativeMultimodalModel
+    from multimodal.models import GenerativeMultimodalModel
 
 
 def __getattr__(name: str) -> Any:
@@ -18,12 +19,22 @@ def __getattr__(name: str) -> Any:
         from multimodal.generation import ImageTextGenerator
 
         return ImageTextGenerator
-    if name in ("CheckpointError", "GenerativeMultimodalModel"):
-        from multimodal import models
+    if name == "GenerativeMultimodalModel":
+        from multimodal.models import GenerativeMultimodalModel
 
-        return getattr(models, name)
+        return GenerativeMultimodalModel
     raise AttributeError(f"module 'multimodal' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "GenerativeMultimodalModel", "ImageTextGenerator", "ModelConfig", "model_preset"]
+__all__ = [
+    "CheckpointError",
+    "GenerativeMultimodalModel",
+    "ImageTextGenerator",
+    "InvalidInputError",
+    "ModelConfig",
+    "SamplingConfig",
+    "TrainConfig",
+    "model_preset",
+    "train_preset",
+]
 __version__ = "0.1.0"

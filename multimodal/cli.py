@@ -1,49 +1,136 @@
-"""What the command lines generate_t2i.py and generate_i2t.py share.
+"""What the command lines (train.py, generate_t2i.py, generate_i2t.py, evaluate.py) share.
 
-A person running them should see only what they need: bad input is one line on stderr and
-exit code 2 (never a traceback), library chatter is silenced, and the checkpoint is found
-without flags once `python train.py` has written one.
+A person running them should see only what they need: every flag has help text, its true
+default and its choices; bad input is one line on stderr naming the flag, with exit code 2
+(never a traceback); library chatter is silenced; and the checkpoint is found without flags
+once `make demo` or `python train.py` has written one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import re
 import sys
+import typing
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
-if TYPE_CHECKING:
-    from multimodal.generation import ImageTextGenerator
+from multimodal.errors import ConfigError, InvalidInputError, TrainingError
 
 # Nothing here imports torch, transformers or diffusers at the top: parsing arguments, --help
 # and usage errors answer at once; the libraries load when a command really runs.
 
-DEFAULT_CHECKPOINTS = (Path("checkpoints/best"), Path("checkpoints/latest"))
-
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (its usage block hides the reason)."""
+    """argparse that reports a bad argument in one line (its usage block hides the reason),
+    takes no abbreviations of flags, and suggests the flag a typo meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flag = unknown.group(1).split("=")[0]
+            close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
+            if close:
+                message = f"unrecognized argument {flag} (did you mean {close[0]}?)"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# -- flags made from config fields ---------------------------------------------------------
+def flag_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def _value_type(hint: Any) -> Any:
+    """int, float, str or bool from a field's type hint (`int | None` → int); None for others."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if args[0] in (int, float, str, bool) else None
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    defaults: dict[str, dict[str, Any]] | None = None,
+    skip: tuple[str, ...] = (),
+    group_titles: dict[str, str] | None = None,
+) -> None:
+    """One flag per field of `config_class` (a config dataclass), with the field's help text,
+    default and choices, in `--help` groups by the field's group. Each flag's value defaults to
+    None, so that what a person typed can be told apart from the defaults. `defaults` maps a
+    label (a preset) to its values, when defaults depend on it."""
+    hints = typing.get_type_hints(config_class)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    instance_defaults = defaults or {"": {f.name: f.default for f in dataclasses.fields(config_class)}}
+    for field in dataclasses.fields(config_class):
+        kind = _value_type(hints[field.name])
+        if field.name in skip or kind is None:
+            continue
+        title = (group_titles or {}).get(field.metadata.get("group", ""), field.metadata.get("group") or "options")
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        values = {label: values[field.name] for label, values in instance_defaults.items()}
+        distinct = set(map(repr, values.values()))
+        if len(distinct) == 1:
+            value = next(iter(values.values()))
+            shown = "" if value is None else f" (default: {_show(value)})"
+        else:
+            shown = " (default: " + "; ".join(f"{label}: {_show(v)}" for label, v in values.items()) + ")"
+        help_text = field.metadata.get("help", "") + shown
+        flag = flag_of(field)
+        if kind is bool:
+            groups[title].add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            choices = field.metadata.get("choices")
+            metavar = None if choices else {int: "N", float: "F", str: "TEXT"}[kind]
+            groups[title].add_argument(flag, dest=field.name, type=kind, choices=choices, metavar=metavar, help=help_text)
+
+
+def given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """The fields of `config_class` that a person set on the command line."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return {name: value for name, value in vars(args).items() if name in names and value is not None}
+
+
+def build_config(parser: argparse.ArgumentParser, make: Callable[[], Any], *config_classes: type) -> Any:
+    """`make()`, with a bad value reported as a usage error that names the flag."""
+    try:
+        return make()
+    except ConfigError as error:
+        fields = {f.name: f for cls in config_classes for f in dataclasses.fields(cls)}
+        name = flag_of(fields[error.field]) if error.field in fields else error.field
+        parser.error(f"{name} {error.problem}")
+    except ValueError as error:
+        parser.error(str(error))
+
+
+# -- common flags and argument types ---------------------------------------------------------
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    group = parser.add_argument_group("model and device")
+    group.add_argument(
         "--checkpoint",
         metavar="DIR",
         help="checkpoint folder, or a training run folder (its best/, else latest/); "
-        "default: checkpoints/best, then checkpoints/latest",
+        "default: checkpoints/, then checkpoints/demo/ (what make demo writes)",
     )
-    parser.add_argument("--seed", type=int, metavar="N", help="random seed: the same seed gives the same output")
-    parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run; auto: CUDA when present"
+    group.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run; auto: CUDA when present (default: auto)"
     )
+    group.add_argument("--seed", type=int, metavar="N", help="random seed: the same seed gives the same output")
 
 
-# -- argument types: argparse turns their ArgumentTypeError into a one-line error ----------
+# argparse turns an ArgumentTypeError into a one-line error naming the flag.
 def _checked(convert: Callable[[str], float], ok: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -59,7 +146,6 @@ def _checked(convert: Callable[[str], float], ok: Callable[[float], bool], wante
 
 positive_int = _checked(int, lambda v: v > 0, "a whole number above 0")
 positive_float = _checked(float, lambda v: v > 0, "a number above 0")
-non_negative_float = _checked(float, lambda v: v >= 0, "a number of 0 or more")
 probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
@@ -70,25 +156,21 @@ def prompt(text: str) -> str:
 
 
 # -- running ------------------------------------------------------------------------------
-def find_checkpoint(checkpoint: str | None) -> Path:
-    """The folder given, else the first default that exists; none at all means train first."""
-    from multimodal.models import CheckpointError
+def resolve_checkpoint_or_exit(parser: argparse.ArgumentParser, checkpoint: str | None) -> Path:
+    """The checkpoint folder to load, found before torch loads; a problem is a usage error."""
+    from multimodal.paths import resolve_checkpoint
 
-    if checkpoint is not None:
-        return Path(checkpoint)
-    for candidate in DEFAULT_CHECKPOINTS:
-        if candidate.is_dir():
-            return candidate
-    raise CheckpointError(
-        "no checkpoint in checkpoints/best or checkpoints/latest; "
-        "train one first (python train.py --preset shapes) or pass --checkpoint DIR"
-    )
+    try:
+        return resolve_checkpoint(checkpoint)
+    except InvalidInputError as error:
+        parser.error(str(error))
 
 
-def load_generator(args: argparse.Namespace) -> ImageTextGenerator:
-    from multimodal.generation import ImageTextGenerator
+def one_line_warnings(prog: str) -> Callable[..., None]:
+    def show(message: Any, category: Any, *rest: Any) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
 
-    return ImageTextGenerator(find_checkpoint(args.checkpoint), device=args.device)
+    return show
 
 
 @contextmanager
@@ -97,13 +179,8 @@ def friendly_errors(prog: str) -> Iterator[None]:
     be read or written → one line on stderr and exit code 2."""
     from diffusers.utils import logging as diffusers_logging
 
-    from multimodal.device import DeviceUnavailableError
-    from multimodal.generation import InvalidInputError, PromptTruncatedWarning
-    from multimodal.models import CheckpointError
-    from multimodal.models.text_encoder import quiet_transformers
-
-    def one_line(message, category, *rest) -> None:
-        print(f"{prog}: warning: {message}", file=sys.stderr)
+    from multimodal.generation import PromptTruncatedWarning
+    from multimodal.logs import quiet_transformers
 
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
@@ -111,9 +188,9 @@ def friendly_errors(prog: str) -> Iterator[None]:
         with quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", PromptTruncatedWarning)
-            warnings.showwarning = one_line
+            warnings.showwarning = one_line_warnings(prog)
             yield
-    except (InvalidInputError, CheckpointError, DeviceUnavailableError, OSError) as error:
+    except (InvalidInputError, TrainingError, OSError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:

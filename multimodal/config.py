@@ -1,17 +1,97 @@
 """Configuration dataclasses and the named presets.
 
-Every size of the model is a field of `ModelConfig`; a config round-trips through JSON
-(`to_dict` / `from_dict`), which is how checkpoints describe the model they hold.
+Every default, its help text and its checks live here, once: a field is declared with
+`option(default, help, ...)`, validates itself on construction, and the command lines build
+their flags from the fields. A config round-trips through JSON (`to_dict` / `from_dict`),
+which is how checkpoints describe the model they hold. Nothing here imports torch, so
+`--help` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+from multimodal.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v", "sample")
 NOISE_SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddim", "ddpm", "dpm")
+SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    group: str = "",
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field with what a person needs to set it: its help text, the `--help` group it
+    is listed in, its flag when that is not `--field-name`, and the values it may take."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+
+
+def suggest(name: str, known: list[str]) -> str:
+    """' (did you mean X?)' for the closest known name, or ''."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _require(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(field, problem)
+
+
+ConfigT = TypeVar("ConfigT", bound="_Config")
+
+
+class _Config:
+    """What every config shares: checks on construction, JSON round trips that refuse unknown
+    keys, and `replace` with a suggestion for a misspelt field."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            _require(
+                choices is None or value in choices, field.name, f"must be one of {', '.join(choices or ())}, got {value!r}"
+            )
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse values that cannot work, with a ConfigError that names the field."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_names(cls, names: Any) -> None:
+        """A ValueError naming the first unknown field, with the closest known one."""
+        known = cls.field_names()
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown {cls.__name__} field {name!r}{suggest(name, known)}")
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
+        cls.check_names(values)
+        return cls(**values)
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
+        """A copy with some fields changed (and checked again)."""
+        self.check_names(changes)
+        return dataclasses.replace(self, **changes)
 
 
 def num_stride2_stages(image_size: int, latent_size: int) -> int:
@@ -21,95 +101,112 @@ def num_stride2_stages(image_size: int, latent_size: int) -> int:
         size //= 2
         k += 1
     if size != latent_size or k == 0:
-        raise ValueError(
-            f"image size {image_size} must be {latent_size}·2^k with k ≥ 1 "
-            f"(e.g. {latent_size * 8}, {latent_size * 16}, {latent_size * 32})"
+        raise ConfigError(
+            "image_size",
+            f"must be {latent_size}·2^k with k ≥ 1 (e.g. {latent_size * 8}, {latent_size * 16}, {latent_size * 32}), "
+            f"got {image_size}",
         )
     return k
 
 
-# Generation defaults that ImageTextGenerator and the command lines share; here, in a module
-# that imports nothing heavy, so that `--help` answers without loading torch.
-SAMPLERS = ("ddim", "ddpm", "dpm")
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE_SCALE = 3.0
-DEFAULT_MAX_NEW_TOKENS = 30
+@dataclass
+class ModelConfig(_Config):
+    """Everything needed to build a `GenerativeMultimodalModel`."""
+
+    image_size: int = option(224, "image side in pixels; must be 7·2^k (56, 112, 224, …)", group="images")
+    latent_channels: int = option(256, "channels of the shared spatial latent z", group="images")
+    latent_size: int = option(7, "side of the spatial latent z", group="images")
+    use_simple_cnn: bool = option(True, "image encoder: the small CNN (else a ResNet-50 trunk)", group="images")
+    resnet_weights: str | None = option(None, "a .safetensors file of ResNet-50 weights for the trunk", group="images")
+    encoder_width: int = option(64, "first stage of the CNN encoder; doubles per stage", group="images")
+    decoder_width: int = option(64, "last stage of the transposed-CNN decoder; doubles per stage inwards", group="images")
+    embed_dim: int = option(512, "size of the shared image-text embedding", group="images")
+    proj_hidden_dim: int = option(1024, "hidden width of the embedding heads", group="images")
+    pool_channels: int = option(32, "channels the image head keeps per position (1×1 conv, then flatten)", group="images")
+
+    text_encoder: str | None = option(
+        None, "a transformers name or local folder for BERT (default: the bundled MiniLM)", group="text"
+    )
+    bert_config: dict[str, Any] | None = option(None, "build BERT from this config, randomly initialised", group="text")
+    freeze_bert: bool = option(False, "keep BERT fixed and cache its features", group="text")
+    max_text_length: int = option(32, "tokens of a caption BERT reads (longer ones are cut)", group="text")
+
+    caption_width: int = option(256, "width of the caption decoder (a GPT-2)", group="caption decoder")
+    caption_layers: int = option(4, "layers of the caption decoder", group="caption decoder")
+    caption_heads: int = option(4, "attention heads of the caption decoder", group="caption decoder")
+    caption_dropout: float = option(0.1, "dropout in the caption decoder", group="caption decoder")
+    max_caption_length: int = option(48, "longest caption the decoder reads or writes, in tokens", group="caption decoder")
+
+    unet_width: int = option(256, "channels of the diffusion UNet", group="diffusion")
+    unet_blocks: int = option(2, "residual blocks on each side of the UNet", group="diffusion")
+    unet_heads: int = option(4, "attention heads in the UNet", group="diffusion")
+    num_timesteps: int = option(1000, "diffusion training timesteps", group="diffusion")
+    noise_schedule: str = option("cosine", "beta schedule of the noise", group="diffusion", choices=NOISE_SCHEDULES)
+    prediction_type: str = option(
+        "v", "what the UNet predicts: the noise, the velocity v or the clean latent", group="diffusion",
+        choices=PREDICTION_TYPES,
+    )
+    cond_drop: float = option(0.1, "fraction of captions dropped in training, for guidance", group="diffusion")
+    latent_stats_momentum: float = option(0.01, "momentum of the running latent statistics", group="diffusion")
+
+    init_logit_scale: float = option(1 / 0.07, "initial contrastive inverse temperature", group="losses")
+    max_logit_scale: float = option(100.0, "largest contrastive inverse temperature", group="losses")
+    contrastive_weight: float = option(1.0, "weight of the contrastive loss", group="losses")
+    recon_weight: float = option(0.5, "weight of the pixel reconstruction loss (L1)", group="losses")
+    fast_path_weight: float = option(
+        0.5, "weight of the fast path's loss (the latent predicted from the text embedding)", group="losses"
+    )
+    caption_weight: float = option(1.0, "weight of the captioning loss", group="losses")
+    diffusion_weight: float = option(0.1, "weight of the diffusion loss when it trains jointly", group="losses")
+
+    def validate(self) -> None:
+        num_stride2_stages(self.image_size, self.latent_size)
+        _require(0.0 <= self.cond_drop < 1.0, "cond_drop", f"must be in [0, 1), got {self.cond_drop}")
+        _require(
+            self.max_caption_length >= self.max_text_length,
+            "max_caption_length",
+            f"must be at least max_text_length ({self.max_text_length}), got {self.max_caption_length}",
+        )
+        for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length"):
+            _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
-class ModelConfig:
-    """Everything needed to build a `GenerativeMultimodalModel`."""
+class SamplingConfig(_Config):
+    """How text→image draws a picture, as one value (what transformers' GenerationConfig is for
+    captions). The command lines, `ImageTextGenerator` and the model pass it along whole."""
 
-    # Images and the shared latent.
-    image_size: int = 224
-    latent_channels: int = 256
-    latent_size: int = 7
-    use_simple_cnn: bool = True  # False: torchvision ResNet-50 trunk
-    resnet_weights: str | None = None  # local .safetensors file for the ResNet-50 trunk
-    encoder_width: int = 64  # first stage of the SimpleCNN; doubles per stage up to latent_channels
-    decoder_width: int = 64  # last stage of the transposed CNN
-    embed_dim: int = 512
-    proj_hidden_dim: int = 1024
-    pool_channels: int = 32  # the image head keeps where things are: 1×1 conv, then flatten
-
-    # Text encoder (BERT through transformers).
-    text_encoder: str | None = None  # a transformers name or local folder; None: bundled MiniLM
-    bert_config: dict[str, Any] | None = None  # build BERT from this (random init) instead of loading
-    freeze_bert: bool = False
-    max_text_length: int = 32
-
-    # Caption decoder (a GPT-2 with cross-attention to the image latent).
-    caption_width: int = 256
-    caption_layers: int = 4
-    caption_heads: int = 4
-    caption_dropout: float = 0.1
-    max_caption_length: int = 48
-
-    # Latent diffusion.
-    unet_width: int = 256
-    unet_blocks: int = 2  # residual blocks on each side of the UNet
-    unet_heads: int = 4
-    num_timesteps: int = 1000
-    noise_schedule: str = "cosine"
-    prediction_type: str = "v"
-    cond_drop: float = 0.1
-    latent_stats_momentum: float = 0.01
-
-    # Contrastive temperature and the weights of the total loss.
-    init_logit_scale: float = 1 / 0.07
-    max_logit_scale: float = 100.0
-    contrastive_weight: float = 1.0
-    recon_weight: float = 0.5
-    caption_weight: float = 1.0
-    diffusion_weight: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.validate()
+    num_inference_steps: int = option(
+        50, "denoising steps: 10-20 for a preview, 30-50 usually, up to 100 for the best", flag="--steps"
+    )
+    guidance_scale: float = option(
+        3.0, "how closely to follow the prompt: 1 the conditional prediction alone, 0 ignores the prompt"
+    )
+    sampler: str = option("ddim", "the diffusion sampler (diffusers' scheduler)", choices=SAMPLERS)
+    eta: float = option(0.0, "DDIM's noise: 0 deterministic, 1 like DDPM (ddim only)")
+    guidance_rescale: float = option(
+        0.0, "in [0, 1]: pull a guided prediction's spread back to the conditional one's (tames high guidance)"
+    )
+    use_diffusion: bool = option(
+        True, "diffusion; --no-diffusion: the fast preview, decoded straight from the text embedding",
+        flag="--diffusion",
+    )
 
     def validate(self) -> None:
-        """Refuse configurations that cannot build, with a message that says which field."""
-        num_stride2_stages(self.image_size, self.latent_size)
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.noise_schedule not in NOISE_SCHEDULES:
-            raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
-        if not 0.0 <= self.cond_drop < 1.0:
-            raise ValueError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
-        if self.max_caption_length < self.max_text_length:
-            raise ValueError("max_caption_length must be at least max_text_length")
+        _require(self.num_inference_steps >= 1, "num_inference_steps", f"must be at least 1, got {self.num_inference_steps}")
+        _require(self.guidance_scale >= 0, "guidance_scale", f"must be 0 or more, got {self.guidance_scale}")
+        _require(self.eta >= 0, "eta", f"must be 0 or more, got {self.eta}")
+        _require(
+            self.eta == 0 or self.sampler in SAMPLERS_WITH_ETA,
+            "eta",
+            f"is DDIM's noise; the {self.sampler} sampler does not use it (use --sampler ddim or leave eta at 0)",
+        )
+        _require(
+            0 <= self.guidance_rescale <= 1, "guidance_rescale", f"must be in [0, 1], got {self.guidance_rescale}"
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {', '.join(unknown)}")
-        return cls(**values)
-
+DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # COCO at 224 px: the full-size model of the design guide.
@@ -132,49 +229,93 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Where each preset's data lives unless --data-dir says otherwise (relative to where train.py runs).
+DEFAULT_DATA_DIRS = {"coco": "data/coco/coco2017", "shapes": "data/shapes"}
+
+
+def default_data_dir(preset: str) -> Path:
+    """The folder a preset reads when no data folder is given."""
+    return Path(DEFAULT_DATA_DIRS[preset])
+
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """The `ModelConfig` of a named preset (`coco` or `shapes`), with field overrides."""
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
+    ModelConfig.check_names(overrides)
     return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
 
 
 @dataclass
-class TrainConfig:
-    """How a run trains: data, optimisation, checkpoints. `train.py` exposes every field."""
+class TrainConfig(_Config):
+    """How a run trains: data, schedule, checkpoints, hardware. `train.py` has a flag for each field."""
 
-    preset: str = "coco"
-    data_dir: str | None = None  # None: data/coco/coco2017, or data/shapes for the shapes preset
-    output_dir: str = "checkpoints"
-    epochs: int = 20
-    diffusion_epochs: int = 0  # >0: after `epochs`, train only the diffusion UNet this long on frozen encoders
-    max_steps: int | None = None  # stop after this many optimiser steps, whatever the epochs
-    batch_size: int = 64  # per process; the global batch is batch_size × processes × grad_accum
-    grad_accum: int = 1  # batches whose gradients add up to one optimiser step
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_epochs: float = 2.0
-    max_grad_norm: float = 1.0
-    ema_decay: float = 0.999
-    all_pairs: bool = False  # every (image, caption) pair per epoch instead of one caption per image
-    num_workers: int | None = None  # DataLoader workers per process; None: one per CPU core (at most 16)
-    seed: int = 0
-    device: str = "auto"
-    save_every: int = 500  # steps between saves of latest/ (and at every epoch end)
-    keep_last: int = 0  # besides latest/, keep step_NNNNNNN/ copies of the last K saves (0: none)
-    sample_every_epoch: bool = True  # write samples/epoch_NNN.png
-    max_nonfinite_steps: int = 20  # this many non-finite losses in a row stop the run
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
-    compile: bool = False  # torch.compile the image encoder, image decoder and UNet (slow first steps)
+    preset: str = option("coco", "coco: COCO 2017 captions at 224 px; shapes: the built-in shapes set (generated)",
+                         group="data", choices=tuple(MODEL_PRESETS))
+    data_dir: str | None = option(
+        None, "dataset folder in COCO layout (default: data/coco/coco2017, or data/shapes for the shapes preset)",
+        group="data",
+    )
+    all_pairs: bool = option(False, "every (image, caption) pair per epoch instead of one caption per image",
+                             group="data")
+    num_workers: int | None = option(
+        None, "DataLoader worker processes per process (default: one per CPU core, at most 16)", group="data"
+    )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    epochs: int = option(20, "passes over the training images (the first stage when --diffusion-epochs is set)",
+                         group="schedule")
+    diffusion_epochs: int = option(
+        0, "then train the diffusion UNet alone this many epochs, on the frozen encoders (0: all parts jointly)",
+        group="schedule",
+    )
+    max_steps: int | None = option(None, "stop after this many optimiser steps, whatever the epochs", group="schedule")
+    batch_size: int = option(64, "images per step and process (global batch: × processes × --grad-accum)",
+                             group="schedule")
+    grad_accum: int = option(1, "batches whose gradients add up to one optimiser step", group="schedule")
+    learning_rate: float = option(2e-4, "peak learning rate (AdamW; linear warm-up, then cosine decay)",
+                                  group="schedule", flag="--lr")
+    weight_decay: float = option(0.01, "AdamW weight decay", group="schedule")
+    warmup_epochs: float = option(2.0, "epochs of linear learning-rate warm-up", group="schedule")
+    max_grad_norm: float = option(1.0, "gradients are clipped to this norm", group="schedule")
+    ema_decay: float = option(0.999, "decay of the weights' moving average, which generation uses", group="schedule")
+    seed: int = option(0, "seed for the weights, the data order and the noise", group="schedule")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    output_dir: str = option("checkpoints", "where checkpoints, metrics and samples go", group="output")
+    save_every: int = option(500, "steps between saves of latest/ (it is also saved at each epoch end)",
+                             group="output")
+    keep_last: int = option(0, "besides latest/, keep step_NNNNNNN/ copies of the last K saves", group="output")
+    sample_every_epoch: bool = option(True, "write samples/epoch_NNN.png after each epoch", group="output")
+    max_nonfinite_steps: int = option(20, "this many non-finite losses in a row stop the run", group="output")
+
+    device: str = option("auto", "where to train; auto: CUDA when present", group="hardware",
+                         choices=("auto", "cpu", "cuda"))
+    precision: str = option(
+        "auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 units, else fp32", group="hardware",
+        choices=PRECISIONS,
+    )
+    compile: bool = option(False, "torch.compile the image encoder, image decoder and UNet (slow first steps)",
+                           group="hardware")
+
+    def validate(self) -> None:
+        for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
+                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0)):
+            value = getattr(self, name)
+            wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
+            _require(value >= least, name, f"{wanted}, got {value}")
+        _require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be at least 1, got {self.max_steps}")
+        _require(self.num_workers is None or self.num_workers >= 0, "num_workers",
+                 f"cannot be negative, got {self.num_workers}")
+        _require(self.learning_rate > 0 and math.isfinite(self.learning_rate), "learning_rate",
+                 f"must be above 0, got {self.learning_rate}")
+        for name in ("weight_decay", "warmup_epochs"):
+            _require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
+        _require(self.max_grad_norm > 0, "max_grad_norm", f"must be above 0, got {self.max_grad_norm}")
+        _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """The data folder this run reads: the one given, else the preset's default."""
+        return Path(self.data_dir) if self.data_dir else default_data_dir(self.preset)
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -192,4 +333,5 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
     """The `TrainConfig` of a named preset, with field overrides."""
     if name not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    TrainConfig.check_names(overrides)
     return TrainConfig(**{**TRAIN_PRESETS[name], **overrides})

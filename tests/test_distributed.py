@@ -39,7 +39,8 @@ def build_model() -> GenerativeMultimodalModel:
 def losses_and_gradients(model: torch.nn.Module, images, captions) -> tuple[float, dict[str, torch.Tensor]]:
     """The total loss and every parameter's gradient; `model` may be wrapped in DDP."""
     module = model.module if isinstance(model, DistributedDataParallel) else model
-    out = model(images, **module.text_encoder.tokenize(captions), stage="encoders")
+    weights = {name: w for name, w in module.loss_weights().items() if name != "diffusion"}  # the "encoders" stage
+    out = model(images, **module.text_encoder.tokenize(captions), loss_weights=weights)
     out["loss"].backward()
     grads = {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
     return out["loss"].item(), grads

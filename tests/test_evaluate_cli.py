@@ -17,28 +17,23 @@ import torch.nn.functional as F
 from conftest import tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.data import (
+    CocoCaptionDataset,
     ShapeSpec,
     all_combinations,
     canonical_caption,
     generate_shapes_dataset,
     image_transform,
+    parse_caption_attributes,
+    read_shape_attributes,
     render_shape,
     to_pil,
 )
-from multimodal.evaluation import (
-    ATTRIBUTES,
-    SHAPES_TARGETS,
-    check_targets,
-    evaluate_shapes,
-    format_targets,
-    parse_caption_attributes,
-    read_shape_attributes,
-    score_shape_images,
-)
+from multimodal.evaluation import SHAPES_TARGETS, check_targets, evaluate_shapes, format_targets, score_shape_images
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "coco-mini"
 COMBINATIONS = all_combinations()
+ATTRIBUTES = ("shape", "color", "size", "position")
 ACCURACIES = [f"{part}/{name}" for part in ("caption", "t2i", "t2i_fast") for name in (*ATTRIBUTES, "all")]
 SHAPES_KEYS = {"images", "prompts", *ACCURACIES} | {
     f"retrieval/{direction}_R@{k}" for direction in ("i2t", "t2i") for k in (1, 5)
@@ -80,7 +75,7 @@ class Oracle:
     def generate_text_from_image(self, images: torch.Tensor) -> list[str]:
         return [canonical_caption(spec) for spec in self._read(images)]
 
-    def generate_image_from_text(self, texts: list[str], **options) -> torch.Tensor:
+    def generate_image_from_text(self, texts: list[str], sampling=None, generator=None) -> torch.Tensor:
         rng = np.random.default_rng(0)
         specs = [ShapeSpec(**parse_caption_attributes(text)) for text in texts]
         return torch.stack([image_transform(56)(render_shape(spec, 56, rng)) for spec in specs])
@@ -88,7 +83,7 @@ class Oracle:
 
 def test_evaluate_shapes_gives_a_perfect_model_full_marks(tmp_path):
     data = generate_shapes_dataset(tmp_path, num_train=1, num_val=12, image_size=56, progress=False)
-    metrics = evaluate_shapes(Oracle(), data, batch_size=5)
+    metrics = evaluate_shapes(Oracle(), CocoCaptionDataset(data, "val", 56), batch_size=5)
     assert metrics["images"] == 12 and metrics["prompts"] == len(COMBINATIONS)
     for name in SHAPES_KEYS - {"images", "prompts"}:
         assert metrics[name] == 1.0 or name.startswith("seconds/"), name

@@ -6,14 +6,9 @@ import torch
 from PIL import Image, ImageFilter
 
 from multimodal.data.shapes import all_combinations, captions_for, render_shape
-from multimodal.evaluation import (
-    attribute_accuracy,
-    caption_scores,
-    format_table,
-    parse_caption_attributes,
-    read_shape_attributes,
-    retrieval_recall,
-)
+from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
+from multimodal.evaluation import format_table
+from multimodal.metrics import attribute_accuracy, caption_scores, retrieval_recall
 
 SPECS = all_combinations()
 

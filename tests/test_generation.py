@@ -21,14 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from multimodal import ImageTextGenerator
-from multimodal.generation import (
-    InvalidInputError,
-    PromptTruncatedWarning,
-    decoding_options,
-    slugify,
-)
+from multimodal import ImageTextGenerator, SamplingConfig
+from multimodal.errors import InvalidInputError
+from multimodal.generation import PromptTruncatedWarning, decoding_options
 from multimodal.models.caption_decoder import clean_caption
+from multimodal.paths import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_VAL = ROOT.parent / "shared" / "coco-mini" / "val2017"
@@ -66,7 +63,10 @@ def test_guidance_one_is_the_conditional_prediction_and_zero_the_unconditional(g
     with torch.no_grad():
         conditional = diffusion.unet(x, t.expand(2), *condition)
         unconditional = diffusion.unet(x, t.expand(2), *diffusion.null_condition(2, condition[1].shape[1]))
-        guided = {scale: diffusion.guided_prediction(x, t, condition, scale, 0.0) for scale in (0.0, 1.0, 3.0)}
+        guided = {
+            scale: diffusion.guided_prediction(x, t, diffusion.guidance_condition(condition, scale), scale, 0.0)
+            for scale in (0.0, 1.0, 3.0)
+        }
     assert not torch.allclose(conditional, unconditional)
     torch.testing.assert_close(guided[1.0], conditional)
     torch.testing.assert_close(guided[0.0], unconditional)
@@ -79,14 +79,44 @@ def test_every_sampler_runs(generator, sampler, eta):
     assert image.size == (28, 28) and image.mode == "RGB"
 
 
+def test_guidance_rescale_pulls_the_guided_spread_back_to_the_conditional_one(generator):
+    diffusion = generator.model.diffusion
+    condition = generator.model.text_condition(["a red circle"])
+    x = torch.randn(1, generator.model.config.latent_channels, 7, 7, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(30)
+    with torch.no_grad():
+        both = diffusion.guidance_condition(condition, 5.0)
+        plain = diffusion.guided_prediction(x, t, both, 5.0, 0.0)
+        rescaled = diffusion.guided_prediction(x, t, both, 5.0, 1.0)
+        conditional = diffusion.unet(x, t.expand(1), *condition)
+    torch.testing.assert_close(rescaled.std(), conditional.std())
+    torch.testing.assert_close(rescaled, plain * conditional.std() / plain.std())
+
+
+def test_a_sampling_config_and_diffusers_names_work(generator):
+    config = SamplingConfig(num_inference_steps=3, guidance_scale=2.0)
+    by_config = generator.generate_from_text("a red circle", sampling=config, seed=0)[0][0]
+    by_names = generator.generate_from_text(
+        "a red circle", num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0)
+    )[0][0]
+    assert png_bytes(by_config) == png_bytes(by_names)
+    assert len(generator.generate_from_text(["a"], num_images_per_prompt=3, use_diffusion=False)[0]) == 3
+    with pytest.raises(InvalidInputError, match="unknown option 'guidance' \\(did you mean guidance_scale\\?\\)"):
+        generator.generate_from_text("a red circle", guidance=7)
+    with pytest.raises(InvalidInputError, match="seed or generator"):
+        generator.generate_from_text("a", seed=0, generator=torch.Generator())
+    with pytest.raises(InvalidInputError, match="one prompt; for several, use generate_from_text"):
+        generator.text_to_image(["a red circle", "a blue square"])
+
+
 def test_fast_preview_without_diffusion(generator):
-    images = generator.generate_from_text(["a red circle"], num_samples_per_prompt=2, use_diffusion=False)
+    images = generator.generate_from_text(["a red circle"], num_images_per_prompt=2, use_diffusion=False)
     assert png_bytes(images[0][0]) == png_bytes(images[0][1])  # no noise: the embedding decides
 
 
 def test_prompts_and_samples_are_batched_and_saved(generator, tmp_path):
     prompts = ["a red circle", "一只猫 🐱", "A red circle!"]
-    images = generator.generate_from_text(prompts, num_samples_per_prompt=2, num_inference_steps=3, seed=0)
+    images = generator.generate_from_text(prompts, num_images_per_prompt=2, num_inference_steps=3, seed=0)
     assert [len(samples) for samples in images] == [2, 2, 2]
     assert png_bytes(images[0][0]) != png_bytes(images[0][1])
 
@@ -119,7 +149,7 @@ def test_bad_sampling_options_are_refused(generator, options):
 
 @pytest.mark.parametrize("prompt", ["", "   \n"])
 def test_an_empty_prompt_is_refused(generator, prompt):
-    with pytest.raises(InvalidInputError, match="non-empty"):
+    with pytest.raises(InvalidInputError, match="must not be empty"):
         generator.text_to_image(prompt)
 
 
@@ -186,20 +216,27 @@ def test_many_sampled_captions_never_hold_special_tokens(generator, photo):
 
 
 def test_decoding_options_pass_only_what_applies():
-    assert decoding_options(1, None, None, None, None, 1) == {}
-    assert decoding_options(1, None, None, None, 1.3, 4) == {"num_beams": 4, "repetition_penalty": 1.3}
-    assert decoding_options(1, 0.7, None, None, None, 1) == {"do_sample": True, "temperature": 0.7}
-    assert decoding_options(3, None, None, None, None, 1) == {"do_sample": True, "num_return_sequences": 3}
-    assert decoding_options(2, None, None, None, None, 2) == {"num_beams": 2, "num_return_sequences": 2}
+    assert decoding_options(1, {"temperature": None}) == {}
+    assert decoding_options(1, {"num_beams": 4, "repetition_penalty": 1.3}) == {"num_beams": 4, "repetition_penalty": 1.3}
+    assert decoding_options(1, {"temperature": 0.7}) == {"do_sample": True, "temperature": 0.7}
+    assert decoding_options(3, {}) == {"do_sample": True, "num_return_sequences": 3}
+    assert decoding_options(1, {"num_return_sequences": 3}) == {"do_sample": True, "num_return_sequences": 3}
+    assert decoding_options(2, {"num_beams": 2}) == {"num_beams": 2, "num_return_sequences": 2}
+    assert decoding_options(1, {"no_repeat_ngram_size": 2}) == {"no_repeat_ngram_size": 2}
     bad = [
-        (1, 0.0, None, None, None, 1),  # temperature 0
-        (1, None, 0, None, None, 1),  # top_k 0
-        (1, None, None, 1.5, None, 1),  # top_p above 1
-        (3, None, None, None, None, 2),  # more captions than beams
+        (1, {"temperature": 0.0}),
+        (1, {"top_k": 0}),
+        (1, {"top_p": 1.5}),
+        (3, {"num_beams": 2}),  # more captions than beams
+        (2, {"num_return_sequences": 3}),
+        (1, {"top_pp": 0.9}),  # not a GenerationConfig option
+        (1, {"eos_token_id": 5}),  # ours to set
     ]
-    for arguments in bad:
+    for count, options in bad:
         with pytest.raises(InvalidInputError):
-            decoding_options(*arguments)
+            decoding_options(count, options)
+    with pytest.raises(InvalidInputError, match="did you mean top_p"):
+        decoding_options(1, {"top_pp": 0.9})
 
 
 def test_clean_caption_drops_leftover_pieces_and_restores_normal_spacing():
@@ -230,8 +267,10 @@ def test_images_of_any_mode_and_size_are_captioned(generator, tmp_path, make):
 
 
 def test_missing_and_non_image_files_are_refused(generator, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such image file"):
+    with pytest.raises(InvalidInputError, match="no such image file"):
         generator.image_to_text(tmp_path / "missing.png")
+    with pytest.raises(InvalidInputError, match="is a folder, not an image file"):
+        generator.image_to_text(tmp_path)
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(InvalidInputError, match="not an image"):
         generator.image_to_text(tmp_path / "notes.txt")
@@ -246,6 +285,13 @@ def test_embeddings_are_unit_vectors_and_similarity_is_images_by_texts(generator
     similarity = generator.similarity(images, texts)
     assert similarity.shape == (3, 2)
     assert similarity.abs().max() <= 1 + 1e-5
+
+
+def test_every_generation_config_option_passes_through(generator, photo):
+    repeated = generator.image_to_text(photo, max_new_tokens=12, repetition_penalty=0.01)
+    assert generator.image_to_text(photo, max_new_tokens=12, no_repeat_ngram_size=1, repetition_penalty=0.01) != repeated
+    captions = generator.batch_image_to_text([photo, Image.open(photo)], max_new_tokens=6)
+    assert captions == [generator.image_to_text(photo, max_new_tokens=6)] * 2
 
 
 def test_a_run_folder_resolves_to_best_then_latest(checkpoint, tmp_path):
@@ -286,7 +332,7 @@ def test_t2i_cli_writes_the_same_image_as_the_api(generator, checkpoint, tmp_pat
 
 def test_t2i_cli_writes_a_folder_for_several_images(checkpoint, tmp_path):
     prompts = ["a red circle", "a blue square"]
-    args = ["--num-samples", "2", "--steps", "2", "--sampler", "dpm", "--output", "out"]
+    args = ["--num-samples", "2", "--steps", "2", "--sampler", "dpm", "--output", "out/"]
     args += ["--checkpoint", str(checkpoint)]
     result = run_script("generate_t2i.py", *prompts, *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_BERT, random_images, tiny_config
-from multimodal import CheckpointError, GenerativeMultimodalModel, ModelConfig, model_preset
+from multimodal import (
+    CheckpointError,
+    GenerativeMultimodalModel,
+    ModelConfig,
+    SamplingConfig,
+    TrainConfig,
+    model_preset,
+    train_preset,
+)
+from multimodal.errors import ConfigError
 from multimodal.losses import ContrastiveLoss
 from multimodal.models import CaptionDecoder, ConditionalUNet2D, ImageDecoder, ImageEncoder, TextEncoder
 
@@ -29,10 +38,39 @@ def test_config_refuses_image_sizes_that_are_not_7_times_a_power_of_two(size):
 
 
 def test_config_refuses_unknown_fields_and_values():
-    with pytest.raises(ValueError, match="unknown ModelConfig fields: colour"):
+    with pytest.raises(ValueError, match="unknown ModelConfig field 'colour'"):
         ModelConfig.from_dict({"colour": 1})
-    with pytest.raises(ValueError, match="prediction_type"):
+    with pytest.raises(ValueError, match="unknown ModelConfig field 'unet_widht' \\(did you mean unet_width\\?\\)"):
+        model_preset("shapes", unet_widht=64)
+    with pytest.raises(ConfigError, match="prediction_type must be one of epsilon, v, sample, got 'x'") as error:
         ModelConfig(prediction_type="x")
+    assert error.value.field == "prediction_type"
+
+
+def test_train_config_validates_itself_and_round_trips():
+    config = train_preset("shapes", batch_size=8)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="ema_decay must be in \\[0, 1\\), got 1.0"):
+        config.replace(ema_decay=1.0)
+    with pytest.raises(ValueError, match="unknown TrainConfig field 'epoch' \\(did you mean epochs\\?\\)"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(num_inference_steps=0), "num_inference_steps must be at least 1, got 0"),
+        (dict(guidance_scale=-1.0), "guidance_scale must be 0 or more"),
+        (dict(sampler="euler"), "sampler must be one of ddim, ddpm, dpm, got 'euler'"),
+        (dict(sampler="dpm", eta=0.5), "eta is DDIM's noise; the dpm sampler does not use it"),
+        (dict(guidance_rescale=1.5), "guidance_rescale must be in \\[0, 1\\]"),
+    ],
+)
+def test_sampling_config_refuses_values_that_cannot_work(options, message):
+    with pytest.raises(ConfigError, match=message):
+        SamplingConfig(**options)
 
 
 # -- shapes of every component ------------------------------------------------------------

@@ -44,7 +44,8 @@ import multimodal.training.checkpoint as checkpoint_module
 from conftest import tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 from multimodal.data import load_rgb
-from multimodal.generation import InvalidInputError, PromptTruncatedWarning
+from multimodal.errors import InvalidInputError
+from multimodal.generation import PromptTruncatedWarning
 from multimodal.training import TrainingError
 from multimodal.training.checkpoint import (
     is_resumable,

@@ -17,8 +17,9 @@ from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
+from multimodal.training.stages import learning_rate, plan_stages
 from multimodal.training.text_cache import TextFeatureCache
-from multimodal.training.trainer import default_num_workers, learning_rate
+from multimodal.training.trainer import default_num_workers
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "coco-mini"
@@ -56,6 +57,43 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert rates[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
 
 
+def test_stages_split_the_steps_and_own_their_losses_and_learning_rate():
+    weights = {"contrastive": 1.0, "caption": 1.0, "diffusion": 0.1}
+    joint = plan_stages(TrainConfig(epochs=2, warmup_epochs=0.5), 10, weights)
+    assert [(s.name, s.first_step, s.end_step, s.warmup_steps) for s in joint] == [("joint", 0, 20, 5)]
+    assert joint[0].loss_weights == weights and not joint[0].find_unused_parameters
+    staged = plan_stages(TrainConfig(epochs=2, diffusion_epochs=3, warmup_epochs=0.5), 10, weights)
+    encoders, diffusion = staged
+    assert (encoders.name, encoders.end_step, diffusion.first_step, diffusion.end_step) == ("encoders", 20, 20, 50)
+    assert "diffusion" not in encoders.loss_weights and encoders.find_unused_parameters
+    assert diffusion.loss_weights == {"diffusion": 1.0} and diffusion.start_from_ema
+    assert diffusion.is_trained("diffusion.unet.conv_in.weight") and not diffusion.is_trained("image_encoder.x")
+    assert diffusion.learning_rate(20, 1.0) == pytest.approx(1 / diffusion.warmup_steps)  # its own warm-up
+    assert encoders.learning_rate(19, 1.0) < 0.02  # the first stage's cosine ends with it
+    cut = plan_stages(TrainConfig(epochs=2, diffusion_epochs=3, max_steps=15), 10, weights)
+    assert [(s.name, s.end_step) for s in cut] == [("encoders", 15)]
+
+
+def test_each_stage_validates_the_losses_it_trains_and_best_follows_the_last_stage(shapes_dir, tmp_path):
+    trainer = tiny_trainer(shapes_dir, tmp_path, epochs=1, diffusion_epochs=1)
+    trainer.run()
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics["stage"]) == ["encoders", "diffusion"]
+    encoders, diffusion = metrics.iloc[0], metrics.iloc[1]
+    assert encoders["train_diff"] != encoders["train_diff"]  # NaN: the first stage trains no diffusion
+    parts = ["cont", "rec", "fast", "cap"]
+    weights = trainer.model.loss_weights()
+    names = {"cont": "contrastive", "rec": "reconstruction", "fast": "fast_path", "cap": "caption"}
+    for split in ("train", "val"):
+        total = sum(weights[names[p]] * encoders[f"{split}_{p}"] for p in parts)
+        assert encoders[f"{split}_loss"] == pytest.approx(total, rel=1e-4)
+        assert diffusion[f"{split}_loss"] == pytest.approx(diffusion[f"{split}_diff"], rel=1e-6)
+    assert trainer.best["stage"] == "diffusion"
+    best = GenerativeMultimodalModel.from_pretrained(tmp_path / "best").state_dict()
+    latest = GenerativeMultimodalModel.from_pretrained(tmp_path / "latest").state_dict()
+    assert all(torch.equal(best[name], latest[name]) for name in best)  # the diffusion epoch is the best
+
+
 def test_trainer_writes_every_output_and_a_loadable_checkpoint(shapes_dir, tmp_path):
     trainer = tiny_trainer(shapes_dir, tmp_path, sample_every_epoch=True)
     final = trainer.run()
@@ -65,7 +103,7 @@ def test_trainer_writes_every_output_and_a_loadable_checkpoint(shapes_dir, tmp_p
         assert (tmp_path / name).is_file(), name
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2] and list(metrics["step"]) == [3, 6]
-    for column in ["train_loss", "train_cont", "train_rec", "train_cap", "train_diff", "val_loss",
+    for column in ["train_loss", "train_cont", "train_rec", "train_fast", "train_cap", "train_diff", "val_loss",
                    "val_i2t_R@1", "val_i2t_R@5", "val_t2i_R@1", "val_t2i_R@5"]:
         assert metrics[column].notna().all(), column
     assert final["val_loss"] == pytest.approx(metrics["val_loss"].iloc[-1])
@@ -181,8 +219,12 @@ def test_train_py_on_real_coco_files(tmp_path):
     "args, message",
     [
         (["--data-dir", "{tmp}/nowhere"], "not found; expected COCO"),
-        (["--batch-size", "0"], "--batch-size must be positive"),
-        (["--lr", "-1"], "--lr must be positive"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--lr", "-1"], "--lr must be above 0, got -1.0"),
+        (["--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
+        (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+        (["--batch-szie", "4"], "(did you mean --batch-size?)"),
+        (["--batch", "4"], "unrecognized argument --batch"),
         (["--image-size", "100"], "7·2^k"),
         (["--output-dir", "{tmp}/a_file"], "is a file"),
         (["--resume", "--output-dir", "{tmp}/empty", "--data-dir", "{shapes}"], "no resumable checkpoint"),

@@ -1,6 +1,7 @@
 """Datasets and image conversions: COCO captions and the built-in shapes set, one loader for both."""
 
-from multimodal.data.coco import CocoCaptionDataset, DatasetLayoutError, expected_layout
+from multimodal.data.coco import CocoCaptionDataset, expected_layout
+from multimodal.data.collate import CaptionCollator
 from multimodal.data.shapes import (
     COLORS,
     POSITION_PHRASES,
@@ -14,7 +15,9 @@ from multimodal.data.shapes import (
     generate_shapes_dataset,
     render_shape,
 )
-from multimodal.data.transforms import image_transform, load_rgb, to_pil
+from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
+from multimodal.data.transforms import ImageInput, as_rgb, image_transform, load_rgb, to_pil
+from multimodal.errors import DatasetLayoutError
 
 __all__ = [
     "COLORS",
@@ -22,16 +25,21 @@ __all__ = [
     "POSITION_PHRASES",
     "SHAPES",
     "SIZES",
+    "CaptionCollator",
     "CocoCaptionDataset",
     "DatasetLayoutError",
+    "ImageInput",
     "ShapeSpec",
     "all_combinations",
+    "as_rgb",
     "canonical_caption",
     "captions_for",
     "expected_layout",
     "generate_shapes_dataset",
     "image_transform",
     "load_rgb",
+    "parse_caption_attributes",
+    "read_shape_attributes",
     "render_shape",
     "to_pil",
 ]

@@ -19,13 +19,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from multimodal.data.transforms import image_transform, load_rgb
+from multimodal.errors import DatasetLayoutError
 
 # What PIL raises on unreadable, truncated or hostile files.
 _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-
-
-class DatasetLayoutError(ValueError):
-    """The dataset folder is missing or not laid out as COCO captions."""
 
 
 def expected_layout(root: str | os.PathLike) -> str:
@@ -101,7 +98,8 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
         coco = _load_coco(self.root, annotation_file)
 
         on_disk = {entry.name for entry in os.scandir(image_dir)}
-        self._paths: list[str] = []
+        self.paths: list[str] = []  # image files, in image-id order
+        self.image_info: dict[int, dict] = {}  # the annotation file's record of each image kept
         self._image_ids: list[int] = []
         self._captions: list[list[str]] = []
         self.num_missing = 0
@@ -114,10 +112,11 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
             if file_name not in on_disk and not (image_dir / file_name).is_file():
                 self.num_missing += 1
                 continue
-            self._paths.append(str(image_dir / file_name))
+            self.paths.append(str(image_dir / file_name))
             self._image_ids.append(int(image_id))
+            self.image_info[int(image_id)] = coco.imgs[image_id]
             self._captions.append(captions)
-        if not self._paths:
+        if not self.paths:
             raise _layout_error(
                 self.root, f"no captioned image of {annotation_file.name} found in {image_dir}"
             )
@@ -146,6 +145,11 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
         return list(dict.fromkeys(c for caps in self._captions for c in caps))
 
     @property
+    def references(self) -> dict[int, list[str]]:
+        """Every image id → all its captions (what caption metrics compare against)."""
+        return dict(zip(self._image_ids, self._captions))
+
+    @property
     def num_corrupt(self) -> int:
         """Images found unreadable so far (in this process)."""
         return len(self._corrupt)
@@ -156,7 +160,7 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
         return self.num_missing + self.num_corrupt
 
     def __len__(self) -> int:
-        return len(self._pairs) if self._pairs is not None else len(self._paths)
+        return len(self._pairs) if self._pairs is not None else len(self.paths)
 
     def _sample(self, index: int) -> tuple[int, str]:
         if self._pairs is not None:
@@ -178,11 +182,11 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
             if image_index in self._corrupt:
                 continue
             try:
-                image = load_rgb(self._paths[image_index])
+                image = load_rgb(self.paths[image_index])
             except _IMAGE_ERRORS as err:
                 if not self._corrupt:
                     warnings.warn(
-                        f"unreadable image {self._paths[image_index]} ({err}); using a "
+                        f"unreadable image {self.paths[image_index]} ({err}); using a "
                         "neighbouring sample instead (further ones are counted in num_skipped)",
                         # Attributed to this file, not to the DataLoader that called us: scripts
                         # silence torch's own warnings, and this one must still be seen.

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from multimodal.data.coco import DatasetLayoutError
+from multimodal.errors import DatasetLayoutError
 
 
 class ShapesFolderError(DatasetLayoutError, FileExistsError):

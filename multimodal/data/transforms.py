@@ -1,17 +1,24 @@
 """Image conversions shared by the data loaders and the generation API.
 
-Every model input goes through `load_rgb` then `image_transform`, and every generated image
-comes back through `to_pil`, so training and inference see pixels the same way.
+Every model input goes through `load_rgb` (or `as_rgb`, which also takes arrays) then
+`image_transform`, and every generated image comes back through `to_pil`, so training and
+inference see pixels the same way.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
+
+from multimodal.errors import InvalidInputError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 def image_transform(image_size: int) -> transforms.Compose:
@@ -70,6 +77,29 @@ def load_rgb(path_or_image: str | os.PathLike | Image.Image, min_size: int | Non
     if image.mode.startswith("I;16") or image.mode == "I":
         return _sixteen_bit_to_rgb(image)
     return image.convert("RGB")
+
+
+def as_rgb(image: ImageInput, min_size: int | None = None) -> Image.Image:
+    """8-bit RGB from a path, a PIL image (any mode) or an array (H×W or H×W×C; floats in [0, 1]).
+    `min_size`: the side the image is resized to next; a much larger JPEG file is decoded at
+    a reduced scale (see `load_rgb`). What cannot be read is an InvalidInputError."""
+    if isinstance(image, np.ndarray):
+        array = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise InvalidInputError(f"an image array must be H×W or H×W×(1|3|4), got shape {image.shape}")
+        scaled = array.clip(0, 1) * 255 if array.dtype.kind == "f" else array.clip(0, 255)
+        return load_rgb(Image.fromarray(np.round(scaled).astype(np.uint8)))
+    if isinstance(image, Image.Image):
+        return load_rgb(image)
+    path = Path(image)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder, not an image file")
+    if not path.is_file():
+        raise InvalidInputError(f"no such image file: {path}")
+    try:
+        return load_rgb(path, min_size=min_size)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise InvalidInputError(f"{path} is not an image that can be read ({error})") from None
 
 
 def to_pil(tensor: torch.Tensor) -> Image.Image:

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
 
 from multimodal.config import ModelConfig
-from multimodal.models.text_encoder import quiet_transformers
+from multimodal.logs import quiet_transformers
 
 
 def clean_caption(text: str) -> str:

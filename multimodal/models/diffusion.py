@@ -2,21 +2,28 @@
 
 The noising math and the samplers are diffusers' schedulers (DDPM, DDIM, DPM-Solver++);
 this file only decides what goes in and out of them. The model does not know how it is
-sampled: any of the three schedulers runs the same trained weights.
+sampled: any of the three schedulers runs the same trained weights, and a `SamplingConfig`
+says which, with how many steps and how much guidance.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import nn
+from tqdm.auto import tqdm
 
-from multimodal.config import SAMPLERS, ModelConfig
+from multimodal.config import ModelConfig, SamplingConfig
+from multimodal.errors import ConfigError
 from multimodal.models.unet import ConditionalUNet2D
 
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
+
+Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (pooled text embedding, token states, their mask)
 
 
 def make_scheduler(name: str, config: ModelConfig):
@@ -33,19 +40,12 @@ def make_scheduler(name: str, config: ModelConfig):
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
     if name == "dpm":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
-    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    raise ValueError(f"unknown sampler {name!r}")  # SamplingConfig already refused it
 
 
-def rescale_guidance(guided: torch.Tensor, conditional: torch.Tensor, factor: float) -> torch.Tensor:
-    """Guidance rescale (Lin et al. 2023): pull the guided prediction's std back to the
-    conditional one's, which keeps high guidance scales from over-saturating."""
-    dims = list(range(1, guided.ndim))
-    rescaled = guided * (conditional.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
-    return factor * rescaled + (1 - factor) * guided
-
-
-class LatentDiffusionUNet(nn.Module):
-    """Text-conditioned diffusion over the per-channel normalised image latent."""
+class LatentDiffusion(nn.Module):
+    """Text-conditioned diffusion over the per-channel normalised image latent: the UNet (`.unet`)
+    with its noise schedule, latent statistics, learned "no text" condition and sampling loop."""
 
     def __init__(self, config: ModelConfig, context_dim: int) -> None:
         super().__init__()
@@ -87,7 +87,7 @@ class LatentDiffusionUNet(nn.Module):
         self.latent_std = self.latent_std.lerp(z.std(dim=(0, 2, 3)).float().clamp(min=1e-4), momentum)
 
     # -- conditioning ---------------------------------------------------------------------
-    def null_condition(self, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def null_condition(self, batch: int, length: int) -> Condition:
         """The 'no text' condition: a learned embedding and a learned context token."""
         embedding = self.null_text_embedding.expand(batch, -1)
         context = self.null_context.expand(batch, length, -1)
@@ -96,7 +96,7 @@ class LatentDiffusionUNet(nn.Module):
 
     def drop_condition(
         self, text_embedding: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, drop: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Condition:
         """Replace the text of the samples where `drop` is True by the null condition."""
         null_embedding, null_context, null_mask = self.null_condition(*context.shape[:2])
         text_embedding = torch.where(drop[:, None], null_embedding.to(text_embedding.dtype), text_embedding)
@@ -138,62 +138,73 @@ class LatentDiffusionUNet(nn.Module):
         return F.mse_loss(prediction.float(), self.target(latents, noise, timesteps).float())
 
     # -- sampling -------------------------------------------------------------------------
-    def guided_prediction(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        condition: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        guidance_scale: float,
-        guidance_rescale: float,
-    ) -> torch.Tensor:
-        """Classifier-free guidance; conditional and unconditional run in one batched forward.
-        Scale 1 is the conditional prediction alone, scale 0 the unconditional alone."""
+    def guidance_condition(self, condition: Condition, guidance_scale: float) -> Condition:
+        """What the UNet sees at every sampling step: the text alone (scale 1), the null condition
+        alone (scale 0), or both stacked into one batch for classifier-free guidance."""
         text_embedding, context, context_mask = condition
-        batch = x.shape[0]
-        timesteps = t.expand(batch)
         if guidance_scale == 1.0:
-            return self.unet(x, timesteps, text_embedding, context, context_mask)
-        null = self.null_condition(batch, context.shape[1])
+            return condition
+        null = self.null_condition(*context.shape[:2])
         if guidance_scale == 0.0:
-            return self.unet(x, timesteps, *null)
-        both = self.unet(
-            torch.cat([x, x]),
-            t.expand(2 * batch),
-            torch.cat([text_embedding, null[0]]),
-            torch.cat([context, null[1]]),
-            torch.cat([context_mask, null[2]]),
+            return null
+        null_embedding, null_context, null_mask = null
+        return (
+            torch.cat([text_embedding, null_embedding.to(text_embedding.dtype)]),
+            torch.cat([context, null_context.to(context.dtype)]),
+            torch.cat([context_mask, null_mask]),
         )
-        conditional, unconditional = both.chunk(2)
-        guided = unconditional + guidance_scale * (conditional - unconditional)
+
+    def guided_prediction(
+        self, x: torch.Tensor, t: torch.Tensor, condition: Condition, guidance_scale: float, guidance_rescale: float
+    ) -> torch.Tensor:
+        """The UNet's prediction for `x` at step `t` under `guidance_condition(...)`'s condition:
+        with guidance, conditional and unconditional run as one batch and are combined."""
+        batch = condition[0].shape[0]
+        guided = batch != x.shape[0]
+        model_input = torch.cat([x, x]) if guided else x
+        prediction = self.unet(model_input, t.expand(batch), *condition)
+        if not guided:
+            return prediction
+        conditional, unconditional = prediction.chunk(2)
+        prediction = unconditional + guidance_scale * (conditional - unconditional)
         if guidance_rescale > 0:
-            guided = rescale_guidance(guided, conditional, guidance_rescale)
-        return guided
+            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+            prediction = rescale_noise_cfg(prediction, conditional, guidance_rescale)
+        return prediction
 
     @torch.no_grad()
     def sample(
         self,
-        text_embedding: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 3.0,
-        sampler: str = "ddim",
+        condition: Condition,
+        sampling: SamplingConfig,
         generator: torch.Generator | None = None,
-        eta: float = 0.0,
-        guidance_rescale: float = 0.0,
+        progress: bool = False,
     ) -> torch.Tensor:
-        """Denoise from pure noise to a latent z (denormalised, ready for the image decoder).
-        The noise is drawn on `generator` (CPU), so a seed gives the same result everywhere."""
-        scheduler = make_scheduler(sampler, self.config)
-        device = text_embedding.device
-        scheduler.set_timesteps(num_inference_steps, device=device)
+        """Denoise from pure noise to a latent z (denormalised, ready for the image decoder), one
+        per row of `condition`. The noise is drawn on `generator` (a CPU generator), so a seed
+        gives the same result on every device. `progress`: a bar over the steps."""
+        if sampling.num_inference_steps > self.config.num_timesteps:
+            raise ConfigError(
+                "num_inference_steps",
+                f"must be at most the model's {self.config.num_timesteps} training timesteps, "
+                f"got {sampling.num_inference_steps}",
+            )
+        scheduler = make_scheduler(sampling.sampler, self.config)
+        device = condition[0].device
+        scheduler.set_timesteps(sampling.num_inference_steps, device=device)
         c, s = self.config.latent_channels, self.config.latent_size
-        x = torch.randn((text_embedding.shape[0], c, s, s), generator=generator, dtype=torch.float32)
+        x = torch.randn((condition[0].shape[0], c, s, s), generator=generator, dtype=torch.float32)
         x = x.to(device) * scheduler.init_noise_sigma
-        step_options = {"eta": eta} if sampler == "ddim" else {}
-        condition = (text_embedding, context, context_mask)
-        for t in scheduler.timesteps:
+        step_options = {"eta": sampling.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+        guided_condition = self.guidance_condition(condition, sampling.guidance_scale)
+        for t in tqdm(scheduler.timesteps, desc=f"{sampling.sampler} sampling", unit="step", disable=not progress):
             model_input = scheduler.scale_model_input(x, t)
-            prediction = self.guided_prediction(model_input, t, condition, guidance_scale, guidance_rescale)
+            prediction = self.guided_prediction(
+                model_input, t, guided_condition, sampling.guidance_scale, sampling.guidance_rescale
+            )
             x = scheduler.step(prediction.float(), t, x, generator=generator, **step_options).prev_sample
         return self.denormalize(x)
+
+
+LatentDiffusionUNet = LatentDiffusion  # the name the seed design gave this part

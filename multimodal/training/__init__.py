@@ -1,5 +1,6 @@
-"""Training: the loop, its checkpoints, the text-feature cache and the run's pictures."""
+"""Training: the loop, its stages and checkpoints, the text-feature cache and the run's pictures."""
 
-from multimodal.training.trainer import Trainer, TrainingError
+from multimodal.errors import TrainingError
+from multimodal.training.trainer import Trainer
 
 __all__ = ["Trainer", "TrainingError"]

@@ -26,10 +26,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from multimodal.models import GenerativeMultimodalModel
-
-TRAINING_WEIGHTS = "training_weights.safetensors"
-TRAINING_STATE = "training_state.safetensors"
-TRAINER_STATE = "trainer_state.json"
+from multimodal.paths import TRAINER_STATE, TRAINING_STATE, TRAINING_WEIGHTS, WEIGHTS_NAME
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -117,7 +114,7 @@ def is_resumable(directory: Path) -> bool:
 
 def _is_complete(directory: Path) -> bool:
     """Every file written and the trainer state (written last) readable."""
-    if not is_resumable(directory) or not (directory / "model.safetensors").is_file():
+    if not is_resumable(directory) or not (directory / WEIGHTS_NAME).is_file():
         return False
     try:
         json.loads((directory / TRAINER_STATE).read_text())
@@ -191,7 +188,7 @@ def load_checkpoint(
     directory = Path(directory)
     device = str(model.device)
     load_model(model, str(directory / TRAINING_WEIGHTS), strict=True, device=device)
-    load_model(ema_model, str(directory / "model.safetensors"), strict=True, device=device)
+    load_model(ema_model, str(directory / WEIGHTS_NAME), strict=True, device=device)
     tensors = load_file(str(directory / TRAINING_STATE))
     state = json.loads((directory / TRAINER_STATE).read_text())
     optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))

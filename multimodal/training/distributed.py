@@ -18,7 +18,6 @@ from multimodal.device import pick_device
 @dataclass(frozen=True)
 class Distributed:
     rank: int = 0
-    local_rank: int = 0
     world_size: int = 1
 
     @property
@@ -57,7 +56,7 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank, local_rank, world_size), device
+    return Distributed(rank, world_size), device
 
 
 def shutdown_distributed() -> None:

@@ -12,17 +12,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from multimodal.config import SamplingConfig  # noqa: E402
 from multimodal.data.transforms import to_pil  # noqa: E402
 from multimodal.models import GenerativeMultimodalModel  # noqa: E402
 
+# Sample sheets during training: a quick look, 20 DDIM steps.
+PREVIEW = SamplingConfig(num_inference_steps=20)
+
 
 def write_curves(history: pd.DataFrame, path: Path) -> None:
-    """Loss (train and validation) and retrieval accuracy per epoch."""
+    """Loss (train and validation) and retrieval accuracy per epoch. Each training stage has
+    lines of its own: its loss is the sum of the losses it trains, not comparable across stages."""
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
-    for column, label in [("train_loss", "train"), ("val_loss", "validation")]:
-        if column in history:
-            losses.plot(history["epoch"], history[column], marker="o", label=label)
-    losses.set(xlabel="epoch", ylabel="total loss", title="loss")
+    stages = history["stage"] if "stage" in history else pd.Series(["joint"] * len(history))
+    for stage in dict.fromkeys(stages):
+        rows = history[stages.values == stage]
+        for column, label in [("train_loss", "train"), ("val_loss", "validation")]:
+            if column in rows:
+                losses.plot(rows["epoch"], rows[column], marker="o", label=f"{stage}: {label}")
+    losses.set(xlabel="epoch", ylabel="loss of the stage", title="loss")
     losses.legend()
     for column in ["train_i2t", "train_t2i", "val_i2t_R@1", "val_t2i_R@1"]:
         if column in history:
@@ -40,16 +48,13 @@ def write_sample_sheet(
     prompts: list[str],
     images: torch.Tensor,
     path: Path,
-    num_inference_steps: int = 20,
+    sampling: SamplingConfig = PREVIEW,
     seed: int = 0,
-    guidance_scale: float = 3.0,
 ) -> list[str]:
-    """Top row: images generated for `prompts`. Bottom row: `images` with their generated
-    captions. Returns those captions."""
+    """Top row: images generated for `prompts` (noise from `seed`). Bottom row: `images` with
+    their generated captions. Returns those captions."""
     model.eval()
-    generated = model.generate_image_from_text(
-        prompts, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed
-    )
+    generated = model.generate_image_from_text(prompts, sampling, torch.Generator().manual_seed(seed))
     captions = model.generate_text_from_image(images)
     columns = max(len(prompts), len(images))
     figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.2), squeeze=False)

@@ -1,4 +1,4 @@
-"""Batching captions, and caching a frozen BERT's features so later epochs never run it."""
+"""Caching a frozen BERT's features so that later epochs never run it."""
 
 from __future__ import annotations
 
@@ -6,26 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from multimodal.models import TextEncoder
-
-
-class CaptionCollator:
-    """Stacks images and tokenises captions inside the DataLoader workers."""
-
-    def __init__(self, tokenizer, max_length: int) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, items: list[dict]) -> dict:
-        captions = [item["caption"] for item in items]
-        tokens = self.tokenizer(
-            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return {
-            "images": torch.stack([item["image"] for item in items]),
-            "captions": captions,
-            "input_ids": tokens["input_ids"],
-            "attention_mask": tokens["attention_mask"],
-        }
 
 
 class TextFeatureCache:
@@ -39,6 +19,9 @@ class TextFeatureCache:
         self.text_encoder = text_encoder
         self.store: dict[str, torch.Tensor] = {}
         self.bert_calls = 0
+
+    def clear(self) -> None:
+        self.store.clear()
 
     @torch.no_grad()
     def states(self, captions: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -13,22 +13,25 @@ import os
 import random
 import signal
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
-from multimodal.data import CocoCaptionDataset, generate_shapes_dataset
-from multimodal.evaluation import retrieval_recall
+from multimodal.data import CaptionCollator, CocoCaptionDataset, generate_shapes_dataset
+from multimodal.device import autocast, autocast_dtype, fork_rng
+from multimodal.errors import TrainingError
+from multimodal.metrics import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
+from multimodal.models.text_encoder import tokenize
 from multimodal.training.checkpoint import (
     is_resumable,
     keep_step_copies,
@@ -39,13 +42,15 @@ from multimodal.training.checkpoint import (
 from multimodal.training.distributed import init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
-from multimodal.training.text_cache import CaptionCollator, TextFeatureCache
+from multimodal.training.stages import Stage, plan_stages
+from multimodal.training.text_cache import TextFeatureCache
 
-# Short names for the progress bar and metrics.csv.
+# Short names of what a step reports, for the progress bar and metrics.csv.
 SHORT_NAMES = {
     "loss": "loss",
     "contrastive": "cont",
     "reconstruction": "rec",
+    "fast_path": "fast",
     "caption": "cap",
     "diffusion": "diff",
     "i2t_accuracy": "i2t",
@@ -54,47 +59,10 @@ SHORT_NAMES = {
 NUM_SAMPLES = 6
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot go on; the message says why and what was kept."""
-
-
-def default_data_dir(preset: str) -> Path:
-    return Path("data/shapes") if preset == "shapes" else Path("data/coco/coco2017")
-
-
-def attention_backends(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
-    """In bf16 on the CPU, PyTorch's fused attention kernel is slower than plain matmul +
-    softmax (UNet forward+backward 1.4-1.6×, bench/proposals.py); elsewhere SDPA chooses."""
-    if device.type == "cpu" and dtype == torch.bfloat16:
-        return sdpa_kernel([SDPBackend.MATH])
-    return nullcontext()
-
-
 def default_num_workers(processes: int = 1) -> int:
     """Loader workers when none are asked for: this process's share of the CPU cores it may
     use, one worker each, at most 16 (decoding COCO JPEGs must keep up with a GPU)."""
     return min(16, len(os.sched_getaffinity(0)) // processes)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. `auto` takes bf16 on CUDA, and on CPUs with
-    native bf16 units (AMX / AVX512-BF16), where it is markedly faster; elsewhere fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.bfloat16 if native_bf16 and torch.backends.cpu.get_cpu_capability() != "DEFAULT" else None
-
-
-def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to `peak`, then cosine decay to zero at `total_steps`."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def seed_everything(seed: int) -> None:
@@ -106,12 +74,13 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, resume: bool = False) -> None:
         self.model_config = model_config
-        self.config = train_config
+        # The data folder is recorded as an absolute path, so evaluate.py finds it from anywhere.
+        self.config = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
         self.output_dir = Path(train_config.output_dir)
         self.dist, self.device = init_distributed(train_config.device)
         seed_everything(train_config.seed)
 
-        data_dir = Path(train_config.data_dir) if train_config.data_dir else default_data_dir(train_config.preset)
+        data_dir = Path(self.config.data_dir)
         if train_config.preset == "shapes" and not (data_dir / "annotations").is_dir() and self.dist.is_main:
             generate_shapes_dataset(data_dir, seed=train_config.seed)
         self.dist.barrier()  # the other processes wait for rank 0 to write the data
@@ -122,6 +91,7 @@ class Trainer:
         # Every process builds the same initial weights; after that each draws its own noise.
         self.model = GenerativeMultimodalModel(model_config).to(self.device)
         torch.manual_seed(train_config.seed + self.dist.rank)
+        self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
         self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
         decay, no_decay = [], []
         for p in self.model.parameters():
@@ -137,48 +107,53 @@ class Trainer:
             for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
                 part.compile()
         self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
-        self.collate = CaptionCollator(self.model.tokenizer, model_config.max_text_length)
+        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=model_config.max_text_length))
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
         self.images_per_step = train_config.batch_size * self.dist.world_size * train_config.grad_accum
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
-        # Two stages when diffusion_epochs > 0: everything but diffusion, then diffusion alone.
-        self.joint_steps = train_config.epochs * self.steps_per_epoch
-        self.total_steps = self.joint_steps + train_config.diffusion_epochs * self.steps_per_epoch
-        if train_config.max_steps:
-            self.total_steps = min(self.total_steps, train_config.max_steps)
-            self.joint_steps = min(self.joint_steps, self.total_steps)
-        self.warmup_steps = min(round(train_config.warmup_epochs * self.steps_per_epoch), self.joint_steps)
+        self.stages = plan_stages(train_config, self.steps_per_epoch, self.model.loss_weights())
+        self.total_steps = self.stages[-1].end_step
 
         self.step = 0
-        self.best_val_loss = math.inf
+        self.stage: Stage | None = None  # the stage the model is set up for; entered at the first step
+        self.best: dict[str, Any] = {"stage": None, "val_loss": math.inf}
         self.history: list[dict[str, Any]] = []
         self.epoch_sums: dict[str, float] = {}
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.stop_signal: str | None = None
+        self.train_model: torch.nn.Module = self.model
         if resume:
             self._resume()
-        self.train_model = self._wrap()
 
-    def _wrap(self) -> torch.nn.Module:
-        """The model the steps call: under torchrun, DDP around it (built anew when the set of
-        trainable parameters changes, as DDP requires)."""
-        if not self.dist.enabled:
-            return self.model
-        return DistributedDataParallel(
-            self.model,
-            device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=self.config.diffusion_epochs > 0,  # the first stage leaves the UNet out
-        )
+    def stage_of(self, step: int) -> Stage:
+        """The stage that trains step `step` (the last stage for steps past the end)."""
+        return next((stage for stage in self.stages if step < stage.end_step), self.stages[-1])
+
+    def _enter(self, stage: Stage) -> None:
+        """Set the model up for `stage`: its starting weights, which parameters learn, and the
+        DDP wrapper (built anew, as DDP requires when the set of trainable parameters changes)."""
+        if stage.start_from_ema and self.step == stage.first_step:
+            # The UNet then learns the latents of the encoder that generation will really use,
+            # and the frozen parts stay equal in the raw and EMA models.
+            self.model.load_state_dict(self.ema.module.state_dict())
+        stage.apply(self.model, self.trainable)
+        self.stage = stage
+        if self.dist.enabled:
+            self.train_model = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=stage.find_unused_parameters,
+            )
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
-            "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            "best": self.best | {"val_loss": self.best["val_loss"] if math.isfinite(self.best["val_loss"]) else None},
             "history": self.history,
             "epoch_sums": self.epoch_sums,
             "nonfinite_total": self.nonfinite_total,
@@ -202,90 +177,59 @@ class Trainer:
             raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
         state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer)
         self.step = state["step"]
-        self.best_val_loss = state["best_val_loss"] if state["best_val_loss"] is not None else math.inf
+        best = state.get("best") or {}
+        self.best = {"stage": best.get("stage"), "val_loss": best.get("val_loss") or math.inf}
         self.history = state["history"]
         self.epoch_sums = state["epoch_sums"]
         self.nonfinite_total = state["nonfinite_total"]
-        if self.in_diffusion_stage:
-            self._freeze_all_but_diffusion()
         if self.dist.enabled:  # the checkpoint holds rank 0's RNG: give each process its own again
             torch.manual_seed(self.config.seed + 1_000_003 * self.step + self.dist.rank)
 
-    # -- the diffusion stage -------------------------------------------------------------
-    @property
-    def in_diffusion_stage(self) -> bool:
-        return self.config.diffusion_epochs > 0 and self.step >= self.joint_steps
-
-    def _freeze_all_but_diffusion(self) -> None:
-        for name, p in self.model.named_parameters():
-            if not name.startswith("diffusion."):
-                p.requires_grad_(False)
-
-    def _start_diffusion_stage(self) -> None:
-        """The diffusion stage starts from the EMA weights, which are what generation uses, so
-        the UNet learns the latents of the encoder that will really be there; the frozen parts
-        then stay equal in the raw and EMA models."""
-        self.model.load_state_dict(self.ema.module.state_dict())
-        self._freeze_all_but_diffusion()
-        self.train_model = self._wrap()
-
     # -- one step -------------------------------------------------------------------------
-    def _forward(self, model: GenerativeMultimodalModel, batch: dict, stage: str = "joint") -> dict[str, torch.Tensor]:
-        images = batch["images"].to(self.device, non_blocking=True)
+    def _forward(self, model: torch.nn.Module, batch: dict, stage: Stage) -> dict[str, torch.Tensor]:
+        images = batch["images"].to(self.device)
         input_ids = batch["input_ids"].to(self.device)
         attention_mask = batch["attention_mask"].to(self.device)
-        states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache else None
-        with (
-            torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None),
-            attention_backends(self.device, self.autocast),
-        ):
-            return model(images, input_ids, attention_mask, text_states=states, stage=stage)
-
-    @property
-    def stage(self) -> str:
-        """What this step trains: everything at once, or the two stages of diffusion_epochs."""
-        if self.config.diffusion_epochs == 0:
-            return "joint"
-        return "diffusion" if self.in_diffusion_stage else "encoders"
-
-    def _learning_rate(self) -> float:
-        """Warm-up and cosine over the joint stage; the diffusion stage gets a cycle of its own."""
-        peak = self.config.learning_rate
-        if self.in_diffusion_stage:
-            length = self.total_steps - self.joint_steps
-            return learning_rate(self.step - self.joint_steps, length, max(1, length // 20), peak)
-        return learning_rate(self.step, self.joint_steps, self.warmup_steps, peak)
+        states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache is not None else None
+        with autocast(self.device, self.autocast):
+            return model(images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights)
 
     def train_step(self, batches: list[dict]) -> dict[str, float] | None:
-        """One optimiser step over `grad_accum` batches; None when a loss was not finite in any
-        process and the step was skipped (by every process, so they stay in step)."""
-        if self.step == self.joint_steps and self.in_diffusion_stage:
-            self._start_diffusion_stage()
+        """One optimiser step over `grad_accum` batches. Returns the step's metrics, averaged over
+        the processes, or None when a loss was not finite in some process and every process
+        skipped the step. The metrics stay on the device until one read-back at the end."""
+        stage = self.stage_of(self.step)
+        if stage is not self.stage:
+            self._enter(stage)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        names: list[str] = []
+        sums: torch.Tensor | None = None
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             # DDP averages gradients once per step, on the last batch, not on every one.
             with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
-                out = self._forward(self.train_model, batch, self.stage)
-                finite = self.dist.all_reduce(torch.isfinite(out["loss"]).float().reshape(1), "min").item() == 1.0
-                if not finite:
-                    return self._skip_nonfinite()
+                out = self._forward(self.train_model, batch, stage)
                 (out["loss"] / len(batches)).backward()
-            for key, short in SHORT_NAMES.items():
-                if key in out:
-                    sums[short] = sums.get(short, 0.0) + out[key].item() / len(batches)
+            names = [name for name in SHORT_NAMES if name in out]
+            values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
+            sums = values if sums is None else sums + values
+        # One read-back per step: the metrics and whether any process was asked to stop.
+        stop = torch.tensor([float(self.stop_signal is not None)], device=self.device)
+        reduced = self.dist.all_reduce(torch.cat([stop, sums])).tolist()
+        if reduced[0] > 0 and self.stop_signal is None:
+            self.stop_signal = "SIGTERM"  # another process got the signal: stop after the same step
+        metrics = {SHORT_NAMES[name]: value for name, value in zip(names, reduced[1:])}
+        if not math.isfinite(metrics["loss"]):
+            return self._skip_nonfinite()
         self.nonfinite_in_a_row = 0
-        lr = self._learning_rate()
+        lr = stage.learning_rate(self.step, self.config.learning_rate)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.ema.update(self.model, self.step)
-        names = list(sums)
-        averaged = self.dist.all_reduce(torch.tensor([sums[n] for n in names], device=self.device))
-        return dict(zip(names, averaged.tolist())) | {"lr": lr}
+        return metrics | {"lr": lr}
 
     def _skip_nonfinite(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -300,22 +244,23 @@ class Trainer:
 
     # -- validation -----------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Losses of the EMA weights on the validation split, and retrieval R@1/R@5 both ways."""
+    def validate(self, stage: Stage) -> dict[str, float]:
+        """The EMA weights on the validation split: the losses `stage` trains (so that they
+        compare with the training losses), and retrieval R@1/R@5 both ways."""
         model = self.ema.module.eval()
         loader = self._loader(self.val_set, list(range(len(self.val_set))))
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         image_embeddings, text_embeddings, captions = [], [], []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.config.seed)
+        with fork_rng(self.device, self.config.seed):
             for batch in loader:
-                out = self._forward(model, batch)
-                for key, short in SHORT_NAMES.items():
-                    sums[short] = sums.get(short, 0.0) + out[key].item() * len(batch["captions"])
+                out = self._forward(model, batch, stage)
+                for name, short in SHORT_NAMES.items():
+                    if name in out:
+                        sums[short] = sums.get(short, 0.0) + out[name].float() * len(batch["captions"])
                 image_embeddings.append(out["image_embedding"].float().cpu())
                 text_embeddings.append(out["text_embedding"].float().cpu())
                 captions += batch["captions"]
-        metrics = {f"val_{k}": v / len(captions) for k, v in sums.items()}
+        metrics = {f"val_{k}": float(v) / len(captions) for k, v in sums.items()}
         first = {}  # each distinct caption → the row of its first occurrence
         for row, caption in enumerate(captions):
             first.setdefault(caption, row)
@@ -355,13 +300,6 @@ class Trainer:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
 
-    def _should_stop(self) -> bool:
-        """A signal reached any process: all of them stop after the same step."""
-        stop = self.dist.all_reduce(torch.tensor([float(self.stop_signal is not None)], device=self.device), "max")
-        if stop.item() and self.stop_signal is None:
-            self.stop_signal = "SIGTERM"
-        return bool(stop.item())
-
     def run(self) -> dict[str, Any]:
         """Train until `total_steps`; returns the last epoch's metrics row."""
         if self.dist.is_main:
@@ -386,11 +324,11 @@ class Trainer:
         per_step = c.batch_size * c.grad_accum
         batches = iter(self._loader(self.train_set, self._epoch_order(epoch)[start * per_step :]))
         last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
-        stage = " (diffusion only)" if epoch * self.steps_per_epoch >= self.joint_steps and c.diffusion_epochs else ""
+        label = f" · {self.stage_of(self.step).name}" if len(self.stages) > 1 else ""
         bar = tqdm(
             total=last_step - epoch * self.steps_per_epoch,
             initial=start,
-            desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}{stage}",
+            desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}{label}",
             dynamic_ncols=True,
             disable=not self.dist.is_main,
         )
@@ -414,7 +352,7 @@ class Trainer:
             bar.update(1)
             if self.step % c.save_every == 0 and self.dist.is_main:
                 self.save()
-            if self._should_stop():
+            if self.stop_signal:
                 break
         bar.close()
         if self.stop_signal:
@@ -424,12 +362,13 @@ class Trainer:
         self.dist.barrier()  # the others wait while rank 0 validates and saves
 
     def _end_epoch(self, epoch: int, images_per_second: float) -> None:
+        stage = self.stage_of(self.step - 1)  # the stage this epoch's last step trained
         steps = max(self.epoch_sums.pop("steps", 0.0), 1.0)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step}
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "stage": stage.name}
         row |= {f"train_{k}": v / steps for k, v in self.epoch_sums.items() if k != "lr"}
         row["lr"] = self.optimizer.param_groups[0]["lr"]
         row["images_per_s"] = images_per_second
-        row |= self.validate()
+        row |= self.validate(stage)
         self.epoch_sums = {}
         self.history.append(row)
         pd.DataFrame(self.history).to_csv(self.output_dir / "metrics.csv", index=False)
@@ -437,12 +376,14 @@ class Trainer:
         if self.config.sample_every_epoch:
             self._write_samples(epoch)
         tqdm.write(
-            f"epoch {epoch + 1}: val loss {row['val_loss']:.4f}  i2t R@1 {row['val_i2t_R@1']:.3f}  "
+            f"epoch {epoch + 1} ({stage.name}): val loss {row['val_loss']:.4f}  i2t R@1 {row['val_i2t_R@1']:.3f}  "
             f"t2i R@1 {row['val_t2i_R@1']:.3f}"
         )
         self.save()
-        if row["val_loss"] < self.best_val_loss:
-            self.best_val_loss = row["val_loss"]
+        # best/ is the best epoch of the latest stage: a later stage's loss measures something
+        # else, and its model is the one generation needs.
+        if stage.name != self.best["stage"] or row["val_loss"] < self.best["val_loss"]:
+            self.best = {"stage": stage.name, "val_loss": row["val_loss"]}
             self.save("best")
 
     def _write_samples(self, epoch: int) -> None:
@@ -450,5 +391,5 @@ class Trainer:
         items = [self.val_set[i] for i in range(count)]
         images = torch.stack([item["image"] for item in items]).to(self.device)
         prompts = [item["caption"] for item in items]
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with fork_rng(self.device):
             write_sample_sheet(self.ema.module, prompts, images, self.output_dir / "samples" / f"epoch_{epoch + 1:03d}.png")

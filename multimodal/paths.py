@@ -1,0 +1,112 @@
+"""File and folder names of checkpoints and runs, and finding a checkpoint, in one place.
+
+    <run>/latest/, best/                    checkpoint folders (a training run writes both)
+    <checkpoint>/config.json                the model's configuration
+    <checkpoint>/model.safetensors          its weights (the EMA weights when a trainer wrote it)
+    <checkpoint>/tokenizer files            BERT's tokenizer
+    <checkpoint>/training_weights.safetensors, training_state.safetensors, trainer_state.json
+                                            what resuming needs (latest/ only)
+
+and the names of generated image files. Imports nothing heavy, so the command lines can
+check every path before torch loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from multimodal.errors import CheckpointError, InvalidInputError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TRAINING_WEIGHTS = "training_weights.safetensors"
+TRAINING_STATE = "training_state.safetensors"
+TRAINER_STATE = "trainer_state.json"
+RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order generation prefers them
+# Where a checkpoint is looked for when none is named: train.py's default output, then `make demo`'s.
+DEFAULT_RUN_DIRS = (Path("checkpoints"), Path("checkpoints/demo"))
+
+
+def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder to load: `path` itself when it holds a model, its `best/` or else
+    `latest/` when it is a training run folder. With no path, the first of `checkpoints/` (what
+    train.py writes) and `checkpoints/demo/` (what `make demo` writes) that holds one.
+    A CheckpointError says what is wrong (missing, not a folder, no checkpoint inside)."""
+    if path is None:
+        for run in DEFAULT_RUN_DIRS:
+            found = _checkpoint_in(run)
+            if found is not None:
+                return found
+        raise CheckpointError(
+            f"no checkpoint in {' or '.join(f'{run}/' for run in DEFAULT_RUN_DIRS)}; train one first "
+            "(make demo, or python train.py --preset shapes) or pass --checkpoint DIR"
+        )
+    directory = Path(path)
+    if directory.name == WEIGHTS_NAME and directory.is_file():
+        directory = directory.parent  # a person pointed at the weights file itself
+    found = _checkpoint_in(directory)
+    if found is not None:
+        return found
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint {directory} does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint {directory} is a file; give the folder that holds {CONFIG_NAME}")
+    runs = sorted(child.name for child in directory.iterdir() if (child / CONFIG_NAME).is_file())
+    hint = f"; it holds the checkpoints {', '.join(runs)}" if runs else ""
+    raise CheckpointError(
+        f"{directory} is neither a checkpoint (no {CONFIG_NAME}) nor a training run (no best/ or latest/){hint}"
+    )
+
+
+def _checkpoint_in(directory: Path) -> Path | None:
+    if (directory / CONFIG_NAME).is_file():
+        return directory
+    for name in RUN_CHECKPOINTS:
+        if (directory / name / CONFIG_NAME).is_file():
+            return directory / name
+    return None
+
+
+def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The trainer's record in a checkpoint written by train.py (None for a plain save_pretrained folder)."""
+    try:
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+# Image formats a generated picture can be written in, by file extension (PIL's names).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format a file name asks for by its extension (png, jpg, webp); others are refused."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        found = f"{suffix!r}" if suffix else "a name without an extension"
+        raise InvalidInputError(f"{path}: cannot write an image as {found}; use {', '.join(IMAGE_FORMATS)}")
+    return IMAGE_FORMATS[suffix]
+
+
+def slugify(text: str, max_length: int = 60) -> str:
+    """A file-name-safe form of a prompt: 'A red circle!' → 'a-red-circle' (Unicode letters stay)."""
+    slug = re.sub(r"[^\w]+", "-", text.lower()).strip("-_")
+    return slug[:max_length].rstrip("-_") or "prompt"
+
+
+def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png") -> list[list[str]]:
+    """`names[i][j]`: `<prompt slug>_<j><extension>` for image j of prompt i; prompts with the
+    same slug get a numbered suffix so that no file overwrites another."""
+    names, used = [], set()
+    for prompt in prompts:
+        slug, n = slugify(prompt), 2
+        while slug in used:
+            slug, n = f"{slugify(prompt)}-{n}", n + 1
+        used.add(slug)
+        names.append([f"{slug}_{j}{extension}" for j in range(count)])
+    return names
