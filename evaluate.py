@@ -1,12 +1,12 @@
 """Measure a trained checkpoint on its data set's validation split.
 
-    python evaluate.py --checkpoint checkpoints                  # best/, else latest/
-    python evaluate.py --checkpoint ck/best --limit 50 --steps 20  # a quick look
+    python evaluate.py                                   # checkpoints/, else checkpoints/demo/
+    python evaluate.py --checkpoint ck --limit 50 --steps 20   # a quick look
 
 Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
-<checkpoint>/evaluation.json.
+<checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
 """
 
 from __future__ import annotations
@@ -31,24 +31,38 @@ SHEET_COLUMNS = 8
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description="Evaluate a checkpoint on the validation split (never training images): retrieval, "
-        "captions and, on the shapes set, text→image attribute accuracy against its targets. "
-        f"Prints a table and writes <checkpoint>/{RESULTS_NAME}."
+        "captions and, on the shapes set, text→image attribute accuracy against its targets.\n"
+        f"Prints a table and writes <checkpoint>/{RESULTS_NAME}.",
+        epilog="examples:\n"
+        "  python evaluate.py                                  # the full measure of checkpoints/ (or the demo's)\n"
+        "  python evaluate.py --limit 50 --steps 20            # a quick look; kept apart from the full result\n"
+        "  python evaluate.py --sheet sheet.png                # and a sheet of samples in both directions",
     )
-    parser.add_argument(
+    data = parser.add_argument_group("data and output")
+    data.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="dataset root in COCO layout (default: the one the checkpoint was trained on, else data/shapes)",
+        help="dataset folder in COCO layout (default: the folder the checkpoint was trained on)",
     )
+    data.add_argument("--batch-size", type=cli.positive_int, metavar="N", default=64,
+                      help="images or prompts per batch (default: 64)")
+    data.add_argument("--limit", type=cli.positive_int, metavar="N",
+                      help="a quick look: only the first N validation images (and N text→image prompts)")
+    data.add_argument("--output", type=Path, metavar="JSON",
+                      help=f"where the results go (default: <checkpoint>/{RESULTS_NAME}; with --limit N, "
+                      "<checkpoint>/evaluation-limit-N.json, so a quick look never replaces a full result)")
+    data.add_argument("--sheet", type=Path, metavar="PNG",
+                      help="also draw a sample sheet here (images generated for validation captions, and "
+                      "validation images with their generated captions) and print three example captions")
     cli.add_config_arguments(parser, SamplingConfig, skip=("use_diffusion",), group_titles={"": "text → image sampling"})
-    parser.add_argument("--batch-size", type=cli.positive_int, metavar="N", default=64,
-                        help="images or prompts per batch (default 64)")
-    parser.add_argument("--limit", type=cli.positive_int, metavar="N",
-                        help="evaluate only the first N validation images (and N text→image prompts)")
-    parser.add_argument("--sheet", type=Path, metavar="PNG",
-                        help="also draw a sample sheet here (images generated for validation captions, and "
-                        "validation images with their generated captions) and print three example captions")
     cli.add_common_arguments(parser)
     return parser
+
+
+def results_path(args: argparse.Namespace, checkpoint: Path) -> Path:
+    if args.output:
+        return args.output
+    return checkpoint / (f"evaluation-limit-{args.limit}.json" if args.limit else RESULTS_NAME)
 
 
 def trained_data_dir(checkpoint: Path) -> Path:
@@ -83,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    cli.check_device(parser, args.device)
+    data_dir = args.data_dir and Path(args.data_dir)
+    if data_dir is None:
+        data_dir = trained_data_dir(checkpoint)
+        if not data_dir.is_dir():
+            parser.error(f"{checkpoint} was trained on {data_dir}, which is not there; pass --data-dir DIR")
+    elif not data_dir.is_dir():
+        parser.error(f"--data-dir {data_dir} is not a folder")
     # The libraries load only once the arguments are good: --help and usage errors are instant.
     from multimodal.data import CocoCaptionDataset, DatasetLayoutError
     from multimodal.evaluation import (
@@ -102,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             from multimodal.generation import ImageTextGenerator
 
             generator = ImageTextGenerator(checkpoint, device=args.device)
-            data_dir = Path(args.data_dir) if args.data_dir else trained_data_dir(generator.checkpoint_dir)
             val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
             seed = 0 if args.seed is None else args.seed
@@ -126,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if targets:
         print()
         print(format_targets(metrics, targets))
+        if args.limit:
+            print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} of 180 "
+                  "prompts, not the full measure)")
     met = check_targets(metrics, targets)
     results = {
         "checkpoint": str(generator.checkpoint_dir),
@@ -135,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": metrics,
         "targets": {name: {"goal": goal, "met": met[name]} for name, goal in targets.items()},
     }
-    path = generator.checkpoint_dir / RESULTS_NAME
+    path = results_path(args, generator.checkpoint_dir)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
     except OSError as error:
         print(f"{parser.prog}: error: cannot write {path}: {error}", file=sys.stderr)

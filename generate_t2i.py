@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -42,7 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     cli.add_config_arguments(parser, SamplingConfig, group_titles={"": "sampling"})
     cli.add_common_arguments(parser)
+    cli.add_run_arguments(parser)
     return parser
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, sampling: SamplingConfig) -> None:
+    """Options that would change nothing are refused (or, when harmless, warned about once)."""
+    if sampling.use_diffusion:
+        return
+    ignored = [name for name in cli.given(args, SamplingConfig) if name != "use_diffusion"]
+    if ignored:
+        flags = ", ".join(cli.flag_of(next(f for f in dataclasses.fields(SamplingConfig) if f.name == n)) for n in ignored)
+        parser.error(f"{flags} set how diffusion samples; --no-diffusion does not sample")
+    if args.seed is not None:
+        cli.warn(parser, "--seed changes nothing with --no-diffusion: the fast preview draws no noise")
+    if args.num_samples > 1:
+        cli.warn(parser, "--num-samples: the fast preview draws the same image each time for a prompt")
 
 
 def output_paths(args: argparse.Namespace) -> list[Path]:
@@ -75,15 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    check_options(parser, args, sampling)
     try:
         paths = output_paths(args)
     except InvalidInputError as error:
         parser.error(str(error))
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    cli.check_device(parser, args.device)
+    cli.set_thread_policy(args.threads)
     with cli.friendly_errors(parser.prog):
         from multimodal.generation import ImageTextGenerator, save_image  # torch loads only now
 
-        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling)
+        cli.set_threads(args.threads)
+        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling, progress=not args.quiet)
         images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed)
         for image, path in zip([image for row in images for image in row], paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files

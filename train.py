@@ -79,14 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
 
-    from multimodal.logs import quiet_libraries  # torch and the libraries load only now
+    from multimodal.device import precision_warning  # torch and the libraries load only now
     from multimodal.errors import InvalidInputError, TrainingError
+    from multimodal.logs import quiet_libraries
     from multimodal.training import Trainer
     from multimodal.training.distributed import shutdown_distributed
 
     quiet_libraries()
     try:
         trainer = Trainer(model_config, train_config, resume=args.resume)
+        slow = precision_warning(train_config.precision, trainer.device)
+        if slow and trainer.dist.is_main:
+            print(f"{parser.prog}: warning: {slow}", file=sys.stderr)
         if trainer.dist.is_main:
             parameters = sum(p.numel() for p in trainer.model.parameters()) / 1e6
             processes = f" × {trainer.dist.world_size} processes" if trainer.dist.enabled else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import re
 import sys
 import typing
@@ -166,6 +167,44 @@ def resolve_checkpoint_or_exit(parser: argparse.ArgumentParser, checkpoint: str 
         parser.error(str(error))
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("running")
+    group.add_argument("--threads", type=positive_int, metavar="N",
+                       help="CPU threads for the model (default: one per core this process may use)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def warn(parser: argparse.ArgumentParser, message: str) -> None:
+    print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+
+
+def set_thread_policy(threads: int | None) -> None:
+    """Before torch loads: OpenMP threads that wait for work by sleeping, not by spinning. With
+    spinning, one other busy process on a 2-core machine made sampling 40× slower (two threads
+    spinning against it); sleeping threads lose little when the machine is idle."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def set_threads(threads: int | None) -> None:
+    """After torch loads: `threads` intra-op threads, if given."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def cuda_present() -> bool:
+    """Whether this machine has an NVIDIA driver, told without importing torch."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> None:
+    if device.startswith("cuda") and not cuda_present():
+        parser.error(f"--device {device}: this machine has no CUDA GPU (no NVIDIA driver); use --device cpu or auto")
+
+
 def one_line_warnings(prog: str) -> Callable[..., None]:
     def show(message: Any, category: Any, *rest: Any) -> None:
         print(f"{prog}: warning: {message}", file=sys.stderr)
@@ -179,7 +218,7 @@ def friendly_errors(prog: str) -> Iterator[None]:
     be read or written → one line on stderr and exit code 2."""
     from diffusers.utils import logging as diffusers_logging
 
-    from multimodal.generation import PromptTruncatedWarning
+    from multimodal.generation import OutsideTrainingDataWarning, PromptTruncatedWarning
     from multimodal.logs import quiet_transformers
 
     verbosity = diffusers_logging.get_verbosity()
@@ -188,6 +227,7 @@ def friendly_errors(prog: str) -> Iterator[None]:
         with quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", PromptTruncatedWarning)
+            warnings.simplefilter("always", OutsideTrainingDataWarning)
             warnings.showwarning = one_line_warnings(prog)
             yield
     except (InvalidInputError, TrainingError, OSError) as error:

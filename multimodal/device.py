@@ -42,6 +42,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if has_native_bf16() else None
 
 
+def precision_warning(precision: str, device: torch.device) -> str | None:
+    """A line to show when `--precision` asks for what this machine can only emulate."""
+    if precision == "bf16" and device.type == "cpu" and not has_native_bf16():
+        return (
+            "--precision bf16: this CPU has no bf16 units (AVX512-BF16 or AMX) and emulates it, "
+            "tens to hundreds of times slower than fp32; --precision auto picks fp32 here"
+        )
+    return None
+
+
 def attention_backends(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """In bf16 on the CPU, PyTorch's fused attention kernel is slower than plain matmul +
     softmax (UNet forward+backward 1.4-1.7×, measured in bench/); elsewhere SDPA chooses."""

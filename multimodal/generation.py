@@ -30,7 +30,7 @@ from multimodal.device import fork_rng, pick_device
 from multimodal.errors import InvalidInputError
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.paths import image_file_names, image_format, resolve_checkpoint
+from multimodal.paths import image_file_names, image_format, resolve_checkpoint, trained_preset
 
 CAPTION_BATCH = 32  # images captioned per forward pass
 
@@ -44,6 +44,16 @@ _FIXED_GENERATION_OPTIONS = {
 
 class PromptTruncatedWarning(UserWarning):
     """A prompt longer than the text encoder takes: only its beginning is used."""
+
+
+class OutsideTrainingDataWarning(UserWarning):
+    """An input unlike anything the checkpoint was trained on: its output means little."""
+
+
+def looks_like_shapes_picture(image: Image.Image) -> bool:
+    """Whether a picture could come from the shapes set: at least half of it near black (the
+    shapes take at most ~30% of the picture; photographs are rarely that dark)."""
+    return float((np.asarray(image).max(axis=2) < 32).mean()) >= 0.5
 
 
 def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -165,6 +175,8 @@ class ImageTextGenerator:
         self.transform = image_transform(self.model.config.image_size)
         self.sampling = sampling or SamplingConfig()
         self.progress = progress
+        self.trained_on = trained_preset(self.checkpoint_dir)  # "shapes", "coco", or None when unrecorded
+        self._said_outside = False
 
     # -- text → image ---------------------------------------------------------------------
     def generate_from_text(
@@ -304,5 +316,17 @@ class ImageTextGenerator:
             rgb = as_rgb(image, min_size=size)
             if 0 in rgb.size:
                 raise InvalidInputError(f"an image must be at least 1×1 pixels, got {rgb.width}×{rgb.height}")
+            self._say_if_outside_training_data(rgb)
             pixels.append(self.transform(rgb))
         return torch.stack(pixels).to(self.device)
+
+    def _say_if_outside_training_data(self, image: Image.Image) -> None:
+        """Once per generator: a checkpoint of the shapes set given a picture unlike them."""
+        if self.trained_on == "shapes" and not self._said_outside and not looks_like_shapes_picture(image):
+            self._said_outside = True
+            warnings.warn(
+                f"{self.checkpoint_dir} was trained on the built-in shapes set only (one coloured circle, "
+                "square or triangle on black): it describes every picture as such a shape",
+                OutsideTrainingDataWarning,
+                stacklevel=4,
+            )

@@ -80,6 +80,12 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+def trained_preset(checkpoint: str | os.PathLike) -> str | None:
+    """The preset a trainer-written checkpoint was trained with (None when it does not say)."""
+    train_config = (read_trainer_state(checkpoint) or {}).get("train_config")
+    return train_config.get("preset") if isinstance(train_config, dict) else None
+
+
 # Image formats a generated picture can be written in, by file extension (PIL's names).
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 

@@ -107,7 +107,7 @@ def run_folder(tmp_path_factory) -> Path:
 def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder):
     result = run_evaluate("--checkpoint", str(run_folder), "--limit", "10", "--steps", "2", "--batch-size", "4")
     assert result.returncode == 0, result.stderr
-    results = json.loads((run_folder / "best" / "evaluation.json").read_text())
+    results = json.loads((run_folder / "best" / "evaluation-limit-10.json").read_text())
     assert results["dataset"] == "shapes" and results["data_dir"] == str(run_folder.parent / "shapes")
     metrics = results["metrics"]
     assert set(metrics) == SHAPES_KEYS
@@ -122,7 +122,7 @@ def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder
 def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
     result = run_evaluate("--checkpoint", str(run_folder / "best"), "--data-dir", str(COCO_MINI), "--limit", "8")
     assert result.returncode == 0, result.stderr
-    results = json.loads((run_folder / "best" / "evaluation.json").read_text())
+    results = json.loads((run_folder / "best" / "evaluation-limit-8.json").read_text())
     metrics = results["metrics"]
     assert results["dataset"] == "coco" and metrics["images"] == 8 and metrics["captions"] >= 40
     for name in ("caption/BLEU-4", "caption/CIDEr", "retrieval/i2t_R@10", "retrieval/t2i_R@10"):

@@ -351,7 +351,8 @@ def test_i2t_cli_json(checkpoint, photo, tmp_path):
     assert all(len(entry["captions"]) == 2 for entry in results)
 
 
-def test_cli_without_a_checkpoint_says_to_train_first(tmp_path):
+def test_cli_without_a_checkpoint_says_to_train_first(tmp_path, photo):
+    shutil.copy(photo, tmp_path / "photo.png")
     result = run_script("generate_i2t.py", "photo.png", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

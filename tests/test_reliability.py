@@ -310,7 +310,7 @@ def test_t2i_cli_truncates_a_long_prompt_with_one_warning_line(checkpoint, tmp_p
 
 def test_t2i_cli_takes_any_unicode_prompt(checkpoint, tmp_path, capsys):
     prompts = ["一只红色的圆", "ein rotes Quadrat 🟥 — «ÿ»", "\u200b\u0301 مربع أزرق", "\x00\t?"]
-    argv = [*prompts, "--steps", "2", "--seed", "0", "--checkpoint", str(checkpoint), "--output", str(tmp_path)]
+    argv = [*prompts, "--steps", "2", "--seed", "0", "--checkpoint", str(checkpoint), "--output", str(tmp_path), "--quiet"]
     assert script_main("generate_t2i.py")(argv) == 0
     out, err = capsys.readouterr()
     assert err == ""

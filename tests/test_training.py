@@ -58,7 +58,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_stages_split_the_steps_and_own_their_losses_and_learning_rate():
-    weights = {"contrastive": 1.0, "caption": 1.0, "diffusion": 0.1}
+    weights = {"contrastive": 1.0, "caption": 1.0, "fast_path": 0.5, "diffusion": 0.1}
     joint = plan_stages(TrainConfig(epochs=2, warmup_epochs=0.5), 10, weights)
     assert [(s.name, s.first_step, s.end_step, s.warmup_steps) for s in joint] == [("joint", 0, 20, 5)]
     assert joint[0].loss_weights == weights and not joint[0].find_unused_parameters
@@ -66,10 +66,14 @@ def test_stages_split_the_steps_and_own_their_losses_and_learning_rate():
     encoders, diffusion = staged
     assert (encoders.name, encoders.end_step, diffusion.first_step, diffusion.end_step) == ("encoders", 20, 20, 50)
     assert "diffusion" not in encoders.loss_weights and encoders.find_unused_parameters
-    assert diffusion.loss_weights == {"diffusion": 1.0} and diffusion.start_from_ema
+    assert diffusion.loss_weights == {"diffusion": 1.0, "fast_path": 0.5} and diffusion.start_from_ema
     assert diffusion.is_trained("diffusion.unet.conv_in.weight") and not diffusion.is_trained("image_encoder.x")
-    assert diffusion.learning_rate(20, 1.0) == pytest.approx(1 / diffusion.warmup_steps)  # its own warm-up
-    assert encoders.learning_rate(19, 1.0) < 0.02  # the first stage's cosine ends with it
+    assert diffusion.is_trained("image_decoder.embedding_to_latent.0.weight")
+    assert not diffusion.is_trained("image_decoder.layers.0.weight")
+    assert diffusion.learning_rate(20) == pytest.approx(2e-4 / diffusion.warmup_steps)  # its own warm-up
+    assert encoders.learning_rate(19) < 0.02 * 2e-4  # the first stage's cosine ends with it
+    own = plan_stages(TrainConfig(epochs=2, diffusion_epochs=3, diffusion_learning_rate=1e-3), 10, weights)
+    assert own[0].peak_learning_rate == 2e-4 and own[1].peak_learning_rate == 1e-3
     cut = plan_stages(TrainConfig(epochs=2, diffusion_epochs=3, max_steps=15), 10, weights)
     assert [(s.name, s.end_step) for s in cut] == [("encoders", 15)]
 
@@ -87,7 +91,8 @@ def test_each_stage_validates_the_losses_it_trains_and_best_follows_the_last_sta
     for split in ("train", "val"):
         total = sum(weights[names[p]] * encoders[f"{split}_{p}"] for p in parts)
         assert encoders[f"{split}_loss"] == pytest.approx(total, rel=1e-4)
-        assert diffusion[f"{split}_loss"] == pytest.approx(diffusion[f"{split}_diff"], rel=1e-6)
+        total = diffusion[f"{split}_diff"] + weights["fast_path"] * diffusion[f"{split}_fast"]
+        assert diffusion[f"{split}_loss"] == pytest.approx(total, rel=1e-5)
     assert trainer.best["stage"] == "diffusion"
     best = GenerativeMultimodalModel.from_pretrained(tmp_path / "best").state_dict()
     latest = GenerativeMultimodalModel.from_pretrained(tmp_path / "latest").state_dict()

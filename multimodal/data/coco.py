@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from multimodal.data.transforms import image_transform, load_rgb
+from multimodal.data.transforms import from_uint8, load_rgb, resize_and_crop, to_uint8_tensor
 from multimodal.errors import DatasetLayoutError
 
 # What PIL raises on unreadable, truncated or hostile files.
@@ -64,7 +64,9 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
     run sees exactly the captions it would have seen. Call `set_epoch` before each epoch
     (it reaches DataLoader workers only when they are started anew, i.e. without
     `persistent_workers`). `all_pairs=True` makes every (image, caption) pair a sample,
-    as retrieval evaluation needs.
+    as retrieval evaluation needs. `cache_images` keeps each image, once decoded and resized,
+    in memory as uint8 (3 bytes a pixel): for small sets such as the shapes set, read in the
+    main process (a DataLoader worker's cache would die with it at the epoch's end).
     """
 
     def __init__(
@@ -74,13 +76,16 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
         image_size: int = 224,
         all_pairs: bool = False,
         seed: int = 0,
+        cache_images: bool = False,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.all_pairs = all_pairs
         self.seed = seed
         self.epoch = 0
-        self.transform = image_transform(image_size)
+        self.resize_and_crop = resize_and_crop(image_size)
+        self.cache_images = cache_images
+        self._cache: dict[int, torch.Tensor] = {}  # image index → its uint8 pixels, at the model's size
 
         image_dir = self.root / f"{split}2017"
         annotation_file = self.root / "annotations" / f"captions_{split}2017.json"
@@ -171,6 +176,14 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
             caption_index = int(rng.integers(len(self._captions[index])))
         return image_index, self._captions[image_index][caption_index]
 
+    def _pixels(self, image_index: int) -> torch.Tensor:
+        pixels = self._cache.get(image_index)
+        if pixels is None:
+            pixels = to_uint8_tensor(self.resize_and_crop(load_rgb(self.paths[image_index])))
+            if self.cache_images:
+                self._cache[image_index] = pixels
+        return pixels
+
     def __getitem__(self, index: int) -> dict:
         """A dict of image (FloatTensor [3, S, S] in [-1, 1]), caption and image_id.
 
@@ -182,7 +195,7 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
             if image_index in self._corrupt:
                 continue
             try:
-                image = load_rgb(self.paths[image_index])
+                pixels = self._pixels(image_index)
             except _IMAGE_ERRORS as err:
                 if not self._corrupt:
                     warnings.warn(
@@ -195,7 +208,7 @@ class CocoCaptionDataset(torch.utils.data.Dataset):
                 self._corrupt.add(image_index)
                 continue
             return {
-                "image": self.transform(image),
+                "image": from_uint8(pixels),
                 "caption": caption,
                 "image_id": self._image_ids[image_index],
             }

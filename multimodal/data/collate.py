@@ -18,6 +18,8 @@ class CaptionCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         captions = [item["caption"] for item in items]
-        return {"images": torch.stack([item["image"] for item in items]), "captions": captions} | self.tokenize(
-            captions
-        )
+        return {
+            "images": torch.stack([item["image"] for item in items]),
+            "image_ids": [item["image_id"] for item in items],
+            "captions": captions,
+        } | self.tokenize(captions)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from multimodal.config import MODEL_PRESETS
 from multimodal.errors import DatasetLayoutError
 
 
@@ -177,11 +178,23 @@ def _read_params(root: Path) -> dict | None:
         return None
 
 
+def ensure_shapes_dataset(root: str | os.PathLike, image_size: int, seed: int = 0) -> None:
+    """The shapes set at `image_size` under `root`: generated where the folder is missing or
+    empty, drawn again (same counts and seed) where an earlier one has another image size.
+    A folder of someone's own data is left alone."""
+    root = Path(root)
+    params = _read_params(root)
+    if params is not None and params.get("image_size") != image_size:
+        generate_shapes_dataset(root, params["num_train"], params["num_val"], image_size, params["seed"])
+    elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        generate_shapes_dataset(root, image_size=image_size, seed=seed)
+
+
 def generate_shapes_dataset(
     root: str | os.PathLike,
     num_train: int = 6000,
     num_val: int = 600,
-    image_size: int = 64,
+    image_size: int = MODEL_PRESETS["shapes"]["image_size"],
     seed: int = 0,
     progress: bool = True,
 ) -> Path:

@@ -63,15 +63,17 @@ class CaptionDecoder(nn.Module):
         return self.memory_projection(z.flatten(2).transpose(1, 2)) + self.memory_position
 
     def forward(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced cross-entropy of the caption ([CLS] … [SEP]) given the image latent."""
+        """Teacher-forced cross-entropy of the caption ([CLS] … [SEP]) given the image latent.
+        Position i predicts token i+1. The output layer (30,522 words wide) runs only where there
+        is a real next token, not on the padding: it is most of the decoder's cost."""
         input_ids = input_ids[:, : self.max_length]
         attention_mask = attention_mask[:, : self.max_length]
-        logits = self.lm(
+        hidden = self.lm.transformer(
             input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=self.memory(z)
-        ).logits
-        # Position i predicts token i+1; padding is not a target.
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        ).last_hidden_state
+        has_target = attention_mask[:, 1:].bool()
+        logits = self.lm.lm_head(hidden[:, :-1][has_target])
+        return F.cross_entropy(logits.float(), input_ids[:, 1:][has_target])
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:

@@ -73,21 +73,25 @@ class GenerativeMultimodalModel(nn.Module):
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
         loss_weights: Mapping[str, float] | None = None,
+        latents: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted total ("loss") and each loss for a batch of matching (image, caption)
         pairs, the contrastive accuracies, and the (detached) embeddings for retrieval.
 
         `loss_weights` names the losses to compute and their weights (default: every loss, with
-        the config's weights); a training stage trains a subset. When diffusion is the only
-        one, the encoders run without gradients. `text_states` are BERT's token states when the
-        caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`.
+        the config's weights); a training stage trains a subset. When only the losses of the
+        ways from text to latent (diffusion, fast path) are asked, the encoders run without
+        gradients. `text_states` are BERT's token states when the
+        caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`. Likewise
+        `latents` are the image encoder's z when the caller has them cached (frozen encoder).
         """
         weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
         unknown = set(weights) - set(LOSSES)
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; the model computes {', '.join(LOSSES)}")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and set(weights) != {"diffusion"}):
-            z, image_embedding = self.image_encoder(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= {"diffusion", "fast_path"}):
+            z = self.image_encoder.encode(images) if latents is None else latents
+            image_embedding = self.image_encoder.embed(z)
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)
             text_embedding = self.text_encoder.project(text_states, attention_mask)

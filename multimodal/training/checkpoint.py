@@ -1,9 +1,10 @@
 """Training checkpoints: a `from_pretrained` folder plus what resuming needs, written atomically.
 
     <dir>/config.json, model.safetensors, tokenizer files   the EMA weights: what generation loads
-    <dir>/training_weights.safetensors                        the raw (non-averaged) weights
-    <dir>/training_state.safetensors                          optimiser moments and RNG states
-    <dir>/trainer_state.json                                  step, epoch, optimiser settings, configs
+    <dir>/trainer_state.json                                  step, epoch, configs, history (and
+                                                              optimiser settings when resumable)
+    <dir>/training_weights.safetensors                        the raw (non-averaged) weights  } resumable
+    <dir>/training_state.safetensors                          optimiser moments and RNG states} only
 
 Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
 target (`.<name>.tmp`) and then renamed into place, so a crash mid-write leaves the previous
@@ -88,16 +89,21 @@ def save_checkpoint(
     ema_model: GenerativeMultimodalModel,
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
+    resumable: bool = True,
 ) -> None:
-    """Write a resumable checkpoint folder atomically (temporary folder, then rename)."""
+    """Write a checkpoint folder atomically (temporary folder, then rename): what generation
+    loads and the trainer's record, and with `resumable` what resuming needs besides (the raw
+    weights, optimiser and RNG states: twice the size of the model again)."""
     directory = Path(directory)
     temporary = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     ema_model.save_pretrained(temporary)
-    save_model(model, str(temporary / TRAINING_WEIGHTS))
-    optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
-    save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
-    state = {**trainer_state, "optimizer": optimizer_plain, "rng": _python_rng_state()}
+    state = dict(trainer_state)
+    if resumable:
+        save_model(model, str(temporary / TRAINING_WEIGHTS))
+        optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
+        save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
+        state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
     (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
 
     previous = directory.with_name(f".{directory.name}.old")

@@ -5,24 +5,33 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import matplotlib
+from typing import Any
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import pandas as pd
+import torch
 
-from multimodal.config import SamplingConfig  # noqa: E402
-from multimodal.data.transforms import to_pil  # noqa: E402
-from multimodal.models import GenerativeMultimodalModel  # noqa: E402
+from multimodal.config import SamplingConfig
+from multimodal.data.transforms import to_pil
+from multimodal.models import GenerativeMultimodalModel
 
 # Sample sheets during training: a quick look, 20 DDIM steps.
 PREVIEW = SamplingConfig(num_inference_steps=20)
 
 
+def pyplot() -> Any:
+    """matplotlib, drawing to files only (never a window); imported on first use (a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_curves(history: pd.DataFrame, path: Path) -> None:
     """Loss (train and validation) and retrieval accuracy per epoch. Each training stage has
     lines of its own: its loss is the sum of the losses it trains, not comparable across stages."""
+    plt = pyplot()
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
     stages = history["stage"] if "stage" in history else pd.Series(["joint"] * len(history))
     for stage in dict.fromkeys(stages):
@@ -57,6 +66,7 @@ def write_sample_sheet(
     generated = model.generate_image_from_text(prompts, sampling, torch.Generator().manual_seed(seed))
     captions = model.generate_text_from_image(images)
     columns = max(len(prompts), len(images))
+    plt = pyplot()
     figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.2), squeeze=False)
     rows = [(generated, prompts), (images, captions)]
     for row, (pictures, texts) in enumerate(rows):

@@ -1,11 +1,12 @@
-"""Caching a frozen BERT's features so that later epochs never run it."""
+"""Caching what frozen parts compute: a frozen BERT's token states per caption, and a frozen
+image encoder's latent per image, so that later epochs never run them again."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from multimodal.models import TextEncoder
+from multimodal.models import ImageEncoder, TextEncoder
 
 
 class TextFeatureCache:
@@ -37,3 +38,23 @@ class TextFeatureCache:
         rows = torch.nn.utils.rnn.pad_sequence([self.store[caption] for caption in captions], batch_first=True)
         rows = F.pad(rows, (0, 0, 0, input_ids.shape[1] - rows.shape[1]))
         return rows.to(input_ids.device).float()
+
+
+class LatentCache:
+    """The image encoder's latent z per training image, computed once: for stages that do not
+    train the encoder (the diffusion stage), on data sets small enough to keep in memory.
+    Like the text cache, it serves every batch from the cache, the first one too."""
+
+    def __init__(self, image_encoder: ImageEncoder) -> None:
+        self.image_encoder = image_encoder
+        self.store: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def latents(self, image_ids: list[int], images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) latents for a batch of images, on the images' device."""
+        missing = [i for i, image_id in enumerate(image_ids) if image_id not in self.store]
+        if missing:
+            computed = self.image_encoder.encode(images[missing])
+            for row, i in enumerate(missing):
+                self.store[image_ids[i]] = computed[row].to("cpu", torch.float16)
+        return torch.stack([self.store[image_id] for image_id in image_ids]).to(images.device).float()

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
-from multimodal.data import CaptionCollator, CocoCaptionDataset, generate_shapes_dataset
+from multimodal.data import CaptionCollator, CocoCaptionDataset
+from multimodal.data.shapes import ensure_shapes_dataset
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
@@ -43,7 +44,7 @@ from multimodal.training.distributed import init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
 from multimodal.training.stages import Stage, plan_stages
-from multimodal.training.text_cache import TextFeatureCache
+from multimodal.training.text_cache import LatentCache, TextFeatureCache
 
 # Short names of what a step reports, for the progress bar and metrics.csv.
 SHORT_NAMES = {
@@ -81,12 +82,13 @@ class Trainer:
         seed_everything(train_config.seed)
 
         data_dir = Path(self.config.data_dir)
-        if train_config.preset == "shapes" and not (data_dir / "annotations").is_dir() and self.dist.is_main:
-            generate_shapes_dataset(data_dir, seed=train_config.seed)
-        self.dist.barrier()  # the other processes wait for rank 0 to write the data
         size = model_config.image_size
-        self.train_set = CocoCaptionDataset(data_dir, "train", size, all_pairs=train_config.all_pairs, seed=train_config.seed)
-        self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=train_config.seed)
+        if train_config.preset == "shapes" and self.dist.is_main:
+            ensure_shapes_dataset(data_dir, size, train_config.seed)
+        self.dist.barrier()  # the other processes wait for rank 0 to write the data
+        cache, seed = train_config.cache_images, train_config.seed
+        self.train_set = CocoCaptionDataset(data_dir, "train", size, train_config.all_pairs, seed, cache)
+        self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=seed, cache_images=cache)
 
         # Every process builds the same initial weights; after that each draws its own noise.
         self.model = GenerativeMultimodalModel(model_config).to(self.device)
@@ -124,7 +126,9 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.stop_signal: str | None = None
+        self.step_seconds: dict[str, float] = {}  # each stage's recent seconds per step, for the time left
         self.train_model: torch.nn.Module = self.model
+        self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
         if resume:
             self._resume()
 
@@ -141,6 +145,8 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
         stage.apply(self.model, self.trainable)
         self.stage = stage
+        frozen_encoder = not any(stage.is_trained(name) for name in self.trainable if name.startswith("image_encoder."))
+        self.latent_cache = LatentCache(self.model.image_encoder) if frozen_encoder and self.config.cache_images else None
         if self.dist.enabled:
             self.train_model = DistributedDataParallel(
                 self.model,
@@ -162,8 +168,9 @@ class Trainer:
         }
 
     def save(self, name: str = "latest") -> Path:
+        """latest/ can be resumed from; best/ holds only what using the model needs."""
         directory = self.output_dir / name
-        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state())
+        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest")
         if name == "latest":
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
@@ -186,13 +193,19 @@ class Trainer:
             torch.manual_seed(self.config.seed + 1_000_003 * self.step + self.dist.rank)
 
     # -- one step -------------------------------------------------------------------------
-    def _forward(self, model: torch.nn.Module, batch: dict, stage: Stage) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, model: torch.nn.Module, batch: dict, stage: Stage, latent_cache: LatentCache | None = None
+    ) -> dict[str, torch.Tensor]:
         images = batch["images"].to(self.device)
         input_ids = batch["input_ids"].to(self.device)
         attention_mask = batch["attention_mask"].to(self.device)
-        states = self.text_cache.states(batch["captions"], input_ids, attention_mask) if self.text_cache is not None else None
+        cache = self.text_cache
+        states = cache.states(batch["captions"], input_ids, attention_mask) if cache is not None else None
         with autocast(self.device, self.autocast):
-            return model(images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights)
+            latents = latent_cache.latents(batch["image_ids"], images) if latent_cache is not None else None
+            return model(
+                images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights, latents=latents
+            )
 
     def train_step(self, batches: list[dict]) -> dict[str, float] | None:
         """One optimiser step over `grad_accum` batches. Returns the step's metrics, averaged over
@@ -209,7 +222,7 @@ class Trainer:
             last = i == len(batches) - 1
             # DDP averages gradients once per step, on the last batch, not on every one.
             with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
-                out = self._forward(self.train_model, batch, stage)
+                out = self._forward(self.train_model, batch, stage, self.latent_cache)
                 (out["loss"] / len(batches)).backward()
             names = [name for name in SHORT_NAMES if name in out]
             values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
@@ -223,7 +236,7 @@ class Trainer:
         if not math.isfinite(metrics["loss"]):
             return self._skip_nonfinite()
         self.nonfinite_in_a_row = 0
-        lr = stage.learning_rate(self.step, self.config.learning_rate)
+        lr = stage.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -286,7 +299,7 @@ class Trainer:
     def num_workers(self) -> int:
         if self.config.num_workers is not None:
             return self.config.num_workers
-        return default_num_workers(self.dist.world_size)
+        return 0 if self.config.cache_images else default_num_workers(self.dist.world_size)
 
     def _epoch_order(self, epoch: int) -> list[int]:
         """This process's share of the epoch's shuffled order (DistributedSampler; with one
@@ -296,6 +309,16 @@ class Trainer:
         )
         sampler.set_epoch(epoch)
         return list(sampler)
+
+    def time_left(self) -> str:
+        """The whole run's remaining training time, from each stage's measured step time (a
+        stage not yet started is assumed as slow as the current one)."""
+        current = self.step_seconds.get(self.stage_of(self.step).name, 0.0)
+        seconds = sum(
+            max(0, stage.end_step - max(self.step, stage.first_step)) * self.step_seconds.get(stage.name, current)
+            for stage in self.stages
+        )
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = signal.Signals(signum).name
@@ -337,18 +360,22 @@ class Trainer:
             group = [batch for _, batch in zip(range(c.grad_accum), batches)]
             if not group:
                 break
+            stage = self.stage_of(self.step)
             metrics = self.train_step(group)
             now = time.perf_counter()
-            speed = sum(len(b["captions"]) for b in group) * self.dist.world_size / max(now - tick, 1e-9)
-            tick = now
+            seconds, tick = max(now - tick, 1e-9), now
+            speed = sum(len(b["captions"]) for b in group) * self.dist.world_size / seconds
             images_per_second = speed if images_per_second == 0 else 0.9 * images_per_second + 0.1 * speed
+            previous = self.step_seconds.get(stage.name, seconds)
+            self.step_seconds[stage.name] = 0.9 * previous + 0.1 * seconds
             self.step += 1
             if metrics is not None:
                 for key, value in metrics.items():
                     self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
                 self.epoch_sums["steps"] = self.epoch_sums.get("steps", 0.0) + 1
                 shown = {k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"}
-                bar.set_postfix(shown | {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}"}, refresh=False)
+                speeds = {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}", "run left": self.time_left()}
+                bar.set_postfix(shown | speeds, refresh=False)
             bar.update(1)
             if self.step % c.save_every == 0 and self.dist.is_main:
                 self.save()
