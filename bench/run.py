@@ -1,16 +1,20 @@
 """`python -m bench`: measure every hot path on one device and write one document.
 
-    python -m bench                                   # CPU: docs/BENCHMARKS.md (~3 min on 2 cores)
-    python -m bench --quick                           # a one-minute smoke run
+    python -m bench                                   # CPU: docs/BENCHMARKS.md (~9 min on 2 cores, 5 of them the demo)
+    python -m bench --quick                           # a one-minute smoke run (no demo)
+    python -m bench --no-demo                         # everything but `make demo` timed end to end
     python -m bench --device cuda --output gpu.md     # the GPU column, in a file of its own
     python -m bench --merge gpu.md                    # add that column to docs/BENCHMARKS.md
 
-A run replaces its own device's column in the output and keeps the other one.
+A run replaces its own device's column in the output and keeps the other one. Only the
+precisions the device computes natively are measured: bf16 on a CPU without bf16 units is
+emulated, hundreds of times slower, and nothing here would run it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from bench.demo import bench_demo
 from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
 from bench.report import read_results, targets, write_document
@@ -28,7 +33,7 @@ from bench.timing import Timer, describe_machine, matmul_peak, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
 from bench.unet import bench_unets
 from multimodal import GenerativeMultimodalModel, model_preset
-from multimodal.device import autocast_dtype, pick_device
+from multimodal.device import autocast_dtype, has_native_bf16, pick_device
 from multimodal.models.text_encoder import bundled_bert_path
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -51,10 +56,11 @@ class Plan:
     coco_batch: int  # on the CPU; a GPU trains the coco preset at its batch of 64
     data_images: int
     data_passes: int
+    demo: bool  # `make demo` end to end, at each native precision
 
 
-FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3)
-QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1)
+FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True)
+QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False)
 GPU_COCO_BATCH = 64
 
 
@@ -70,9 +76,15 @@ def random_bert_overrides(folder: Path) -> dict:
     return {"text_encoder": str(folder), "bert_config": {k: v for k, v in config.items() if k not in skip}}
 
 
+def native_precisions(device: torch.device) -> tuple[str, ...]:
+    """The precisions `device` computes in hardware: fp32, and bf16 on a GPU or a CPU with bf16 units."""
+    return ("fp32", "bf16") if device.type == "cuda" or has_native_bf16() else ("fp32",)
+
+
 def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, random_bert: Path | None) -> dict:
     """Every section on `device`; the results as report.py reads them."""
     start = time.perf_counter()
+    native = native_precisions(device)
     timer = Timer(device, plan.budget_s, plan.min_repeats, plan.max_repeats)
     train_dtype = autocast_dtype("auto", device)
     generation_dtype = torch.bfloat16 if device.type == "cuda" else None  # the CLIs run fp32 on the CPU
@@ -81,6 +93,9 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
     if device.type == "cuda":
         notes.append("cuDNN convolutions run fp32 as TF32 by default (torch.backends.cudnn.allow_tf32); the fp32 "
                       "matmul peak does not (allow_tf32 is off for matmuls), so fp32 convolution work can exceed it.")
+    if "bf16" not in native:
+        notes.append("bf16 not measured: this CPU has no bf16 units (AVX512-BF16 or AMX), so bf16 would be "
+                     "emulated, hundreds of times slower than fp32; training and generation run fp32 here.")
     if random_bert:
         notes.append(f"BERT built from {random_bert}/config.json with random weights (same shape as the bundled one).")
     results: dict = {
@@ -93,7 +108,8 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
     }
 
     log("matmul peak", start)
-    results["peak"] = {name: matmul_peak(device, dtype, timer) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    dtypes_by_name = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    results["peak"] = {name: matmul_peak(device, dtypes_by_name[name], timer) for name in native}
 
     dtypes = list(dict.fromkeys([None, train_dtype] if plan.unet_fp32_too else [train_dtype]))
     results["unet"] = []
@@ -119,7 +135,7 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
         if coco is None:
             notes.append(f"{coco_dir} not found: the coco preset trains on the shapes set at 224 px, COCO loading is skipped.")
         jobs = [TrainingJob("shapes", precision, plan.shapes_batch, str(shapes), "shapes", timer, overrides)
-                for precision in plan.shapes_precisions]
+                for precision in plan.shapes_precisions if precision == "auto" or precision in native]
         jobs.append(TrainingJob("coco", "auto", coco_batch, str(coco or shapes),
                                 coco.name if coco else "shapes at 224 px", timer, overrides))
         results["training"] = []
@@ -134,6 +150,11 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
         ]
         tokenizer = overrides.get("text_encoder") or bundled_bert_path()
         results["data"] = bench_data(sets, tokenizer, plan.data_images, plan.data_passes)
+
+        results["demo"] = []
+        for precision in native if plan.demo else ():
+            log(f"make demo, {precision} (about 5 minutes on 2 CPU cores)", start)
+            results["demo"].append(bench_demo(Path(scratch), precision, device.type))
     results["timings_redone"] = timer.redone + sum(run["timings_redone"] for run in results["training"])
     results["timings_still_busy"] = timer.still_busy + sum(run["timings_still_busy"] for run in results["training"])
     results["seconds"] = time.perf_counter() - start
@@ -146,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute: fewer sizes and repeats")
+    parser.add_argument("--no-demo", action="store_true", help="skip timing `make demo` end to end (5 minutes on 2 CPU cores)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the markdown document (default: docs/BENCHMARKS.md)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                         help="measure nothing: add the columns stored in these documents to --output")
@@ -168,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             results |= found
     else:
         device = pick_device(args.device)
-        results[device.type] = measure(
-            device, QUICK if args.quick else FULL, args.quick, args.coco.resolve(), args.random_bert
-        )
+        plan = QUICK if args.quick else FULL
+        if args.no_demo:
+            plan = dataclasses.replace(plan, demo=False)
+        results[device.type] = measure(device, plan, args.quick, args.coco.resolve(), args.random_bert)
     write_document(args.output, results)
     for device, run in results.items():
         for what, target, value, verdict in targets(run):
