@@ -177,3 +177,30 @@ def test_best_holds_what_using_the_model_needs_and_latest_what_resuming_needs(tm
     state = json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())
     assert state["train_config"]["data_dir"] == str(data.absolute())
     GenerativeMultimodalModel.from_pretrained(tmp_path / "run" / "best")
+
+
+# -- long work shows progress, and generation holds up on a busy machine -----------------------
+def test_sampling_shows_progress_unless_quiet(checkpoint, tmp_path):
+    args = ["a red circle", "--checkpoint", str(checkpoint), "--steps", "3", "--output", str(tmp_path / "a.png")]
+    shown = run("generate_t2i.py", *args, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "3/3" in shown.stderr
+    quiet = run("generate_t2i.py", *args, "--overwrite", "--quiet", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_generation_threads_sleep_while_waiting_and_threads_sets_their_number(checkpoint, tmp_path):
+    """Spinning OpenMP threads made sampling 40x slower beside one busy process (DESIGN.md)."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    argv = ["generate_i2t.py", str(photo), "--threads", "1", "--checkpoint", str(checkpoint), "--quiet"]
+    code = (
+        "import os, runpy, sys, torch\n"
+        f"sys.argv = {argv!r}\n"
+        f"try:\n    runpy.run_path({str(ROOT / 'generate_i2t.py')!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in ENV.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split()[-4:] == ["0", "PASSIVE", "1", "1"], result.stderr
