@@ -99,6 +99,17 @@ def test_each_stage_validates_the_losses_it_trains_and_best_follows_the_last_sta
     assert all(torch.equal(best[name], latest[name]) for name in best)  # the diffusion epoch is the best
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_diffusion_stage_trains_on_cached_latents_in_each_precision(shapes_dir, tmp_path, precision):
+    # bf16 is what `auto` picks on CUDA and on CPUs with bf16 units; the latent cache must work under it.
+    trainer = tiny_trainer(shapes_dir, tmp_path, epochs=1, diffusion_epochs=1, cache_images=True,
+                           precision=precision)
+    trainer.run()
+    assert len(trainer.latent_cache.store) == len(trainer.train_set)
+    assert all(latent.dtype == torch.float16 for latent in trainer.latent_cache.store.values())
+    assert math.isfinite(pd.read_csv(tmp_path / "metrics.csv")["train_diff"].iloc[-1])
+
+
 def test_trainer_writes_every_output_and_a_loadable_checkpoint(shapes_dir, tmp_path):
     trainer = tiny_trainer(shapes_dir, tmp_path, sample_every_epoch=True)
     final = trainer.run()

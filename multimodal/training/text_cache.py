@@ -57,4 +57,6 @@ class LatentCache:
             computed = self.image_encoder.encode(images[missing])
             for row, i in enumerate(missing):
                 self.store[image_ids[i]] = computed[row].to("cpu", torch.float16)
-        return torch.stack([self.store[image_id] for image_id in image_ids]).to(images.device).float()
+        # Stacked outside autocast: CPU autocast refuses float16 inputs to torch.stack.
+        with torch.autocast(images.device.type, enabled=False):
+            return torch.stack([self.store[image_id] for image_id in image_ids]).to(images.device).float()
