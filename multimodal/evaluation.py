@@ -9,7 +9,7 @@ generated picture shows, and its caption parser what a generated caption says.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from multimodal.config import SamplingConfig
 from multimodal.data.coco import CocoCaptionDataset
-from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption
+from multimodal.data import scenes
+from multimodal.data.scenes_reader import parse_scene_caption, read_scene
+from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, is_heldout
 from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
 from multimodal.data.transforms import to_pil
 from multimodal.metrics import attribute_accuracy, caption_scores, retrieval_recall
@@ -42,6 +44,23 @@ def format_table(metrics: Mapping[str, float | int | str]) -> str:
     return "\n".join(f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows)
 
 
+def format_seen_unseen(metrics: Mapping[str, float | int | str]) -> str:
+    """The metrics measured for kinds training saw and never saw, side by side with the whole
+    split's: one row per metric, columns all / seen / unseen. Empty when there are none."""
+    names = [name.removeprefix("unseen/") for name in metrics if name.startswith("unseen/")]
+    if not names:
+        return ""
+    rows = [("metric", "all", "seen", "unseen"), ("------", "---", "----", "------")]
+    for name in names:
+        cells = [metrics.get(key) for key in (name, f"seen/{name}", f"unseen/{name}")]
+        rows.append((name, *("—" if value is None else f"{value:.4f}" for value in cells)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+        for row in rows
+    )
+
+
 # -- a trained model on a data set's validation split ---------------------------------------
 
 # What a working model must reach on the shapes set: metric → lowest acceptable value.
@@ -57,9 +76,40 @@ SHAPES_TARGETS: dict[str, float] = {
 }
 
 
-def is_shapes_dataset(dataset: CocoCaptionDataset) -> bool:
-    """The built-in shapes set records every image's attributes under "shape"; COCO does not."""
-    return all("shape" in info for info in dataset.image_info.values())
+# With held-out combinations (the shapes-holdout preset): what training saw, and what it never did.
+SHAPES_HOLDOUT_TARGETS: dict[str, float] = {
+    "seen/t2i/all": 0.95,
+    "unseen/t2i/all": 0.80,
+    "seen/caption/all": 0.95,
+    "unseen/caption/all": 0.90,
+}
+
+# The scenes set: both objects right (colour, shape and place), for pairs seen and never seen together.
+SCENES_TARGETS: dict[str, float] = {
+    "seen/t2i/both": 0.85,
+    "unseen/t2i/both": 0.70,
+    "seen/caption/both": 0.95,
+    "unseen/caption/both": 0.80,
+    "seen/retrieval/i2t_R@1": 0.90,
+    "unseen/retrieval/i2t_R@1": 0.80,
+    "seen/retrieval/t2i_R@1": 0.90,
+    "unseen/retrieval/t2i_R@1": 0.80,
+}
+
+
+def builtin_dataset_kind(dataset: CocoCaptionDataset) -> str | None:
+    """"shapes" or "scenes" for a built-in set (every image records what it shows under that
+    name), None for anything else."""
+    for kind in ("shapes", "scenes"):
+        key = "shape" if kind == "shapes" else "scene"
+        if all(key in info for info in dataset.image_info.values()):
+            return kind
+    return None
+
+
+def has_heldout(dataset: CocoCaptionDataset) -> bool:
+    """Whether the set holds validation images of kinds training never saw (each image says)."""
+    return all("seen" in info for info in dataset.image_info.values())
 
 
 def score_shape_images(
@@ -100,24 +150,96 @@ def _embed_texts(model: GenerativeMultimodalModel, texts: Sequence[str], batch_s
     return torch.cat([model.encode_text(batch).cpu() for batch in batches])
 
 
-def _draw_and_read(
+def _draw(
     model: GenerativeMultimodalModel,
-    specs: Sequence[ShapeSpec],
+    prompts: Sequence[str],
     batch_size: int,
     progress: str | None,
     sampling: SamplingConfig,
     seed: int,
-) -> dict[str, float]:
-    """One picture per spec's canonical caption, in batches, scored by the pixel reader; the
-    noise of every batch comes from one generator seeded with `seed`. `progress` names the
-    progress bar (None: no bar)."""
+) -> list[Image.Image]:
+    """One picture per prompt, in batches; the noise of every batch comes from one generator
+    seeded with `seed`. `progress` names the progress bar (None: no bar)."""
     images: list[Image.Image] = []
     generator = torch.Generator().manual_seed(seed)
-    batches = range(0, len(specs), batch_size)
+    batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
-        prompts = [canonical_caption(spec) for spec in specs[start : start + batch_size]]
-        images += [to_pil(image) for image in model.generate_image_from_text(prompts, sampling, generator)]
-    return score_shape_images(images, specs)
+        batch = list(prompts[start : start + batch_size])
+        images += [to_pil(image) for image in model.generate_image_from_text(batch, sampling, generator)]
+    return images
+
+
+def _draw_both_ways(
+    model: GenerativeMultimodalModel,
+    prompts: Sequence[str],
+    batch_size: int,
+    sampling: SamplingConfig,
+    seed: int,
+    progress: bool,
+) -> tuple[list[Image.Image], list[Image.Image], dict[str, float]]:
+    """Pictures for `prompts` by diffusion (as `sampling` says) and by the fast path, with the
+    seconds each took."""
+    seconds = {}
+    start = time.perf_counter()
+    label = f"text → image ({sampling.sampler}, {sampling.num_inference_steps} steps)"
+    diffusion = _draw(model, prompts, batch_size, label if progress else None, sampling.replace(use_diffusion=True),
+                      seed)
+    seconds["t2i"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fast = _draw(model, prompts, batch_size, "text → image (fast path)" if progress else None,
+                 sampling.replace(use_diffusion=False), seed)
+    seconds["t2i_fast"] = time.perf_counter() - start
+    return diffusion, fast, seconds
+
+
+def _split_retrieval(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    positives: Sequence[int],
+    image_seen: Sequence[bool],
+    text_seen: Sequence[bool],
+) -> dict[str, float]:
+    """Retrieval R@1/5 for seen and unseen kinds apart: images of each kind ranking all texts,
+    and texts of each kind ranking all images."""
+    scores = {}
+    for group, wanted in (("seen", True), ("unseen", False)):
+        images = [i for i, seen in enumerate(image_seen) if seen == wanted]
+        texts = [t for t, seen in enumerate(text_seen) if seen == wanted]
+        if images:
+            i2t = retrieval_recall(image_emb[images], text_emb, [positives[i] for i in images], ks=(1, 5))
+            scores |= {f"{group}/retrieval/{name}": value for name, value in i2t.items() if name.startswith("i2t")}
+        if texts:
+            index = {t: row for row, t in enumerate(texts)}
+            kept = [[index[p]] if p in index else [] for p in positives]
+            t2i = retrieval_recall(image_emb, text_emb[texts], kept, ks=(1, 5))
+            scores |= {f"{group}/retrieval/{name}": value for name, value in t2i.items() if name.startswith("t2i")}
+    return scores
+
+
+def _by_group(
+    name: str, score: Callable[[list, list], dict[str, float]], predicted: list, truth: list, seen: Sequence[bool]
+) -> dict[str, float]:
+    """`score(predicted, truth)` over all items as `name/…`, and, where `seen` is given, over the
+    items of kinds training saw ("seen/name/…") and never saw ("unseen/name/…") apart."""
+    groups = {"": list(range(len(truth)))}
+    if seen:
+        groups |= {"seen/": [i for i, s in enumerate(seen) if s], "unseen/": [i for i, s in enumerate(seen) if not s]}
+    return {
+        f"{group}{name}/{key}": value
+        for group, items in groups.items() if items
+        for key, value in score([predicted[i] for i in items], [truth[i] for i in items]).items()
+    }
+
+
+def scene_accuracy(predicted: list[scenes.SceneSpec | None], truth: list[scenes.SceneSpec]) -> dict[str, float]:
+    """How often both objects are right (colour, shape and place: "both"), the first and the
+    second object alone, and the arrangement. None (nothing read) is wrong on each."""
+    right = np.array([
+        [p is not None and getattr(p, part) == getattr(t, part) for part in ("first", "second", "arrangement")]
+        for p, t in zip(predicted, truth)
+    ])
+    return {"both": float(right.all(axis=1).mean()), "first": float(right[:, 0].mean()),
+            "second": float(right[:, 1].mean()), "arrangement": float(right[:, 2].mean())}
 
 
 def _prefixed(prefix: str, scores: Mapping[str, float]) -> dict[str, float]:
@@ -139,47 +261,104 @@ def evaluate_shapes(
     Retrieval ranks the 180 canonical captions (an image's positive is its combination's);
     captions are greedy and parsed back into attributes; text→image draws one picture per
     combination from its canonical caption, as `sampling` says (noise from `seed`) and with
-    the direct fast path, and reads each back. `limit` keeps the first N validation images
-    and the first N combinations, for quick checks.
+    the direct fast path, and reads each back. On a set with held-out combinations every metric
+    is also given for the combinations training saw ("seen/…") and those it never did
+    ("unseen/…"). `limit` keeps the first N validation images and the first N combinations,
+    for quick checks.
     """
     sampling = sampling or SamplingConfig()
     started = time.perf_counter()
+    split = has_heldout(dataset)
     loader = _loader(dataset, batch_size, limit)
-    attributes_by_id = {image_id: info["shape"] for image_id, info in dataset.image_info.items()}
     image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
-    truth = [attributes_by_id[image_id] for image_id in image_ids]
+    truth = [dataset.image_info[image_id]["shape"] for image_id in image_ids]
+    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids] if split else []
 
     start = time.perf_counter()
     combinations = all_combinations()
     text_emb = _embed_texts(model, [canonical_caption(spec) for spec in combinations], batch_size)
     combination_index = {spec: i for i, spec in enumerate(combinations)}
     positives = [combination_index[ShapeSpec(**attributes)] for attributes in truth]
-    retrieval = retrieval_recall(image_emb, text_emb, positives, ks=(1, 5))
+    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
+    if split:
+        combination_seen = [not is_heldout(spec) for spec in combinations]
+        retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, combination_seen)
     seconds["retrieval"] += time.perf_counter() - start
 
-    caption = attribute_accuracy([parse_caption_attributes(text) for text in captions], truth)
+    caption = [parse_caption_attributes(text) for text in captions]
 
     specs = combinations[:limit]
-    start = time.perf_counter()
-    label = f"text → image ({sampling.sampler}, {sampling.num_inference_steps} steps)"
-    diffusion = _draw_and_read(
-        model, specs, batch_size, label if progress else None, sampling.replace(use_diffusion=True), seed
+    diffusion, fast, drawing_seconds = _draw_both_ways(
+        model, [canonical_caption(spec) for spec in specs], batch_size, sampling, seed, progress
     )
-    seconds["t2i"] = time.perf_counter() - start
-    start = time.perf_counter()
-    fast = _draw_and_read(
-        model, specs, batch_size, "text → image (fast path)" if progress else None,
-        sampling.replace(use_diffusion=False), seed,
-    )
-    seconds["t2i_fast"] = time.perf_counter() - start
+    seconds |= drawing_seconds
+    spec_seen = [not is_heldout(spec) for spec in specs] if split else []
+    wanted = [asdict(spec) for spec in specs]
+    read = [[read_shape_attributes(image) for image in images] for images in (diffusion, fast)]
     seconds["total"] = time.perf_counter() - started
 
     return (
         {"images": len(image_ids), "prompts": len(specs)}
-        | _prefixed("retrieval", retrieval)
-        | _prefixed("caption", caption)
-        | _prefixed("t2i", diffusion)
-        | _prefixed("t2i_fast", fast)
+        | retrieval
+        | _by_group("caption", attribute_accuracy, caption, truth, image_seen)
+        | _by_group("t2i", attribute_accuracy, read[0], wanted, spec_seen)
+        | _by_group("t2i_fast", attribute_accuracy, read[1], wanted, spec_seen)
+        | _prefixed("seconds", seconds)
+    )
+
+
+def evaluate_scenes(
+    model: GenerativeMultimodalModel,
+    dataset: CocoCaptionDataset,
+    batch_size: int = 64,
+    sampling: SamplingConfig | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """Every scenes-set metric of `model` on `dataset` (a validation split of the scenes set), for
+    all layouts and for pairs seen ("seen/…") and never seen together in training ("unseen/…").
+
+    Retrieval ranks the 540 canonical captions; captions are greedy and parsed back into the two
+    objects and their arrangement; text→image draws one picture per layout from its canonical
+    caption and reads both objects back ("both": colour, shape and place of each right).
+    `limit` keeps the first N validation images and the first N layouts.
+    """
+    sampling = sampling or SamplingConfig()
+    started = time.perf_counter()
+    loader = _loader(dataset, batch_size, limit)
+    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
+    truth = [scenes.SceneSpec.from_dict(dataset.image_info[image_id]["scene"]) for image_id in image_ids]
+    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids]
+
+    start = time.perf_counter()
+    layouts = scenes.all_layouts()
+    heldout = scenes.heldout_pairs()
+    text_emb = _embed_texts(model, [scenes.canonical_caption(spec) for spec in layouts], batch_size)
+    layout_index = {spec: i for i, spec in enumerate(layouts)}
+    positives = [layout_index[spec] for spec in truth]
+    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
+    layout_seen = [not scenes.is_heldout(spec, heldout) for spec in layouts]
+    retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, layout_seen)
+    seconds["retrieval"] += time.perf_counter() - start
+
+    caption = [parse_scene_caption(text) for text in captions]
+
+    specs = layouts[:limit]
+    diffusion, fast, drawing_seconds = _draw_both_ways(
+        model, [scenes.canonical_caption(spec) for spec in specs], batch_size, sampling, seed, progress
+    )
+    seconds |= drawing_seconds
+    read = [[read_scene(image) for image in images] for images in (diffusion, fast)]
+    seconds["total"] = time.perf_counter() - started
+
+    seen = layout_seen[: len(specs)]
+    return (
+        {"images": len(image_ids), "prompts": len(specs)}
+        | retrieval
+        | _by_group("caption", scene_accuracy, caption, truth, image_seen)
+        | _by_group("t2i", scene_accuracy, read[0], specs, seen)
+        | _by_group("t2i_fast", scene_accuracy, read[1], specs, seen)
         | _prefixed("seconds", seconds)
     )
 
