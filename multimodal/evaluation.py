@@ -1,17 +1,19 @@
 """Evaluation drivers: a trained model on a data set's validation split.
 
-`evaluate_shapes` and `evaluate_coco` run the metrics of `metrics.py` over the validation
-images (what `python evaluate.py` prints). Text→image quality on the built-in shapes set is
-measured without a learned judge: the pixel reader of `data/shapes_reader.py` names what a
-generated picture shows, and its caption parser what a generated caption says.
+`evaluate_shapes`, `evaluate_scenes` and `evaluate_coco` run the metrics of `metrics.py` over
+the validation images (what `python evaluate.py` prints). Text→image quality on the built-in
+sets is measured without a learned judge: the pixel readers of `data/shapes_reader.py` and
+`data/scenes_reader.py` name what a generated picture shows, their caption parsers what a
+generated caption says. Where a set held kinds out of training, each metric is also given for
+the kinds training saw and those it never did.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +21,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from multimodal.config import SamplingConfig
-from multimodal.data.coco import CocoCaptionDataset
 from multimodal.data import scenes
+from multimodal.data.coco import CocoCaptionDataset
 from multimodal.data.scenes_reader import parse_scene_caption, read_scene
 from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, is_heldout
 from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
@@ -246,6 +248,87 @@ def _prefixed(prefix: str, scores: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in scores.items()}
 
 
+@dataclass(frozen=True)
+class _BuiltinJudge:
+    """What measuring a model on a built-in set needs, without a learned judge."""
+
+    kinds: list  # every kind of picture (combination, layout), in the order of the canonical captions
+    caption: Callable[[Any], str]  # a kind's canonical caption
+    truth: Callable[[dict], Any]  # a validation image's entry → its kind
+    read: Callable[[Image.Image], Any]  # a picture → what it shows (None: nothing)
+    parse: Callable[[str], Any]  # a caption → what it says (None: nothing definite)
+    score: Callable[[list, list], dict[str, float]]  # (read or parsed, kinds) → accuracies
+    heldout: Callable[[Any], bool]  # whether training never saw a kind
+
+
+def _shapes_judge() -> _BuiltinJudge:
+    return _BuiltinJudge(
+        kinds=all_combinations(), caption=canonical_caption, truth=lambda info: ShapeSpec(**info["shape"]),
+        read=read_shape_attributes, parse=parse_caption_attributes,
+        score=lambda found, kinds: attribute_accuracy(found, [asdict(kind) for kind in kinds]), heldout=is_heldout,
+    )
+
+
+def _scenes_judge() -> _BuiltinJudge:
+    heldout = scenes.heldout_pairs()
+    return _BuiltinJudge(
+        kinds=scenes.all_layouts(), caption=scenes.canonical_caption,
+        truth=lambda info: scenes.SceneSpec.from_dict(info["scene"]), read=read_scene, parse=parse_scene_caption,
+        score=scene_accuracy, heldout=lambda spec: scenes.is_heldout(spec, heldout),
+    )
+
+
+def _evaluate_builtin(
+    model: GenerativeMultimodalModel,
+    dataset: CocoCaptionDataset,
+    judge: _BuiltinJudge,
+    batch_size: int,
+    sampling: SamplingConfig | None,
+    seed: int,
+    limit: int | None,
+    progress: bool,
+) -> dict[str, float | int]:
+    """Retrieval over the canonical captions of every kind (an image's positive is its kind's);
+    greedy captions parsed back; one picture per kind drawn from its canonical caption, by
+    diffusion as `sampling` says (noise from `seed`) and by the fast path, and read back. Where
+    the set held kinds out of training, every metric also for seen and unseen kinds apart.
+    `limit` keeps the first N validation images and the first N kinds."""
+    sampling = sampling or SamplingConfig()
+    started = time.perf_counter()
+    split = has_heldout(dataset)
+    loader = _loader(dataset, batch_size, limit)
+    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
+    truth = [judge.truth(dataset.image_info[image_id]) for image_id in image_ids]
+    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids] if split else []
+
+    start = time.perf_counter()
+    text_emb = _embed_texts(model, [judge.caption(kind) for kind in judge.kinds], batch_size)
+    kind_index = {kind: i for i, kind in enumerate(judge.kinds)}
+    positives = [kind_index[kind] for kind in truth]
+    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
+    kind_seen = [not judge.heldout(kind) for kind in judge.kinds] if split else []
+    if split:
+        retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, kind_seen)
+    seconds["retrieval"] += time.perf_counter() - start
+
+    specs = judge.kinds[:limit]
+    diffusion, fast, drawing_seconds = _draw_both_ways(
+        model, [judge.caption(kind) for kind in specs], batch_size, sampling, seed, progress
+    )
+    seconds |= drawing_seconds
+    read = [[judge.read(image) for image in images] for images in (diffusion, fast)]
+    seconds["total"] = time.perf_counter() - started
+
+    return (
+        {"images": len(image_ids), "prompts": len(specs)}
+        | retrieval
+        | _by_group("caption", judge.score, [judge.parse(text) for text in captions], truth, image_seen)
+        | _by_group("t2i", judge.score, read[0], specs, kind_seen[: len(specs)])
+        | _by_group("t2i_fast", judge.score, read[1], specs, kind_seen[: len(specs)])
+        | _prefixed("seconds", seconds)
+    )
+
+
 def evaluate_shapes(
     model: GenerativeMultimodalModel,
     dataset: CocoCaptionDataset,
@@ -256,55 +339,13 @@ def evaluate_shapes(
     progress: bool = False,
 ) -> dict[str, float | int]:
     """Every shapes-set metric of `model` on `dataset` (a validation split of the shapes set, at
-    the model's image size), and the seconds each took.
-
-    Retrieval ranks the 180 canonical captions (an image's positive is its combination's);
-    captions are greedy and parsed back into attributes; text→image draws one picture per
-    combination from its canonical caption, as `sampling` says (noise from `seed`) and with
-    the direct fast path, and reads each back. On a set with held-out combinations every metric
-    is also given for the combinations training saw ("seen/…") and those it never did
-    ("unseen/…"). `limit` keeps the first N validation images and the first N combinations,
-    for quick checks.
+    the model's image size), and the seconds each took: retrieval over the 180 canonical
+    captions, captions parsed into the four attributes, text→image read back by the pixel
+    reader (with diffusion and with the fast path); on a set with held-out combinations
+    (shapes-holdout) each also for seen ("seen/…") and unseen ("unseen/…") combinations.
+    `limit` keeps the first N validation images and the first N combinations, for quick checks.
     """
-    sampling = sampling or SamplingConfig()
-    started = time.perf_counter()
-    split = has_heldout(dataset)
-    loader = _loader(dataset, batch_size, limit)
-    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
-    truth = [dataset.image_info[image_id]["shape"] for image_id in image_ids]
-    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids] if split else []
-
-    start = time.perf_counter()
-    combinations = all_combinations()
-    text_emb = _embed_texts(model, [canonical_caption(spec) for spec in combinations], batch_size)
-    combination_index = {spec: i for i, spec in enumerate(combinations)}
-    positives = [combination_index[ShapeSpec(**attributes)] for attributes in truth]
-    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
-    if split:
-        combination_seen = [not is_heldout(spec) for spec in combinations]
-        retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, combination_seen)
-    seconds["retrieval"] += time.perf_counter() - start
-
-    caption = [parse_caption_attributes(text) for text in captions]
-
-    specs = combinations[:limit]
-    diffusion, fast, drawing_seconds = _draw_both_ways(
-        model, [canonical_caption(spec) for spec in specs], batch_size, sampling, seed, progress
-    )
-    seconds |= drawing_seconds
-    spec_seen = [not is_heldout(spec) for spec in specs] if split else []
-    wanted = [asdict(spec) for spec in specs]
-    read = [[read_shape_attributes(image) for image in images] for images in (diffusion, fast)]
-    seconds["total"] = time.perf_counter() - started
-
-    return (
-        {"images": len(image_ids), "prompts": len(specs)}
-        | retrieval
-        | _by_group("caption", attribute_accuracy, caption, truth, image_seen)
-        | _by_group("t2i", attribute_accuracy, read[0], wanted, spec_seen)
-        | _by_group("t2i_fast", attribute_accuracy, read[1], wanted, spec_seen)
-        | _prefixed("seconds", seconds)
-    )
+    return _evaluate_builtin(model, dataset, _shapes_judge(), batch_size, sampling, seed, limit, progress)
 
 
 def evaluate_scenes(
@@ -317,50 +358,12 @@ def evaluate_scenes(
     progress: bool = False,
 ) -> dict[str, float | int]:
     """Every scenes-set metric of `model` on `dataset` (a validation split of the scenes set), for
-    all layouts and for pairs seen ("seen/…") and never seen together in training ("unseen/…").
-
-    Retrieval ranks the 540 canonical captions; captions are greedy and parsed back into the two
-    objects and their arrangement; text→image draws one picture per layout from its canonical
-    caption and reads both objects back ("both": colour, shape and place of each right).
-    `limit` keeps the first N validation images and the first N layouts.
+    all layouts and for pairs seen ("seen/…") and never seen together in training ("unseen/…"):
+    retrieval over the 540 canonical captions, captions parsed into both objects and their
+    arrangement, and one picture per layout read back ("both": colour, shape and place of each
+    object right). `limit` keeps the first N validation images and the first N layouts.
     """
-    sampling = sampling or SamplingConfig()
-    started = time.perf_counter()
-    loader = _loader(dataset, batch_size, limit)
-    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
-    truth = [scenes.SceneSpec.from_dict(dataset.image_info[image_id]["scene"]) for image_id in image_ids]
-    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids]
-
-    start = time.perf_counter()
-    layouts = scenes.all_layouts()
-    heldout = scenes.heldout_pairs()
-    text_emb = _embed_texts(model, [scenes.canonical_caption(spec) for spec in layouts], batch_size)
-    layout_index = {spec: i for i, spec in enumerate(layouts)}
-    positives = [layout_index[spec] for spec in truth]
-    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
-    layout_seen = [not scenes.is_heldout(spec, heldout) for spec in layouts]
-    retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, layout_seen)
-    seconds["retrieval"] += time.perf_counter() - start
-
-    caption = [parse_scene_caption(text) for text in captions]
-
-    specs = layouts[:limit]
-    diffusion, fast, drawing_seconds = _draw_both_ways(
-        model, [scenes.canonical_caption(spec) for spec in specs], batch_size, sampling, seed, progress
-    )
-    seconds |= drawing_seconds
-    read = [[read_scene(image) for image in images] for images in (diffusion, fast)]
-    seconds["total"] = time.perf_counter() - started
-
-    seen = layout_seen[: len(specs)]
-    return (
-        {"images": len(image_ids), "prompts": len(specs)}
-        | retrieval
-        | _by_group("caption", scene_accuracy, caption, truth, image_seen)
-        | _by_group("t2i", scene_accuracy, read[0], specs, seen)
-        | _by_group("t2i_fast", scene_accuracy, read[1], specs, seen)
-        | _prefixed("seconds", seconds)
-    )
+    return _evaluate_builtin(model, dataset, _scenes_judge(), batch_size, sampling, seed, limit, progress)
 
 
 def evaluate_coco(

@@ -27,6 +27,7 @@ from multimodal.data.shapes import (
     POSITIONS,
     SHAPES,
     SIZES,
+    ShapeSpec,
     all_combinations,
     generate_shapes_dataset,
     is_heldout,
@@ -66,8 +67,6 @@ def test_holdout_keeps_those_combinations_out_of_training_and_marks_validation(t
 
 
 def is_heldout_values(values: tuple[str, ...]) -> bool:
-    from multimodal.data.shapes import ShapeSpec
-
     return is_heldout(ShapeSpec(*values))
 
 

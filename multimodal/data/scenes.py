@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from multimodal.data.shapes import BACKGROUND, COLORS, SHAPES, draw_shape, jittered_box
-from multimodal.data.synthetic import write_atomically, write_split
+from multimodal.data.synthetic import draw_builtin_set
 
 OBJECT_SIDE = 0.32  # side of each object's bounding box, as a fraction of the image side
 # Box centres (x, y), as fractions of the image side, of the first and second object.
@@ -131,18 +129,6 @@ def render_scene(spec: SceneSpec, image_size: int, rng: np.random.Generator) -> 
     return image
 
 
-def _samples(
-    specs: list[SceneSpec], count: int, split_key: int, image_size: int, seed: int, bar: tqdm
-) -> Iterator[tuple[Image.Image, dict, list[str]]]:
-    heldout = heldout_pairs()
-    for i in range(count):
-        spec = specs[i % len(specs)]
-        rng = np.random.default_rng([seed, split_key, i])
-        info = {"scene": spec.as_dict(), "seen": not is_heldout(spec, heldout)}
-        yield render_scene(spec, image_size, rng), info, captions_for(spec)
-        bar.update()
-
-
 def generate_scenes_dataset(
     root: str | os.PathLike,
     num_train: int = 10_000,
@@ -161,12 +147,8 @@ def generate_scenes_dataset(
     heldout = heldout_pairs()
     train_layouts = [spec for spec in layouts if not is_heldout(spec, heldout)]
 
-    def write(folder: Path) -> None:
-        with tqdm(total=num_train + num_val, desc=f"scenes → {root}", unit="img", disable=not progress) as bar:
-            for split, key, specs, count, first_id in (
-                ("train", 0, train_layouts, num_train, 1), ("val", 1, layouts, num_val, num_train + 1)
-            ):
-                samples = _samples(specs, count, key, image_size, seed, bar)
-                write_split(folder, split, samples, first_id, "multimodal built-in scenes dataset", FORMAT_VERSION)
-
-    return write_atomically(root, PARAMS_FILE, params, "scenes", write)
+    return draw_builtin_set(
+        root, "scenes", PARAMS_FILE, params, (train_layouts, layouts),
+        lambda spec, rng: render_scene(spec, image_size, rng),
+        lambda spec: {"scene": spec.as_dict(), "seen": not is_heldout(spec, heldout)}, captions_for, progress,
+    )

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from multimodal.config import MODEL_PRESETS
-from multimodal.data.synthetic import write_atomically, write_split
+from multimodal.data.synthetic import draw_builtin_set
 
 
 SHAPES = ("circle", "square", "triangle")
@@ -155,18 +153,6 @@ def is_heldout(spec: ShapeSpec) -> bool:
     return sum(indices) % 5 == 0
 
 
-def _samples(
-    specs: list[ShapeSpec], count: int, split_key: int, image_size: int, seed: int, holdout: bool, bar: tqdm
-) -> Iterator[tuple[Image.Image, dict, list[str]]]:
-    """`count` pictures cycling through `specs`; with `holdout`, each says whether training saw its kind."""
-    for i in range(count):
-        spec = specs[i % len(specs)]
-        rng = np.random.default_rng([seed, split_key, i])
-        info = {"shape": asdict(spec)} | ({"seen": not is_heldout(spec)} if holdout else {})
-        yield render_shape(spec, image_size, rng), info, captions_for(spec)
-        bar.update()
-
-
 def generate_shapes_dataset(
     root: str | os.PathLike,
     num_train: int = 6000,
@@ -195,12 +181,9 @@ def generate_shapes_dataset(
     combinations = all_combinations()
     train_specs = [spec for spec in combinations if not (holdout and is_heldout(spec))]
 
-    def write(folder: Path) -> None:
-        with tqdm(total=num_train + num_val, desc=f"shapes → {root}", unit="img", disable=not progress) as bar:
-            for split, key, specs, count, first_id in (
-                ("train", 0, train_specs, num_train, 1), ("val", 1, combinations, num_val, num_train + 1)
-            ):
-                samples = _samples(specs, count, key, image_size, seed, holdout, bar)
-                write_split(folder, split, samples, first_id, "multimodal built-in shapes dataset", FORMAT_VERSION)
-
-    return write_atomically(root, PARAMS_FILE, params, "shapes", write)
+    return draw_builtin_set(
+        root, "shapes", PARAMS_FILE, params, (train_specs, combinations),
+        lambda spec, rng: render_shape(spec, image_size, rng),
+        lambda spec: {"shape": asdict(spec)} | ({"seen": not is_heldout(spec)} if holdout else {}),
+        captions_for, progress,
+    )

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from multimodal.errors import DatasetLayoutError
 
@@ -113,3 +115,36 @@ def ensure_drawn(
         generate(root, num_train=params["num_train"], num_val=params["num_val"], seed=params["seed"], **wanted)
     elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
         generate(root, seed=seed, **wanted)
+
+
+def draw_builtin_set(
+    root: str | os.PathLike,
+    name: str,
+    params_file: str,
+    params: dict[str, Any],
+    kinds: tuple[Sequence[Any], Sequence[Any]],
+    draw: Callable[[Any, np.random.Generator], Image.Image],
+    describe: Callable[[Any], dict],
+    captions: Callable[[Any], list[str]],
+    progress: bool,
+) -> Path:
+    """Write a built-in set under `root` (atomically, unless it already holds these `params`,
+    which name num_train, num_val and seed): each split cycles through its `kinds` (train, val),
+    and picture i of a split draws its jitter from its own generator, so the same parameters
+    always give byte-identical files."""
+    num_train, num_val, seed = params["num_train"], params["num_val"], params["seed"]
+
+    def samples(split_kinds: Sequence[Any], count: int, split_key: int, bar: tqdm) -> Iterator:
+        for i in range(count):
+            kind = split_kinds[i % len(split_kinds)]
+            yield draw(kind, np.random.default_rng([seed, split_key, i])), describe(kind), captions(kind)
+            bar.update()
+
+    def write(folder: Path) -> None:
+        with tqdm(total=num_train + num_val, desc=f"{name} → {root}", unit="img", disable=not progress) as bar:
+            write_split(folder, "train", samples(kinds[0], num_train, 0, bar), 1,
+                        f"multimodal built-in {name} dataset", params["format_version"])
+            write_split(folder, "val", samples(kinds[1], num_val, 1, bar), num_train + 1,
+                        f"multimodal built-in {name} dataset", params["format_version"])
+
+    return write_atomically(root, params_file, params, name, write)
