@@ -5,7 +5,9 @@
 
 Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
-must reach. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
+must reach. Scenes: the same with two objects (both right: colour, shape and place) over the
+540 layouts. Where training held some kinds out (shapes-holdout, scenes), every metric also
+for the kinds training saw and those it never did. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
 """
 
@@ -31,7 +33,8 @@ SHEET_COLUMNS = 8
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description="Evaluate a checkpoint on the validation split (never training images): retrieval, "
-        "captions and, on the shapes set, text→image attribute accuracy against its targets.\n"
+        "captions and, on the built-in sets (shapes, scenes), text→image accuracy against their targets, for "
+        "seen and unseen kinds apart where training held some out.\n"
         f"Prints a table and writes <checkpoint>/{RESULTS_NAME}.",
         epilog="examples:\n"
         "  python evaluate.py                                  # the full measure of checkpoints/ (or the demo's)\n"
@@ -108,13 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     # The libraries load only once the arguments are good: --help and usage errors are instant.
     from multimodal.data import CocoCaptionDataset, DatasetLayoutError
     from multimodal.evaluation import (
+        SCENES_TARGETS,
+        SHAPES_HOLDOUT_TARGETS,
         SHAPES_TARGETS,
+        builtin_dataset_kind,
         check_targets,
         evaluate_coco,
+        evaluate_scenes,
         evaluate_shapes,
+        format_seen_unseen,
         format_table,
         format_targets,
-        is_shapes_dataset,
+        has_heldout,
     )
 
     try:
@@ -127,10 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
             seed = 0 if args.seed is None else args.seed
-            if is_shapes_dataset(val):
-                dataset, targets = "shapes", SHAPES_TARGETS
+            dataset = builtin_dataset_kind(val)
+            if dataset is not None:
+                evaluate_builtin = evaluate_shapes if dataset == "shapes" else evaluate_scenes
+                if dataset == "scenes":
+                    targets = SCENES_TARGETS
+                else:
+                    targets = SHAPES_HOLDOUT_TARGETS if has_heldout(val) else SHAPES_TARGETS
                 settings |= {"sampling": sampling.to_dict(), "seed": seed}
-                metrics = evaluate_shapes(
+                metrics = evaluate_builtin(
                     generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
                     limit=args.limit, progress=True,
                 )
@@ -144,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}")
     print(format_table(metrics))
+    if format_seen_unseen(metrics):
+        print()
+        print(format_seen_unseen(metrics))
     if targets:
         print()
         print(format_targets(metrics, targets))
         if args.limit:
-            print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} of 180 "
-                  "prompts, not the full measure)")
+            print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} "
+                  "text→image prompts, not the full measure)")
     met = check_targets(metrics, targets)
     results = {
         "checkpoint": str(generator.checkpoint_dir),

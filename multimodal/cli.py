@@ -87,7 +87,13 @@ def add_config_arguments(
             value = next(iter(values.values()))
             shown = "" if value is None else f" (default: {_show(value)})"
         else:
-            shown = " (default: " + "; ".join(f"{label}: {_show(v)}" for label, v in values.items()) + ")"
+            # Presets that share a value share one entry: "coco: false; shapes, scenes: true".
+            labels: dict[str, list[str]] = {}
+            for label, v in values.items():
+                labels.setdefault(repr(v), []).append(label)
+            shown = " (default: " + "; ".join(
+                f"{', '.join(names)}: {_show(values[names[0]])}" for names in labels.values()
+            ) + ")"
         help_text = field.metadata.get("help", "") + shown
         flag = flag_of(field)
         if kind is bool:

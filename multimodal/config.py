@@ -228,9 +228,17 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         prediction_type="sample",
     ),
 }
+# The generalisation sets (docs/DESIGN.md): the same small model; shapes-holdout never trains on a
+# fifth of the combinations, scenes shows two objects whose binding (which colour is which shape
+# where) the model must get right.
+MODEL_PRESETS["shapes-holdout"] = MODEL_PRESETS["shapes"]
+MODEL_PRESETS["scenes"] = MODEL_PRESETS["shapes"]
 
 # Where each preset's data lives unless --data-dir says otherwise (relative to where train.py runs).
-DEFAULT_DATA_DIRS = {"coco": "data/coco/coco2017", "shapes": "data/shapes"}
+DEFAULT_DATA_DIRS = {
+    "coco": "data/coco/coco2017", "shapes": "data/shapes", "shapes-holdout": "data/shapes-holdout",
+    "scenes": "data/scenes",
+}
 
 
 def default_data_dir(preset: str) -> Path:
@@ -239,7 +247,7 @@ def default_data_dir(preset: str) -> Path:
 
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The `ModelConfig` of a named preset (`coco` or `shapes`), with field overrides."""
+    """The `ModelConfig` of a named preset (a key of MODEL_PRESETS), with field overrides."""
     if name not in MODEL_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(MODEL_PRESETS)}")
     ModelConfig.check_names(overrides)
@@ -250,10 +258,13 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
 class TrainConfig(_Config):
     """How a run trains: data, schedule, checkpoints, hardware. `train.py` has a flag for each field."""
 
-    preset: str = option("coco", "coco: COCO 2017 captions at 224 px; shapes: the built-in shapes set (generated)",
-                         group="data", choices=tuple(MODEL_PRESETS))
+    preset: str = option(
+        "coco", "coco: COCO 2017 captions at 224 px; shapes: the built-in shapes set; shapes-holdout: the same "
+        "with a fifth of its combinations never in training; scenes: two objects per picture (built-in sets "
+        "are generated on first use)", group="data", choices=tuple(MODEL_PRESETS),
+    )
     data_dir: str | None = option(
-        None, "dataset folder in COCO layout (default: data/coco/coco2017, or data/shapes for the shapes preset)",
+        None, "dataset folder in COCO layout (default: data/coco/coco2017, or data/<preset> for a built-in set)",
         group="data",
     )
     all_pairs: bool = option(False, "every (image, caption) pair per epoch instead of one caption per image",
@@ -337,6 +348,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         diffusion_learning_rate=3e-3, warmup_epochs=0.25, ema_decay=0.995, cache_images=True,
     ),
 }
+TRAIN_PRESETS["shapes-holdout"] = TRAIN_PRESETS["shapes"] | dict(preset="shapes-holdout")
+# 10,000 pictures of two objects: more to learn than one shape, so more epochs of each stage.
+TRAIN_PRESETS["scenes"] = TRAIN_PRESETS["shapes"] | dict(preset="scenes", epochs=3, diffusion_epochs=4)
 
 
 def train_preset(name: str, **overrides: Any) -> TrainConfig:

@@ -1,17 +1,19 @@
 """Evaluation drivers: a trained model on a data set's validation split.
 
-`evaluate_shapes` and `evaluate_coco` run the metrics of `metrics.py` over the validation
-images (what `python evaluate.py` prints). Text→image quality on the built-in shapes set is
-measured without a learned judge: the pixel reader of `data/shapes_reader.py` names what a
-generated picture shows, and its caption parser what a generated caption says.
+`evaluate_shapes`, `evaluate_scenes` and `evaluate_coco` run the metrics of `metrics.py` over
+the validation images (what `python evaluate.py` prints). Text→image quality on the built-in
+sets is measured without a learned judge: the pixel readers of `data/shapes_reader.py` and
+`data/scenes_reader.py` name what a generated picture shows, their caption parsers what a
+generated caption says. Where a set held kinds out of training, each metric is also given for
+the kinds training saw and those it never did.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,8 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from multimodal.config import SamplingConfig
+from multimodal.data import scenes
 from multimodal.data.coco import CocoCaptionDataset
-from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption
+from multimodal.data.scenes_reader import parse_scene_caption, read_scene
+from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, is_heldout
 from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
 from multimodal.data.transforms import to_pil
 from multimodal.metrics import attribute_accuracy, caption_scores, retrieval_recall
@@ -42,6 +46,23 @@ def format_table(metrics: Mapping[str, float | int | str]) -> str:
     return "\n".join(f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows)
 
 
+def format_seen_unseen(metrics: Mapping[str, float | int | str]) -> str:
+    """The metrics measured for kinds training saw and never saw, side by side with the whole
+    split's: one row per metric, columns all / seen / unseen. Empty when there are none."""
+    names = [name.removeprefix("unseen/") for name in metrics if name.startswith("unseen/")]
+    if not names:
+        return ""
+    rows = [("metric", "all", "seen", "unseen"), ("------", "---", "----", "------")]
+    for name in names:
+        cells = [metrics.get(key) for key in (name, f"seen/{name}", f"unseen/{name}")]
+        rows.append((name, *("—" if value is None else f"{value:.4f}" for value in cells)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])])
+        for row in rows
+    )
+
+
 # -- a trained model on a data set's validation split ---------------------------------------
 
 # What a working model must reach on the shapes set: metric → lowest acceptable value.
@@ -57,9 +78,40 @@ SHAPES_TARGETS: dict[str, float] = {
 }
 
 
-def is_shapes_dataset(dataset: CocoCaptionDataset) -> bool:
-    """The built-in shapes set records every image's attributes under "shape"; COCO does not."""
-    return all("shape" in info for info in dataset.image_info.values())
+# With held-out combinations (the shapes-holdout preset): what training saw, and what it never did.
+SHAPES_HOLDOUT_TARGETS: dict[str, float] = {
+    "seen/t2i/all": 0.95,
+    "unseen/t2i/all": 0.80,
+    "seen/caption/all": 0.95,
+    "unseen/caption/all": 0.90,
+}
+
+# The scenes set: both objects right (colour, shape and place), for pairs seen and never seen together.
+SCENES_TARGETS: dict[str, float] = {
+    "seen/t2i/both": 0.85,
+    "unseen/t2i/both": 0.70,
+    "seen/caption/both": 0.95,
+    "unseen/caption/both": 0.80,
+    "seen/retrieval/i2t_R@1": 0.90,
+    "unseen/retrieval/i2t_R@1": 0.80,
+    "seen/retrieval/t2i_R@1": 0.90,
+    "unseen/retrieval/t2i_R@1": 0.80,
+}
+
+
+def builtin_dataset_kind(dataset: CocoCaptionDataset) -> str | None:
+    """"shapes" or "scenes" for a built-in set (every image records what it shows under that
+    name), None for anything else."""
+    for kind in ("shapes", "scenes"):
+        key = "shape" if kind == "shapes" else "scene"
+        if all(key in info for info in dataset.image_info.values()):
+            return kind
+    return None
+
+
+def has_heldout(dataset: CocoCaptionDataset) -> bool:
+    """Whether the set holds validation images of kinds training never saw (each image says)."""
+    return all("seen" in info for info in dataset.image_info.values())
 
 
 def score_shape_images(
@@ -100,28 +152,181 @@ def _embed_texts(model: GenerativeMultimodalModel, texts: Sequence[str], batch_s
     return torch.cat([model.encode_text(batch).cpu() for batch in batches])
 
 
-def _draw_and_read(
+def _draw(
     model: GenerativeMultimodalModel,
-    specs: Sequence[ShapeSpec],
+    prompts: Sequence[str],
     batch_size: int,
     progress: str | None,
     sampling: SamplingConfig,
     seed: int,
-) -> dict[str, float]:
-    """One picture per spec's canonical caption, in batches, scored by the pixel reader; the
-    noise of every batch comes from one generator seeded with `seed`. `progress` names the
-    progress bar (None: no bar)."""
+) -> list[Image.Image]:
+    """One picture per prompt, in batches; the noise of every batch comes from one generator
+    seeded with `seed`. `progress` names the progress bar (None: no bar)."""
     images: list[Image.Image] = []
     generator = torch.Generator().manual_seed(seed)
-    batches = range(0, len(specs), batch_size)
+    batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
-        prompts = [canonical_caption(spec) for spec in specs[start : start + batch_size]]
-        images += [to_pil(image) for image in model.generate_image_from_text(prompts, sampling, generator)]
-    return score_shape_images(images, specs)
+        batch = list(prompts[start : start + batch_size])
+        images += [to_pil(image) for image in model.generate_image_from_text(batch, sampling, generator)]
+    return images
+
+
+def _draw_both_ways(
+    model: GenerativeMultimodalModel,
+    prompts: Sequence[str],
+    batch_size: int,
+    sampling: SamplingConfig,
+    seed: int,
+    progress: bool,
+) -> tuple[list[Image.Image], list[Image.Image], dict[str, float]]:
+    """Pictures for `prompts` by diffusion (as `sampling` says) and by the fast path, with the
+    seconds each took."""
+    seconds = {}
+    start = time.perf_counter()
+    label = f"text → image ({sampling.sampler}, {sampling.num_inference_steps} steps)"
+    diffusion = _draw(model, prompts, batch_size, label if progress else None, sampling.replace(use_diffusion=True),
+                      seed)
+    seconds["t2i"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fast = _draw(model, prompts, batch_size, "text → image (fast path)" if progress else None,
+                 sampling.replace(use_diffusion=False), seed)
+    seconds["t2i_fast"] = time.perf_counter() - start
+    return diffusion, fast, seconds
+
+
+def _split_retrieval(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    positives: Sequence[int],
+    image_seen: Sequence[bool],
+    text_seen: Sequence[bool],
+) -> dict[str, float]:
+    """Retrieval R@1/5 for seen and unseen kinds apart: images of each kind ranking all texts,
+    and texts of each kind ranking all images."""
+    scores = {}
+    for group, wanted in (("seen", True), ("unseen", False)):
+        images = [i for i, seen in enumerate(image_seen) if seen == wanted]
+        texts = [t for t, seen in enumerate(text_seen) if seen == wanted]
+        if images:
+            i2t = retrieval_recall(image_emb[images], text_emb, [positives[i] for i in images], ks=(1, 5))
+            scores |= {f"{group}/retrieval/{name}": value for name, value in i2t.items() if name.startswith("i2t")}
+        if texts:
+            index = {t: row for row, t in enumerate(texts)}
+            kept = [[index[p]] if p in index else [] for p in positives]
+            t2i = retrieval_recall(image_emb, text_emb[texts], kept, ks=(1, 5))
+            scores |= {f"{group}/retrieval/{name}": value for name, value in t2i.items() if name.startswith("t2i")}
+    return scores
+
+
+def _by_group(
+    name: str, score: Callable[[list, list], dict[str, float]], predicted: list, truth: list, seen: Sequence[bool]
+) -> dict[str, float]:
+    """`score(predicted, truth)` over all items as `name/…`, and, where `seen` is given, over the
+    items of kinds training saw ("seen/name/…") and never saw ("unseen/name/…") apart."""
+    groups = {"": list(range(len(truth)))}
+    if seen:
+        groups |= {"seen/": [i for i, s in enumerate(seen) if s], "unseen/": [i for i, s in enumerate(seen) if not s]}
+    return {
+        f"{group}{name}/{key}": value
+        for group, items in groups.items() if items
+        for key, value in score([predicted[i] for i in items], [truth[i] for i in items]).items()
+    }
+
+
+def scene_accuracy(predicted: list[scenes.SceneSpec | None], truth: list[scenes.SceneSpec]) -> dict[str, float]:
+    """How often both objects are right (colour, shape and place: "both"), the first and the
+    second object alone, and the arrangement. None (nothing read) is wrong on each."""
+    right = np.array([
+        [p is not None and getattr(p, part) == getattr(t, part) for part in ("first", "second", "arrangement")]
+        for p, t in zip(predicted, truth)
+    ])
+    return {"both": float(right.all(axis=1).mean()), "first": float(right[:, 0].mean()),
+            "second": float(right[:, 1].mean()), "arrangement": float(right[:, 2].mean())}
 
 
 def _prefixed(prefix: str, scores: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in scores.items()}
+
+
+@dataclass(frozen=True)
+class _BuiltinJudge:
+    """What measuring a model on a built-in set needs, without a learned judge."""
+
+    kinds: list  # every kind of picture (combination, layout), in the order of the canonical captions
+    caption: Callable[[Any], str]  # a kind's canonical caption
+    truth: Callable[[dict], Any]  # a validation image's entry → its kind
+    read: Callable[[Image.Image], Any]  # a picture → what it shows (None: nothing)
+    parse: Callable[[str], Any]  # a caption → what it says (None: nothing definite)
+    score: Callable[[list, list], dict[str, float]]  # (read or parsed, kinds) → accuracies
+    heldout: Callable[[Any], bool]  # whether training never saw a kind
+
+
+def _shapes_judge() -> _BuiltinJudge:
+    return _BuiltinJudge(
+        kinds=all_combinations(), caption=canonical_caption, truth=lambda info: ShapeSpec(**info["shape"]),
+        read=read_shape_attributes, parse=parse_caption_attributes,
+        score=lambda found, kinds: attribute_accuracy(found, [asdict(kind) for kind in kinds]), heldout=is_heldout,
+    )
+
+
+def _scenes_judge() -> _BuiltinJudge:
+    heldout = scenes.heldout_pairs()
+    return _BuiltinJudge(
+        kinds=scenes.all_layouts(), caption=scenes.canonical_caption,
+        truth=lambda info: scenes.SceneSpec.from_dict(info["scene"]), read=read_scene, parse=parse_scene_caption,
+        score=scene_accuracy, heldout=lambda spec: scenes.is_heldout(spec, heldout),
+    )
+
+
+def _evaluate_builtin(
+    model: GenerativeMultimodalModel,
+    dataset: CocoCaptionDataset,
+    judge: _BuiltinJudge,
+    batch_size: int,
+    sampling: SamplingConfig | None,
+    seed: int,
+    limit: int | None,
+    progress: bool,
+) -> dict[str, float | int]:
+    """Retrieval over the canonical captions of every kind (an image's positive is its kind's);
+    greedy captions parsed back; one picture per kind drawn from its canonical caption, by
+    diffusion as `sampling` says (noise from `seed`) and by the fast path, and read back. Where
+    the set held kinds out of training, every metric also for seen and unseen kinds apart.
+    `limit` keeps the first N validation images and the first N kinds."""
+    sampling = sampling or SamplingConfig()
+    started = time.perf_counter()
+    split = has_heldout(dataset)
+    loader = _loader(dataset, batch_size, limit)
+    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
+    truth = [judge.truth(dataset.image_info[image_id]) for image_id in image_ids]
+    image_seen = [dataset.image_info[image_id]["seen"] for image_id in image_ids] if split else []
+
+    start = time.perf_counter()
+    text_emb = _embed_texts(model, [judge.caption(kind) for kind in judge.kinds], batch_size)
+    kind_index = {kind: i for i, kind in enumerate(judge.kinds)}
+    positives = [kind_index[kind] for kind in truth]
+    retrieval = _prefixed("retrieval", retrieval_recall(image_emb, text_emb, positives, ks=(1, 5)))
+    kind_seen = [not judge.heldout(kind) for kind in judge.kinds] if split else []
+    if split:
+        retrieval |= _split_retrieval(image_emb, text_emb, positives, image_seen, kind_seen)
+    seconds["retrieval"] += time.perf_counter() - start
+
+    specs = judge.kinds[:limit]
+    diffusion, fast, drawing_seconds = _draw_both_ways(
+        model, [judge.caption(kind) for kind in specs], batch_size, sampling, seed, progress
+    )
+    seconds |= drawing_seconds
+    read = [[judge.read(image) for image in images] for images in (diffusion, fast)]
+    seconds["total"] = time.perf_counter() - started
+
+    return (
+        {"images": len(image_ids), "prompts": len(specs)}
+        | retrieval
+        | _by_group("caption", judge.score, [judge.parse(text) for text in captions], truth, image_seen)
+        | _by_group("t2i", judge.score, read[0], specs, kind_seen[: len(specs)])
+        | _by_group("t2i_fast", judge.score, read[1], specs, kind_seen[: len(specs)])
+        | _prefixed("seconds", seconds)
+    )
 
 
 def evaluate_shapes(
@@ -134,54 +339,31 @@ def evaluate_shapes(
     progress: bool = False,
 ) -> dict[str, float | int]:
     """Every shapes-set metric of `model` on `dataset` (a validation split of the shapes set, at
-    the model's image size), and the seconds each took.
-
-    Retrieval ranks the 180 canonical captions (an image's positive is its combination's);
-    captions are greedy and parsed back into attributes; text→image draws one picture per
-    combination from its canonical caption, as `sampling` says (noise from `seed`) and with
-    the direct fast path, and reads each back. `limit` keeps the first N validation images
-    and the first N combinations, for quick checks.
+    the model's image size), and the seconds each took: retrieval over the 180 canonical
+    captions, captions parsed into the four attributes, text→image read back by the pixel
+    reader (with diffusion and with the fast path); on a set with held-out combinations
+    (shapes-holdout) each also for seen ("seen/…") and unseen ("unseen/…") combinations.
+    `limit` keeps the first N validation images and the first N combinations, for quick checks.
     """
-    sampling = sampling or SamplingConfig()
-    started = time.perf_counter()
-    loader = _loader(dataset, batch_size, limit)
-    attributes_by_id = {image_id: info["shape"] for image_id, info in dataset.image_info.items()}
-    image_emb, captions, image_ids, seconds = _embed_and_caption(model, loader, progress)
-    truth = [attributes_by_id[image_id] for image_id in image_ids]
+    return _evaluate_builtin(model, dataset, _shapes_judge(), batch_size, sampling, seed, limit, progress)
 
-    start = time.perf_counter()
-    combinations = all_combinations()
-    text_emb = _embed_texts(model, [canonical_caption(spec) for spec in combinations], batch_size)
-    combination_index = {spec: i for i, spec in enumerate(combinations)}
-    positives = [combination_index[ShapeSpec(**attributes)] for attributes in truth]
-    retrieval = retrieval_recall(image_emb, text_emb, positives, ks=(1, 5))
-    seconds["retrieval"] += time.perf_counter() - start
 
-    caption = attribute_accuracy([parse_caption_attributes(text) for text in captions], truth)
-
-    specs = combinations[:limit]
-    start = time.perf_counter()
-    label = f"text → image ({sampling.sampler}, {sampling.num_inference_steps} steps)"
-    diffusion = _draw_and_read(
-        model, specs, batch_size, label if progress else None, sampling.replace(use_diffusion=True), seed
-    )
-    seconds["t2i"] = time.perf_counter() - start
-    start = time.perf_counter()
-    fast = _draw_and_read(
-        model, specs, batch_size, "text → image (fast path)" if progress else None,
-        sampling.replace(use_diffusion=False), seed,
-    )
-    seconds["t2i_fast"] = time.perf_counter() - start
-    seconds["total"] = time.perf_counter() - started
-
-    return (
-        {"images": len(image_ids), "prompts": len(specs)}
-        | _prefixed("retrieval", retrieval)
-        | _prefixed("caption", caption)
-        | _prefixed("t2i", diffusion)
-        | _prefixed("t2i_fast", fast)
-        | _prefixed("seconds", seconds)
-    )
+def evaluate_scenes(
+    model: GenerativeMultimodalModel,
+    dataset: CocoCaptionDataset,
+    batch_size: int = 64,
+    sampling: SamplingConfig | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """Every scenes-set metric of `model` on `dataset` (a validation split of the scenes set), for
+    all layouts and for pairs seen ("seen/…") and never seen together in training ("unseen/…"):
+    retrieval over the 540 canonical captions, captions parsed into both objects and their
+    arrangement, and one picture per layout read back ("both": colour, shape and place of each
+    object right). `limit` keeps the first N validation images and the first N layouts.
+    """
+    return _evaluate_builtin(model, dataset, _scenes_judge(), batch_size, sampling, seed, limit, progress)
 
 
 def evaluate_coco(

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from multimodal.config import DEFAULT_MAX_NEW_TOKENS, SamplingConfig, suggest
+from multimodal.data.builtin import BUILTIN_CONTENTS
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import fork_rng, pick_device
 from multimodal.errors import InvalidInputError
@@ -51,7 +52,7 @@ class OutsideTrainingDataWarning(UserWarning):
 
 
 def looks_like_shapes_picture(image: Image.Image) -> bool:
-    """Whether a picture could come from the shapes set: at least half of it near black (the
+    """Whether a picture could come from a built-in set: at least half of it near black (the
     shapes take at most ~30% of the picture; photographs are rarely that dark)."""
     return float((np.asarray(image).max(axis=2) < 32).mean()) >= 0.5
 
@@ -321,12 +322,13 @@ class ImageTextGenerator:
         return torch.stack(pixels).to(self.device)
 
     def _say_if_outside_training_data(self, image: Image.Image) -> None:
-        """Once per generator: a checkpoint of the shapes set given a picture unlike them."""
-        if self.trained_on == "shapes" and not self._said_outside and not looks_like_shapes_picture(image):
-            self._said_outside = True
-            warnings.warn(
-                f"{self.checkpoint_dir} was trained on the built-in shapes set only (one coloured circle, "
-                "square or triangle on black): it describes every picture as such a shape",
-                OutsideTrainingDataWarning,
-                stacklevel=4,
-            )
+        """Once per generator: a checkpoint of a built-in set given a picture unlike them."""
+        if self.trained_on not in BUILTIN_CONTENTS or self._said_outside or looks_like_shapes_picture(image):
+            return
+        self._said_outside = True
+        warnings.warn(
+            f"{self.checkpoint_dir} was trained on the built-in {self.trained_on} set only "
+            f"({BUILTIN_CONTENTS[self.trained_on]}): it describes every picture as such",
+            OutsideTrainingDataWarning,
+            stacklevel=4,
+        )

@@ -8,23 +8,16 @@ It is written in COCO's layout so that one loader (`CocoCaptionDataset`) reads b
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from multimodal.config import MODEL_PRESETS
-from multimodal.errors import DatasetLayoutError
-
-
-class ShapesFolderError(DatasetLayoutError, FileExistsError):
-    """The folder asked for holds something other than a shapes dataset: it is left alone."""
+from multimodal.data.synthetic import draw_builtin_set
 
 
 SHAPES = ("circle", "square", "triangle")
@@ -104,90 +97,60 @@ def _uniform(rng: random.Random | np.random.Generator, jitter: float) -> float:
     return float(rng.uniform(-jitter, jitter))
 
 
-def render_shape(
-    spec: ShapeSpec, image_size: int, rng: random.Random | np.random.Generator
-) -> Image.Image:
-    """Draw `spec` on a black square image, with the size and position jitter drawn from `rng`.
+def jittered_box(
+    side: float, centre: tuple[float, float], image_size: int, rng: random.Random | np.random.Generator
+) -> tuple[int, int, int, int]:
+    """The pixel box (x0, y0, x1, y1, both ends included) of a shape whose side (a fraction of
+    the image side) and centre (fractions x, y) get the set's jitter from `rng`.
 
     The box is shifted inwards where a large shape near an edge would leave the image, so
     the whole shape is always visible (its centre then stays within the jitter range).
     """
-    side = round(SIZES[spec.size] * (1 + _uniform(rng, SIZE_JITTER)) * image_size)
-    fx, fy = POSITIONS[spec.position]
-    cx = (fx + _uniform(rng, POSITION_JITTER)) * image_size
-    cy = (fy + _uniform(rng, POSITION_JITTER)) * image_size
-    x0 = min(max(round(cx - side / 2), 0), image_size - side)
-    y0 = min(max(round(cy - side / 2), 0), image_size - side)
-    x1, y1 = x0 + side - 1, y0 + side - 1  # PIL boxes include both ends
+    side_px = round(side * (1 + _uniform(rng, SIZE_JITTER)) * image_size)
+    cx = (centre[0] + _uniform(rng, POSITION_JITTER)) * image_size
+    cy = (centre[1] + _uniform(rng, POSITION_JITTER)) * image_size
+    x0 = min(max(round(cx - side_px / 2), 0), image_size - side_px)
+    y0 = min(max(round(cy - side_px / 2), 0), image_size - side_px)
+    return x0, y0, x0 + side_px - 1, y0 + side_px - 1
 
-    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    color = COLORS[spec.color]
-    if spec.shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=color)
-    elif spec.shape == "square":
-        draw.rectangle((x0, y0, x1, y1), fill=color)
-    elif spec.shape == "triangle":
-        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=color)
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], color: str) -> None:
+    """Fill `shape` (a circle, a square or an apex-up triangle) into `box` in the named colour."""
+    x0, y0, x1, y1 = box
+    fill = COLORS[color]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=fill)
     else:
-        raise ValueError(f"unknown shape {spec.shape!r}; expected one of {SHAPES}")
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def render_shape(
+    spec: ShapeSpec, image_size: int, rng: random.Random | np.random.Generator
+) -> Image.Image:
+    """Draw `spec` on a black square image, with the size and position jitter drawn from `rng`."""
+    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
+    box = jittered_box(SIZES[spec.size], POSITIONS[spec.position], image_size, rng)
+    draw_shape(ImageDraw.Draw(image), spec.shape, box, spec.color)
     return image
 
 
-def _write_split(
-    folder: Path, split: str, count: int, first_id: int, image_size: int, seed: int, bar: tqdm
-) -> None:
-    combos = all_combinations()
-    split_key = 0 if split == "train" else 1
-    (folder / f"{split}2017").mkdir(parents=True)
-    images, annotations = [], []
-    for i in range(count):
-        spec = combos[i % len(combos)]
-        image_id = first_id + i
-        file_name = f"{image_id:012d}.png"
-        rng = np.random.default_rng([seed, split_key, i])
-        render_shape(spec, image_size, rng).save(folder / f"{split}2017" / file_name)
-        images.append(
-            {
-                "id": image_id,
-                "file_name": file_name,
-                "width": image_size,
-                "height": image_size,
-                "shape": asdict(spec),
-            }
-        )
-        for caption in captions_for(spec):
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "caption": caption}
-            )
-        bar.update()
-    coco = {
-        "info": {"description": "multimodal built-in shapes dataset", "version": FORMAT_VERSION},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-    }
-    with open(folder / "annotations" / f"captions_{split}2017.json", "w") as f:
-        json.dump(coco, f)
+def is_heldout(spec: ShapeSpec) -> bool:
+    """Whether `--holdout` keeps this combination out of training: those whose attribute
+    indices (in the order of SHAPES, COLORS, SIZES, POSITIONS) sum to a multiple of 5.
 
-
-def _read_params(root: Path) -> dict | None:
-    try:
-        return json.loads((root / PARAMS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def ensure_shapes_dataset(root: str | os.PathLike, image_size: int, seed: int = 0) -> None:
-    """The shapes set at `image_size` under `root`: generated where the folder is missing or
-    empty, drawn again (same counts and seed) where an earlier one has another image size.
-    A folder of someone's own data is left alone."""
-    root = Path(root)
-    params = _read_params(root)
-    if params is not None and params.get("image_size") != image_size:
-        generate_shapes_dataset(root, params["num_train"], params["num_val"], image_size, params["seed"])
-    elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        generate_shapes_dataset(root, image_size=image_size, seed=seed)
+    That is one position for each shape, colour and size: 36 of the 180 combinations, a fifth.
+    Every single value, and every pair of values, still appears in training (a pair of fixed
+    values leaves at least four combinations, of which at most two are held out).
+    """
+    indices = (
+        SHAPES.index(spec.shape), list(COLORS).index(spec.color), list(SIZES).index(spec.size),
+        list(POSITIONS).index(spec.position),
+    )
+    return sum(indices) % 5 == 0
 
 
 def generate_shapes_dataset(
@@ -197,54 +160,30 @@ def generate_shapes_dataset(
     image_size: int = MODEL_PRESETS["shapes"]["image_size"],
     seed: int = 0,
     progress: bool = True,
+    holdout: bool = False,
 ) -> Path:
     """Write the shapes dataset under `root` in COCO layout and return `root`.
 
-    Returns at once when `root` already holds a complete dataset made with the same
-    parameters. Otherwise builds it in a temporary sibling folder and renames that into
-    place at the end, so an interrupted run never leaves a half dataset that looks complete.
-    `<root>/shapes.json` records the parameters and is written last. The same parameters
-    always give byte-identical files.
+    The validation split cycles through all 180 combinations; the training split too, or with
+    `holdout` through the 144 that `is_heldout` leaves in (validation images then record
+    whether training saw their combination, as "seen"). Returns at once when `root` already
+    holds a complete dataset made with the same parameters (`<root>/shapes.json`); the same
+    parameters always give byte-identical files.
     """
-    root = Path(root)
     params = {
         "format_version": FORMAT_VERSION,
         "num_train": num_train,
         "num_val": num_val,
         "image_size": image_size,
         "seed": seed,
+        "holdout": holdout,
     }
-    if _read_params(root) == params:
-        return root
-    if root.exists() and not root.is_dir():
-        raise ShapesFolderError(f"{root} is a file, not a folder for the shapes dataset; choose another folder")
-    if root.exists() and any(root.iterdir()) and _read_params(root) is None:
-        raise ShapesFolderError(
-            f"{root} exists and is not a shapes dataset (no {PARAMS_FILE}); "
-            "refusing to overwrite it, choose another folder"
-        )
+    combinations = all_combinations()
+    train_specs = [spec for spec in combinations if not (holdout and is_heldout(spec))]
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "annotations").mkdir(parents=True)
-    with tqdm(
-        total=num_train + num_val, desc=f"shapes → {root}", unit="img", disable=not progress
-    ) as bar:
-        _write_split(tmp, "train", num_train, 1, image_size, seed, bar)
-        _write_split(tmp, "val", num_val, num_train + 1, image_size, seed, bar)
-    (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
-
-    # Move an old dataset (other parameters, or interrupted) aside, then swap the new one in.
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    if root.exists():
-        root.rename(old)
-    try:
-        tmp.rename(root)
-    except OSError:
-        # Another process (e.g. another rank) finished first: keep its identical result.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _read_params(root) != params:
-            raise
-    shutil.rmtree(old, ignore_errors=True)
-    return root
+    return draw_builtin_set(
+        root, "shapes", PARAMS_FILE, params, (train_specs, combinations),
+        lambda spec, rng: render_shape(spec, image_size, rng),
+        lambda spec: {"shape": asdict(spec)} | ({"seen": not is_heldout(spec)} if holdout else {}),
+        captions_for, progress,
+    )

@@ -3,6 +3,7 @@
 The inverse of `shapes.py`'s renderer and captions, made to judge generated output without a
 learned model: `read_shape_attributes` names the shape, colour, size and position of the one
 object in a picture, and `parse_caption_attributes` finds the same four in a caption.
+`find_objects` is the pixel reader itself, which the scenes set's reader uses for two objects.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ _PALETTE_DIRECTIONS = np.array([COLORS[name] for name in _PALETTE_NAMES], dtype=
 _PALETTE_DIRECTIONS /= np.linalg.norm(_PALETTE_DIRECTIONS, axis=1, keepdims=True)
 
 
-def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | None:
-    """Name the shape, colour, size and position of the one object in a shapes-set picture.
+def find_objects(image: Image.Image | np.ndarray, count: int = 1) -> list[dict] | None:
+    """The `count` largest objects of a picture on a plain background, largest first, each as
+    its shape, colour and bounding box (fractions of the image side: left, top, right, bottom);
+    None when fewer than `count` objects stand out.
 
-    `image` is a PIL image or an H×W×3 array. Made for generated pictures (blurred, noisy,
-    dim) as much as for clean renders, so every step is relative to the picture itself: the
-    background is the median colour (the object covers at most ~30% of the image), the
-    object is the largest blob brighter than half its own typical brightness (the
-    half-maximum of a blurred edge sits on the true edge), and its colour is compared by
-    direction only, so a dim red is still red. Size and position are the data set's values
-    nearest to the blob's bounding box. Returns None when no object stands out.
+    Made for generated pictures (blurred, noisy, dim) as much as for clean renders, so every
+    step is relative to the picture itself: the background is the median colour (objects cover
+    at most ~30% of the image), an object is a blob brighter than half the objects' typical
+    brightness (the half-maximum of a blurred edge sits on the true edge), and its colour is
+    compared by direction only, so a dim red is still red.
     """
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     # Float arrays hold [0, 1] (torchvision's convention), integer arrays [0, 255].
@@ -53,12 +54,17 @@ def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | N
     level = np.median(strength[strength > peak / 2])
     labels, _ = ndimage.label(strength > level / 2)
     areas = np.bincount(labels.ravel())[1:]  # the brightest pixel is always in some blob
-    if areas.max() < _MIN_AREA * height * width:
+    largest = np.argsort(areas)[::-1][:count]
+    if len(largest) < count or areas[largest[-1]] < _MIN_AREA * height * width:
         return None
-    blob = labels == 1 + int(areas.argmax())
+    return [_describe(excess, strength, labels == 1 + int(index)) for index in largest]
+
+
+def _describe(excess: np.ndarray, strength: np.ndarray, blob: np.ndarray) -> dict:
+    """Shape, colour and box of one blob."""
+    height, width = blob.shape
     colour = np.median(excess[blob], axis=0)
     blob = ndimage.binary_fill_holes(blob)
-
     rows = np.flatnonzero(blob.any(axis=1))
     cols = np.flatnonzero(blob.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -76,14 +82,25 @@ def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | N
 
     direction = colour / max(np.linalg.norm(colour), 1e-9)
     color = _PALETTE_NAMES[int(np.argmax(_PALETTE_DIRECTIONS @ direction))]
+    box = (left / width, top / height, right / width, bottom / height)
+    return {"shape": shape, "color": color, "box": box}
 
+
+def read_shape_attributes(image: Image.Image | np.ndarray) -> dict[str, str] | None:
+    """Name the shape, colour, size and position of the one object in a shapes-set picture
+    (the largest, as `find_objects` sees it), or None when no object stands out. Size and
+    position are the data set's values nearest to the object's bounding box."""
+    found = find_objects(image)
+    if found is None:
+        return None
+    thing = found[0]
+    left, top, right, bottom = thing["box"]
     # Sizes are scales, so compare them on a log axis (the boundary is their geometric mean).
-    side = ((right - left) / width + (bottom - top) / height) / 2
+    side = ((right - left) + (bottom - top)) / 2
     size = min(SIZES, key=lambda name: abs(math.log(side / SIZES[name])))
-
-    centre = np.array([(left + right) / 2 / width, (top + bottom) / 2 / height])
+    centre = np.array([(left + right) / 2, (top + bottom) / 2])
     position = min(POSITIONS, key=lambda name: float(np.linalg.norm(centre - POSITIONS[name])))
-    return {"shape": shape, "color": color, "size": size, "position": position}
+    return {"shape": thing["shape"], "color": thing["color"], "size": size, "position": position}
 
 
 def _shape_cumulants(weight: np.ndarray) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CaptionCollator, CocoCaptionDataset
-from multimodal.data.shapes import ensure_shapes_dataset
+from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
@@ -83,8 +83,8 @@ class Trainer:
 
         data_dir = Path(self.config.data_dir)
         size = model_config.image_size
-        if train_config.preset == "shapes" and self.dist.is_main:
-            ensure_shapes_dataset(data_dir, size, train_config.seed)
+        if is_builtin(train_config.preset) and self.dist.is_main:
+            ensure_builtin_dataset(train_config.preset, data_dir, size, train_config.seed)
         self.dist.barrier()  # the other processes wait for rank 0 to write the data
         cache, seed = train_config.cache_images, train_config.seed
         self.train_set = CocoCaptionDataset(data_dir, "train", size, train_config.all_pairs, seed, cache)
