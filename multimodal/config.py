@@ -23,6 +23,8 @@ NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16")
+# The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
+DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
 
 
 def option(
@@ -253,8 +255,18 @@ class TrainConfig(_Config):
     preset: str = option("coco", "coco: COCO 2017 captions at 224 px; shapes: the built-in shapes set (generated)",
                          group="data", choices=tuple(MODEL_PRESETS))
     data_dir: str | None = option(
-        None, "dataset folder in COCO layout (default: data/coco/coco2017, or data/shapes for the shapes preset)",
-        group="data",
+        None, "dataset folder (COCO, image folder, paired files, captions.txt) or WebDataset shards "
+        "('shards/{000000..000099}.tar' or a folder of .tar) (default: data/coco/coco2017, or data/shapes for "
+        "the shapes preset)", group="data",
+    )
+    data_format: str = option("auto", "layout of --data-dir; auto: detected from its files", group="data",
+                              choices=DATA_FORMATS)
+    caption_column: str = option("text", "metadata column (or WebDataset .json key) that holds the captions",
+                                 group="data")
+    image_column: str = option("file_name", "metadata column that names the image file", group="data")
+    val_fraction: float = option(
+        0.05, "fraction held out for validation where a layout has no validation split (chosen by a hash of "
+        "the file name, so the same files every run)", group="data",
     )
     all_pairs: bool = option(False, "every (image, caption) pair per epoch instead of one caption per image",
                              group="data")
@@ -320,6 +332,9 @@ class TrainConfig(_Config):
             _require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
         _require(self.max_grad_norm > 0, "max_grad_norm", f"must be above 0, got {self.max_grad_norm}")
         _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        _require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        for name in ("caption_column", "image_column"):
+            _require(bool(getattr(self, name).strip()), name, "must not be empty")
 
     @property
     def resolved_data_dir(self) -> Path:
