@@ -8,6 +8,7 @@ generated picture shows, and its caption parser what a generated caption says.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -57,9 +58,10 @@ SHAPES_TARGETS: dict[str, float] = {
 }
 
 
-def is_shapes_dataset(dataset: CocoCaptionDataset) -> bool:
-    """The built-in shapes set records every image's attributes under "shape"; COCO does not."""
-    return all("shape" in info for info in dataset.image_info.values())
+def is_shapes_dataset(dataset: torch.utils.data.Dataset) -> bool:
+    """The built-in shapes set records every image's attributes under "shape"; other sets do not."""
+    infos = list(dataset.image_info.values())
+    return bool(infos) and all("shape" in info for info in infos)
 
 
 def score_shape_images(
@@ -70,9 +72,11 @@ def score_shape_images(
     return attribute_accuracy(predicted, [asdict(spec) for spec in specs])
 
 
-def _loader(dataset: CocoCaptionDataset, batch_size: int, limit: int | None) -> torch.utils.data.DataLoader:
-    """The first `limit` (default: all) images of `dataset` in file order."""
-    if limit is not None:
+def _loader(dataset: torch.utils.data.Dataset, batch_size: int, limit: int | None) -> torch.utils.data.DataLoader:
+    """The first `limit` (default: all) images of `dataset` in file (or stream) order."""
+    if limit is not None and isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset = list(itertools.islice(dataset, limit))  # a quick look: a few samples in memory
+    elif limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
@@ -186,7 +190,7 @@ def evaluate_shapes(
 
 def evaluate_coco(
     model: GenerativeMultimodalModel,
-    dataset: CocoCaptionDataset,
+    dataset: torch.utils.data.Dataset,
     batch_size: int = 64,
     limit: int | None = None,
     progress: bool = False,

@@ -409,3 +409,22 @@ def test_streamed_run_resumes_without_repeating_samples(small_layouts, tmp_path,
                       resume=True)
     resumed.run()
     assert seen == uninterrupted and len(seen) == 4
+
+
+@pytest.mark.parametrize("layout", ["imagefolder", "webdataset"])
+def test_evaluate_py_scores_every_layout_against_all_captions(layout, small_layouts, tmp_path):
+    from multimodal import GenerativeMultimodalModel
+
+    torch.manual_seed(0)
+    GenerativeMultimodalModel(tiny_config()).save_pretrained(tmp_path / "checkpoint")
+    output = tmp_path / "evaluation.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), "--checkpoint", str(tmp_path / "checkpoint"), "--data-dir",
+         str(small_layouts[layout]), "--limit", "3", "--batch-size", "2", "--device", "cpu", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())
+    assert results["dataset"] == layout
+    # 3 images; the synthetic set gives each two captions, all of which are the references
+    assert results["metrics"]["images"] == 3 and results["metrics"]["captions"] == 6

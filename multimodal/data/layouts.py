@@ -29,11 +29,11 @@ from multimodal.config import DATA_FORMATS
 from multimodal.data.caption_dataset import CaptionRecords
 from multimodal.data.coco import read_coco
 from multimodal.errors import DatasetLayoutError
+from multimodal.paths import is_shard_spec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VAL_FOLDERS = ("validation", "val", "test")  # the first one present is the validation split
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 EXPECTED = (
     "expected one of: COCO (annotations/captions_train2017.json and train2017/), an image folder with "
     "metadata.jsonl or metadata.csv, paired NAME.jpg + NAME.txt files, images/1.jpg… with captions.txt, "
@@ -73,19 +73,6 @@ class Layout:
 
 
 # -- which layout -------------------------------------------------------------------------
-def is_shard_spec(data_dir: str | os.PathLike) -> bool:
-    """Whether `data_dir` names WebDataset shards: a brace pattern, a .tar file, or a folder of them."""
-    text = str(data_dir)
-    if "{" in text or text.endswith(SHARD_SUFFIXES):
-        return True
-    root = Path(text)
-    return any(_shards_in(folder) for folder in (root, root / "train") if folder.is_dir())
-
-
-def _shards_in(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.iterdir() if p.name.endswith(SHARD_SUFFIXES))
-
-
 def detect_layout(data_dir: str | os.PathLike) -> str:
     """The layout `data_dir` holds, by its files; a DatasetLayoutError when none fits."""
     if is_shard_spec(data_dir):

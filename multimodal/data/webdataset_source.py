@@ -27,7 +27,8 @@ from webdataset.tariterators import base_plus_ext
 from webdataset.utils import pytorch_worker_info
 
 from multimodal.data.caption_dataset import IMAGE_ERRORS
-from multimodal.data.layouts import SHARD_SUFFIXES, VAL_FOLDERS, is_held_out
+from multimodal.data.layouts import VAL_FOLDERS, is_held_out
+from multimodal.paths import SHARD_SUFFIXES
 from multimodal.data.transforms import from_uint8, load_rgb, resize_and_crop, to_uint8_tensor
 from multimodal.errors import DatasetLayoutError
 
