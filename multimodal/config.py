@@ -274,6 +274,10 @@ class TrainConfig(_Config):
         None, "DataLoader worker processes per process (default: one per CPU core, at most 16; none when "
         "--cache-images)", group="data"
     )
+    text_cache_mb: int = option(
+        1024, "with --freeze-bert: the most memory (MB, per process) BERT's cached features take; the least "
+        "recently used captions are recomputed past it", group="hardware",
+    )
     cache_images: bool = option(
         False, "keep decoded images in memory (uint8) and read them in the main process: for small data sets",
         group="data",
@@ -318,7 +322,8 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
-                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0)):
+                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0),
+                            ("text_cache_mb", 1)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
             _require(value >= least, name, f"{wanted}, got {value}")

@@ -146,6 +146,25 @@ def test_text_cache_serves_berts_states_with_zeros_at_the_padding():
     assert cache.states(captions, *wider)[:, -3:].abs().max() == 0 and cache.bert_calls == 1
 
 
+def test_text_cache_stays_under_its_cap_and_recomputes_what_it_dropped():
+    model = GenerativeMultimodalModel(tiny_config(freeze_bert=True))
+    captions = [f"caption number {i} of a long list" for i in range(40)]
+    tokens = model.text_encoder.tokenize(captions)
+    unbounded = TextFeatureCache(model.text_encoder)
+    expected = unbounded.states(captions, tokens["input_ids"], tokens["attention_mask"])
+    one_entry = unbounded.bytes // len(captions)
+    cache = TextFeatureCache(model.text_encoder, max_bytes=10 * one_entry)
+    for start in range(0, 40, 4):
+        batch = slice(start, start + 4)
+        served = cache.states(captions[batch], tokens["input_ids"][batch], tokens["attention_mask"][batch])
+        torch.testing.assert_close(served, expected[batch])
+        assert cache.bytes <= 10 * one_entry + one_entry  # rounding: entries differ by a few bytes
+    assert len(cache.store) <= 10 and cache.evicted >= 30 and list(cache.store) == captions[-len(cache.store):]
+    calls = cache.bert_calls
+    cache.states(captions[:2], tokens["input_ids"][:2], tokens["attention_mask"][:2])  # dropped: computed again
+    assert cache.bert_calls == calls + 1
+
+
 def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):
     """Stopped at step 3 and resumed, a run takes the same steps as an uninterrupted one."""
 

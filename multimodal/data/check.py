@@ -7,26 +7,30 @@ opened. Fatal problems (exit 2) are those that stop training; the others are lef
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
 from multimodal.data.caption_dataset import IMAGE_ERRORS
-from multimodal.data.layouts import Problem, read_layout, resolve_format
+from multimodal.data.layouts import Problem, is_held_out, read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 
 
 @dataclass
 class SplitCounts:
+    """What one split holds (after leaving out what cannot be read)."""
+
     images: int = 0
     captions: list[int] = field(default_factory=list)  # captions per image
 
 
 @dataclass
 class Report:
+    """What `check` found: the layout, each split's counts, every caption and every problem."""
+
     layout: str
     splits: dict[str, SplitCounts] = field(default_factory=dict)
     caption_texts: list[str] = field(default_factory=list)
@@ -39,9 +43,7 @@ class Report:
 
 
 def _unreadable(path: str | os.PathLike | None, data: bytes | None = None) -> str | None:
-    """Why an image cannot be read, or None."""
-    import io
-
+    """Why an image (a file, or a shard's bytes) cannot be read, or None."""
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as image:
             image.verify()
@@ -51,10 +53,8 @@ def _unreadable(path: str | os.PathLike | None, data: bytes | None = None) -> st
 
 
 def _check_shards(data_dir: str, report: Report, caption_column: str, val_fraction: float, open_images: bool) -> None:
-    from multimodal.data.webdataset_source import (
-        CAPTION_KEYS, IMAGE_KEYS, captions_of, scan_shard, shard_lists,
-    )
-    from multimodal.data.layouts import is_held_out
+    # webdataset loads only for shards
+    from multimodal.data.webdataset_source import CAPTION_KEYS, IMAGE_KEYS, captions_of, scan_shard, shard_lists
 
     train, val = shard_lists(data_dir)
     report.held_out = val is None
@@ -86,9 +86,10 @@ def _check_shards(data_dir: str, report: Report, caption_column: str, val_fracti
 def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column: str = "text",
           image_column: str = "file_name", val_fraction: float = 0.05, open_images: bool = True) -> Report:
     """Everything `python -m multimodal.data check` reports about `data_dir`."""
+    report = Report("unknown")
     try:
-        name = resolve_format(data_dir, data_format)
-        report = Report(name)
+        report.layout = resolve_format(data_dir, data_format)
+        name = report.layout
         if name == "webdataset":
             _check_shards(str(data_dir), report, caption_column, val_fraction, open_images)
         else:
@@ -104,8 +105,7 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
                     counts.images += 1
                     counts.captions.append(len(captions))
                     report.caption_texts += captions
-    except DatasetLayoutError as error:
-        report = Report(locals().get("name", "unknown"))
+    except DatasetLayoutError as error:  # not the layout at all: the one problem to report
         report.problems.append(Problem(str(data_dir), str(error)))
         return report
     for split, counts in report.splits.items():
@@ -125,11 +125,12 @@ def token_lengths(captions: list[str]) -> list[int]:
 
 
 def format_report(data_dir: str | os.PathLike, report: Report, data_format: str = "auto") -> str:
+    """The report as `check` prints it: the layout, the counts, then one line per problem."""
     how = "detected" if data_format == "auto" else "as asked"
     lines = [f"{data_dir}: {report.layout} layout ({how})"]
     for split, counts in report.splits.items():
         per = counts.captions
-        held = f", held out: --val-fraction of the file names" if split == "val" and report.held_out else ""
+        held = ", held out: --val-fraction of the file names" if split == "val" and report.held_out else ""
         spread = f" ({min(per)}–{max(per)} per image, mean {sum(per) / len(per):.1f})" if per else ""
         lines.append(f"  {split}: {counts.images} images, {sum(per)} captions{spread}{held}")
     lengths = token_lengths(report.caption_texts)

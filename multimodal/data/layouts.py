@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from multimodal.config import DATA_FORMATS
 from multimodal.data.caption_dataset import CaptionRecords
@@ -106,6 +106,7 @@ def hash_fraction(name: str) -> float:
 
 
 def is_held_out(name: str, val_fraction: float) -> bool:
+    """Whether the image (or sample key) `name` belongs to the held-out validation split."""
     return hash_fraction(name) < val_fraction
 
 
@@ -136,7 +137,7 @@ def _images_under(folder: Path, skip: tuple[Path, ...] = ()) -> Iterator[Path]:
                 yield Path(current, name)
 
 
-def _split_folders(root: Path, has_data: Any) -> tuple[Path, Path | None]:
+def _split_folders(root: Path, has_data: Callable[[Path], bool]) -> tuple[Path, Path | None]:
     """(train folder, val folder or None): train/ and the first of VAL_FOLDERS when they hold
     data (by `has_data`), else the root alone."""
     if has_data(root / "train"):
@@ -145,7 +146,11 @@ def _split_folders(root: Path, has_data: Any) -> tuple[Path, Path | None]:
     return root, None
 
 
-def _add_split(layout: Layout, root: Path, train_dir: Path, val_dir: Path | None, read: Any, val_fraction: float) -> None:
+Reader = Callable[[Path], tuple[CaptionRecords, int]]  # a folder → its records and how many images are missing
+
+
+def _add_split(layout: Layout, root: Path, train_dir: Path, val_dir: Path | None, read: Reader,
+               val_fraction: float) -> None:
     """Read train (and val) with `read(folder) -> (records, num_missing)`; hold val out of train
     when there is no val folder."""
     train, layout.num_missing["train"] = read(train_dir)

@@ -112,7 +112,9 @@ class Trainer:
             # In place, so parameter names (and so checkpoints) stay those of the plain model.
             for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
                 part.compile()
-        self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
+        self.text_cache = (
+            TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if model_config.freeze_bert else None
+        )
         self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=model_config.max_text_length))
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
