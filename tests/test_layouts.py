@@ -297,6 +297,13 @@ def test_train_py_stops_on_malformed_data_with_one_line(make, message, tmp_path)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_options_that_cannot_apply_to_shards_are_refused(small_layouts):
+    from multimodal.errors import DatasetLayoutError
+
+    with pytest.raises(DatasetLayoutError, match="--cache-images cannot apply to streamed WebDataset shards"):
+        open_split(small_layouts["webdataset"], "train", 28, cache_images=True)
+
+
 def test_problems_that_leave_images_out_are_listed_but_train(tmp_path, capsys):
     root = tmp_path / "data"
     metadata(root / "train", '{"file_name": "a.jpg", "text": ["red", "red"]}', '{"file_name": "gone.jpg", "text": "x"}',

@@ -11,6 +11,7 @@ import torch
 from multimodal.data.caption_dataset import CaptionDataset
 from multimodal.data.coco import CocoCaptionDataset
 from multimodal.data.layouts import read_layout, resolve_format
+from multimodal.errors import DatasetLayoutError
 
 
 def open_split(
@@ -34,6 +35,11 @@ is only left out (missing images, images without captions, duplicates) is counte
         return CocoCaptionDataset(data_dir, split, image_size, all_pairs, seed, cache_images)
     if layout == "webdataset":
         from multimodal.data.webdataset_source import WebDatasetSource  # webdataset loads only for shards
+
+        ignored = [flag for flag, on in (("--all-pairs", all_pairs), ("--cache-images", cache_images)) if on]
+        if ignored:
+            raise DatasetLayoutError(f"{' and '.join(ignored)} cannot apply to streamed WebDataset shards; "
+                                     f"leave {'them' if len(ignored) > 1 else 'it'} out")
 
         return WebDatasetSource(str(data_dir), split, image_size, caption_column, val_fraction, seed)
     found = read_layout(data_dir, layout, caption_column, image_column, val_fraction)
