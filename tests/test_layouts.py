@@ -435,3 +435,10 @@ def test_evaluate_py_scores_every_layout_against_all_captions(layout, small_layo
     assert results["dataset"] == layout
     # 3 images; the synthetic set gives each two captions, all of which are the references
     assert results["metrics"]["images"] == 3 and results["metrics"]["captions"] == 6
+
+
+def test_convert_of_a_broken_source_leaves_nothing_behind(tmp_path, capsys):
+    assert data_main(["convert", str(bad_json_line(tmp_path / "data")), str(tmp_path / "out"), "--to", "webdataset"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "metadata.jsonl:2: not a JSON line" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -67,27 +67,36 @@ def convert(src: str, dst: str | os.PathLike, to: str, data_format: str = "auto"
         raise DatasetLayoutError(f"{target} already exists; convert writes a new folder")
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier, interrupted run left
-    counts = {}
-    for split, folder_name in SPLIT_FOLDERS.items():
-        folder = partial / folder_name
-        folder.mkdir(parents=True)
-        taken: set[str] = set()
-        samples = _source_samples(src, split, data_format, caption_column, image_column, val_fraction)
-        counts[split] = 0
-        if to == "imagefolder":
-            with open(folder / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-                for name, extension, data, captions in samples:
-                    file_name = f"{_unique(name, taken)}.{extension}"
-                    (folder / file_name).write_bytes(data)
-                    metadata.write(json.dumps({"file_name": file_name, "text": captions}) + "\n")
-                    counts[split] += 1
-        else:
-            import webdataset as wds
-
-            with wds.ShardWriter(str(folder / f"{folder_name}-%06d.tar"), maxcount=shard_size, verbose=0) as writer:
-                for name, extension, data, captions in samples:
-                    # .json, not .txt: a caption may hold a line break (a few COCO captions do).
-                    writer.write({"__key__": _unique(name, taken), extension: data, "json": {"text": captions}})
-                    counts[split] += 1
+    try:
+        counts = {split: _write_split(partial / folder, to, shard_size,
+                                      _source_samples(src, split, data_format, caption_column, image_column,
+                                                      val_fraction))
+                  for split, folder in SPLIT_FOLDERS.items()}
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a source that cannot be read leaves nothing behind
+        raise
     partial.rename(target)
     return counts
+
+
+def _write_split(folder: Path, to: str, shard_size: int, samples: Iterator[tuple[str, str, bytes, list[str]]]) -> int:
+    """Write one split's samples into `folder` as `to`; returns how many."""
+    folder.mkdir(parents=True)
+    taken: set[str] = set()
+    count = 0
+    if to == "imagefolder":
+        with open(folder / "metadata.jsonl", "w", encoding="utf-8") as metadata:
+            for name, extension, data, captions in samples:
+                file_name = f"{_unique(name, taken)}.{extension}"
+                (folder / file_name).write_bytes(data)
+                metadata.write(json.dumps({"file_name": file_name, "text": captions}) + "\n")
+                count += 1
+        return count
+    import webdataset as wds
+
+    with wds.ShardWriter(str(folder / f"{folder.name}-%06d.tar"), maxcount=shard_size, verbose=0) as writer:
+        for name, extension, data, captions in samples:
+            # .json, not .txt: a caption may hold a line break (a few COCO captions do).
+            writer.write({"__key__": _unique(name, taken), extension: data, "json": {"text": captions}})
+            count += 1
+    return count
