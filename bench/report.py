@@ -319,9 +319,7 @@ def text_cache_details(results: dict) -> str:
         return "not measured (`--quick` leaves it out)"
     return table(["cap (--text-cache-mb)", "distinct captions", "cached at the end", "cache MB", "RSS before MB",
                   "peak RSS MB", "s"], rows) + (
-        "
-
-`TextFeatureCache` fed every caption once, in batches of 256, each configuration in a fresh "
+        "\n\n`TextFeatureCache` fed every caption once, in batches of 256, each configuration in a fresh "
         "process; BERT of the bundled MiniLM's width (384), one layer, random weights; ~14-token captions.")
 
 

@@ -150,18 +150,20 @@ def test_text_cache_stays_under_its_cap_and_recomputes_what_it_dropped():
     model = GenerativeMultimodalModel(tiny_config(freeze_bert=True))
     captions = [f"caption number {i} of a long list" for i in range(40)]
     tokens = model.text_encoder.tokenize(captions)
-    unbounded = TextFeatureCache(model.text_encoder)
-    expected = unbounded.states(captions, tokens["input_ids"], tokens["attention_mask"])
-    one_entry = unbounded.bytes // len(captions)
-    cache = TextFeatureCache(model.text_encoder, max_bytes=10 * one_entry)
+    expected = TextFeatureCache(model.text_encoder).states(captions, tokens["input_ids"], tokens["attention_mask"])
+    slot_bytes = model.text_encoder.max_length * model.text_encoder.hidden_size * 2  # float16
+    cache = TextFeatureCache(model.text_encoder, max_bytes=10 * slot_bytes)
     for start in range(0, 40, 4):
         batch = slice(start, start + 4)
         served = cache.states(captions[batch], tokens["input_ids"][batch], tokens["attention_mask"][batch])
         torch.testing.assert_close(served, expected[batch])
-        assert cache.bytes <= 10 * one_entry + one_entry  # rounding: entries differ by a few bytes
-    assert len(cache.store) <= 10 and cache.evicted >= 30 and list(cache.store) == captions[-len(cache.store):]
+        assert cache.bytes <= 10 * slot_bytes
+    assert list(cache.store) == captions[-10:] and cache.evicted == 30  # the least recently used went
     calls = cache.bert_calls
-    cache.states(captions[:2], tokens["input_ids"][:2], tokens["attention_mask"][:2])  # dropped: computed again
+    again = cache.states(captions[:2], tokens["input_ids"][:2], tokens["attention_mask"][:2])  # dropped: computed again
+    assert cache.bert_calls == calls + 1
+    torch.testing.assert_close(again, expected[:2])
+    cache.states(captions[-1:], tokens["input_ids"][-1:], tokens["attention_mask"][-1:])  # kept: no BERT
     assert cache.bert_calls == calls + 1
 
 
