@@ -442,3 +442,17 @@ def test_convert_of_a_broken_source_leaves_nothing_behind(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "metadata.jsonl:2: not a JSON line" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_torchrun_trains_on_shards_with_loader_workers(small_layouts, tmp_path):
+    """Every process gets full, equal batches (the contrastive loss gathers them), however the
+    shards divide among processes and workers, and none runs out before the others."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(REPO / "train.py"), "--data-dir", str(small_layouts["webdataset"]),
+               "--output-dir", str(tmp_path), "--batch-size", "2", "--num-workers", "2", "--epochs", "2",
+               "--no-sample-every-epoch", "--device", "cpu", *[f for f in TINY_FLAGS if f not in ("--num-workers", "0")]]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "× 2 processes" in result.stdout and "(2 per epoch" in result.stdout  # (6 - 2 workers × 1) // 2
+    assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 4

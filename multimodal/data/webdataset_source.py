@@ -136,8 +136,8 @@ class WebDatasetSource(torch.utils.data.IterableDataset):
                 captions = captions_of(files, caption_column)
                 if isinstance(captions, list):
                     self.references[sample_id(key)] = captions
-        shares = [sum(counts[rank :: self.world_size]) for rank in range(self.world_size)]
-        self.length = min(shares) * self.world_size
+        self.share = min(sum(counts[rank :: self.world_size]) for rank in range(self.world_size))  # per process
+        self.length = self.share * self.world_size
         if self.length == 0:
             raise DatasetLayoutError(f"no {split} sample (an image and a .txt or .json) in the shards of {data_dir}")
         self.image_info: dict[int, dict] = {}

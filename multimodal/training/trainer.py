@@ -120,9 +120,14 @@ class Trainer:
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
         self.images_per_step = train_config.batch_size * self.dist.world_size * train_config.grad_accum
-        # A stream cannot wrap around: an epoch is the full steps every process has data for.
-        epoch_steps = math.floor if self.streamed else math.ceil
-        self.steps_per_epoch = epoch_steps(len(self.train_set) / self.images_per_step)
+        if self.streamed:
+            # A stream cannot wrap around: an epoch is the full steps every process has data for.
+            # Each loader worker drops its last, partial batch (the contrastive loss gathers
+            # equal batches from every process), up to batch_size - 1 samples a worker.
+            usable = self.train_set.share - max(1, self.num_workers) * (c.batch_size - 1)
+            self.steps_per_epoch = max(0, usable) // (c.batch_size * c.grad_accum)
+        else:
+            self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
         if self.steps_per_epoch == 0:
             raise TrainingError(f"{len(self.train_set)} training samples are fewer than one step's "
                                 f"{self.images_per_step}; lower --batch-size")
@@ -294,12 +299,13 @@ class Trainer:
         return metrics | {f"val_{k}": v for k, v in recall.items()}
 
     # -- the loop -------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, order: list[int] | None) -> DataLoader:
+    def _loader(self, dataset: Dataset, order: list[int] | None, drop_last: bool = False) -> DataLoader:
         """Batches of `dataset` in `order` (None for a stream, which orders itself)."""
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
             sampler=order,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             pin_memory=self.device.type == "cuda",
@@ -361,7 +367,7 @@ class Trainer:
         per_step = c.batch_size * c.grad_accum
         order = self._epoch_order(epoch)
         if order is None:  # a stream resumed mid-epoch reads past the batches already trained on
-            batches = itertools.islice(self._loader(self.train_set, None), start * c.grad_accum, None)
+            batches = itertools.islice(self._loader(self.train_set, None, drop_last=True), start * c.grad_accum, None)
         else:
             batches = iter(self._loader(self.train_set, order[start * per_step :]))
         last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
