@@ -129,8 +129,9 @@ class Trainer:
         else:
             self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
         if self.steps_per_epoch == 0:
-            raise TrainingError(f"{len(self.train_set)} training samples are fewer than one step's "
-                                f"{self.images_per_step}; lower --batch-size")
+            fewer = " or, for shards, --num-workers" if self.streamed else ""
+            raise TrainingError(f"{len(self.train_set)} training samples do not fill one step of "
+                                f"{self.images_per_step}; lower --batch-size{fewer}")
         self.stages = plan_stages(train_config, self.steps_per_epoch, self.model.loss_weights())
         self.total_steps = self.stages[-1].end_step
 
