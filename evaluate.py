@@ -7,7 +7,9 @@ Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, a
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. Scenes: the same with two objects (both right: colour, shape and place) over the
 540 layouts. Where training held some kinds out (shapes-holdout, scenes), every metric also
-for the kinds training saw and those it never did. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
+for the kinds training saw and those it never did. Any other data set (COCO or any layout
+train.py reads): BLEU-4, CIDEr against every caption of an image, and retrieval R@1/5/10.
+Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
 """
 
@@ -23,10 +25,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import SamplingConfig, default_data_dir  # noqa: E402
-from multimodal.paths import read_trainer_state  # noqa: E402
+from multimodal.config import SamplingConfig, TrainConfig, default_data_dir  # noqa: E402
+from multimodal.paths import is_shard_spec, read_trainer_state  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
+DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")  # how the data set is read
 SHEET_COLUMNS = 8
 
 
@@ -45,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="dataset folder in COCO layout (default: the folder the checkpoint was trained on)",
+        help="dataset folder in any layout train.py reads, or WebDataset shards (default: the data set the "
+        "checkpoint was trained on, read as it was)",
     )
+    skip = tuple(name for name in TrainConfig.field_names() if name not in DATA_FIELDS)
+    cli.add_config_arguments(data, TrainConfig, skip=skip)
     data.add_argument("--batch-size", type=cli.positive_int, metavar="N", default=64,
                       help="images or prompts per batch (default: 64)")
     data.add_argument("--limit", type=cli.positive_int, metavar="N",
@@ -68,14 +74,16 @@ def results_path(args: argparse.Namespace, checkpoint: Path) -> Path:
     return checkpoint / (f"evaluation-limit-{args.limit}.json" if args.limit else RESULTS_NAME)
 
 
-def trained_data_dir(checkpoint: Path) -> Path:
-    """The data set the checkpoint was trained on, as its trainer state records it (an
-    absolute path since this version; older runs record the preset, or nothing: shapes)."""
+def trained_data(checkpoint: Path) -> tuple[Path, dict]:
+    """The data set the checkpoint was trained on and how it was read (its layout, columns and
+    validation fraction), as its trainer state records them (the data folder as an absolute
+    path since this version; older runs record the preset, or nothing: shapes)."""
     state = read_trainer_state(checkpoint) or {}
     train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
+    options = {name: train_config[name] for name in DATA_FIELDS if name in train_config}
     if train_config.get("data_dir"):
-        return Path(train_config["data_dir"])
-    return default_data_dir(train_config.get("preset", "shapes"))
+        return Path(train_config["data_dir"]), options
+    return default_data_dir(train_config.get("preset", "shapes")), options
 
 
 def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> None:
@@ -101,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
     cli.check_device(parser, args.device)
-    data_dir = args.data_dir and Path(args.data_dir)
-    if data_dir is None:
-        data_dir = trained_data_dir(checkpoint)
-        if not data_dir.is_dir():
+    data_dir, options = trained_data(checkpoint)
+    if args.data_dir is None:
+        if not (data_dir.is_dir() or is_shard_spec(data_dir)):
             parser.error(f"{checkpoint} was trained on {data_dir}, which is not there; pass --data-dir DIR")
-    elif not data_dir.is_dir():
-        parser.error(f"--data-dir {data_dir} is not a folder")
+    else:
+        data_dir, options = Path(args.data_dir), {}
+        if not (data_dir.is_dir() or is_shard_spec(data_dir)):
+            parser.error(f"--data-dir {data_dir} is not a folder")
+    data = cli.build_config(parser, lambda: TrainConfig(**(options | cli.given(args, TrainConfig))), TrainConfig)
     # The libraries load only once the arguments are good: --help and usage errors are instant.
-    from multimodal.data import CocoCaptionDataset, DatasetLayoutError
+    from multimodal.data import DatasetLayoutError, open_split
+    from multimodal.data.layouts import resolve_format
     from multimodal.evaluation import (
         SCENES_TARGETS,
         SHAPES_HOLDOUT_TARGETS,
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             from multimodal.generation import ImageTextGenerator
 
             generator = ImageTextGenerator(checkpoint, device=args.device)
-            val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
+            val = open_split(data_dir, "val", generator.model.config.image_size,
+                             **{name: getattr(data, name) for name in DATA_FIELDS})
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
             seed = 0 if args.seed is None else args.seed
             dataset = builtin_dataset_kind(val)
@@ -148,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     limit=args.limit, progress=True,
                 )
             else:
-                dataset, targets = "coco", {}
+                dataset, targets = resolve_format(data_dir, data.data_format), {}
                 metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
                                         progress=True)
     except DatasetLayoutError as error:

@@ -311,6 +311,18 @@ def data_details(results: dict) -> str:
     return table(["set", "px", "workers", "images/s", f"× training ({results['training_precision']})"], rows)
 
 
+def text_cache_details(results: dict) -> str:
+    rows = [[f"{row['cap_mb']} MB" if row["cap_mb"] else "none", f"{row['captions']:,}", f"{row['cached']:,}",
+             num(row["cache_mb"]), num(row["rss_before_mb"]), num(row["peak_rss_mb"]), num(row["seconds"])]
+            for row in results.get("text_cache", [])]
+    if not rows:
+        return "not measured (`--quick` leaves it out)"
+    return table(["cap (--text-cache-mb)", "distinct captions", "cached at the end", "cache MB", "RSS before MB",
+                  "peak RSS MB", "s"], rows) + (
+        "\n\n`TextFeatureCache` fed every caption once, in batches of 256, each configuration in a fresh "
+        "process; BERT of the bundled MiniLM's width (384), one layer, random weights; ~14-token captions.")
+
+
 def demo_details(results: dict) -> str:
     if not results.get("demo"):
         return "not measured (`--quick` and `--no-demo` leave it out)"
@@ -346,6 +358,7 @@ def device_section(device: str, results: dict) -> str:
         "### Image → text\n\n" + image_to_text_details(results),
         "### Training\n\n" + training_details(results) + epoch,
         "### Data loading\n\n" + data_details(results),
+        "### Frozen-BERT text cache\n\n" + text_cache_details(results),
         "### `make demo`\n\n" + demo_details(results),
     ]) + (f"\n\nNotes:{notes}" if notes else "")
 

@@ -29,6 +29,7 @@ from bench.demo import bench_demo
 from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
 from bench.report import read_results, targets, write_document
+from bench.text_cache import bench_text_cache
 from bench.timing import Timer, describe_machine, matmul_peak, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
 from bench.unet import bench_unets
@@ -57,10 +58,11 @@ class Plan:
     data_images: int
     data_passes: int
     demo: bool  # `make demo` end to end, at each native precision
+    text_cache_captions: int  # distinct captions fed to the frozen-BERT text cache (0: not measured)
 
 
-FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True)
-QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False)
+FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True, 50_000)
+QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False, 0)
 GPU_COCO_BATCH = 64
 
 
@@ -150,6 +152,9 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
         ]
         tokenizer = overrides.get("text_encoder") or bundled_bert_path()
         results["data"] = bench_data(sets, tokenizer, plan.data_images, plan.data_passes)
+        if plan.text_cache_captions:
+            log(f"text cache: {plan.text_cache_captions:,} captions, capped and not", start)
+        results["text_cache"] = bench_text_cache(plan.text_cache_captions) if plan.text_cache_captions else []
 
         results["demo"] = []
         for precision in native if plan.demo else ():

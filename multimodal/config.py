@@ -23,6 +23,8 @@ NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16")
+# The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
+DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
 
 
 def option(
@@ -264,14 +266,28 @@ class TrainConfig(_Config):
         "are generated on first use)", group="data", choices=tuple(MODEL_PRESETS),
     )
     data_dir: str | None = option(
-        None, "dataset folder in COCO layout (default: data/coco/coco2017, or data/<preset> for a built-in set)",
-        group="data",
+        None, "dataset folder (COCO, image folder, paired files, captions.txt) or WebDataset shards "
+        "('shards/{000000..000099}.tar' or a folder of .tar) (default: data/coco/coco2017, or data/<preset> "
+        "for a built-in set)", group="data",
+    )
+    data_format: str = option("auto", "layout of --data-dir; auto: detected from its files", group="data",
+                              choices=DATA_FORMATS)
+    caption_column: str = option("text", "metadata column (or WebDataset .json key) that holds the captions",
+                                 group="data")
+    image_column: str = option("file_name", "metadata column that names the image file", group="data")
+    val_fraction: float = option(
+        0.05, "fraction held out for validation where a layout has no validation split (chosen by a hash of "
+        "the file name, so the same files every run)", group="data",
     )
     all_pairs: bool = option(False, "every (image, caption) pair per epoch instead of one caption per image",
                              group="data")
     num_workers: int | None = option(
         None, "DataLoader worker processes per process (default: one per CPU core, at most 16; none when "
         "--cache-images)", group="data"
+    )
+    text_cache_mb: int = option(
+        1024, "with --freeze-bert: the most memory (MB, per process) BERT's cached features take; the least "
+        "recently used captions are recomputed past it", group="hardware",
     )
     cache_images: bool = option(
         False, "keep decoded images in memory (uint8) and read them in the main process: for small data sets",
@@ -317,7 +333,8 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
-                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0)):
+                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0),
+                            ("text_cache_mb", 1)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
             _require(value >= least, name, f"{wanted}, got {value}")
@@ -331,6 +348,9 @@ class TrainConfig(_Config):
             _require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
         _require(self.max_grad_norm > 0, "max_grad_norm", f"must be above 0, got {self.max_grad_norm}")
         _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        _require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        for name in ("caption_column", "image_column"):
+            _require(bool(getattr(self, name).strip()), name, "must not be empty")
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -10,6 +10,7 @@ the kinds training saw and those it never did.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -102,16 +103,17 @@ SCENES_TARGETS: dict[str, float] = {
 def builtin_dataset_kind(dataset: CocoCaptionDataset) -> str | None:
     """"shapes" or "scenes" for a built-in set (every image records what it shows under that
     name), None for anything else."""
-    for kind in ("shapes", "scenes"):
-        key = "shape" if kind == "shapes" else "scene"
-        if all(key in info for info in dataset.image_info.values()):
+    infos = list(dataset.image_info.values())
+    for kind, key in (("shapes", "shape"), ("scenes", "scene")):
+        if infos and all(key in info for info in infos):
             return kind
     return None
 
 
 def has_heldout(dataset: CocoCaptionDataset) -> bool:
     """Whether the set holds validation images of kinds training never saw (each image says)."""
-    return all("seen" in info for info in dataset.image_info.values())
+    infos = list(dataset.image_info.values())
+    return bool(infos) and all("seen" in info for info in infos)
 
 
 def score_shape_images(
@@ -122,9 +124,11 @@ def score_shape_images(
     return attribute_accuracy(predicted, [asdict(spec) for spec in specs])
 
 
-def _loader(dataset: CocoCaptionDataset, batch_size: int, limit: int | None) -> torch.utils.data.DataLoader:
-    """The first `limit` (default: all) images of `dataset` in file order."""
-    if limit is not None:
+def _loader(dataset: torch.utils.data.Dataset, batch_size: int, limit: int | None) -> torch.utils.data.DataLoader:
+    """The first `limit` (default: all) images of `dataset` in file (or stream) order."""
+    if limit is not None and isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset = list(itertools.islice(dataset, limit))  # a quick look: a few samples in memory
+    elif limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
@@ -368,7 +372,7 @@ def evaluate_scenes(
 
 def evaluate_coco(
     model: GenerativeMultimodalModel,
-    dataset: CocoCaptionDataset,
+    dataset: torch.utils.data.Dataset,
     batch_size: int = 64,
     limit: int | None = None,
     progress: bool = False,

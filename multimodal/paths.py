@@ -7,7 +7,7 @@
     <checkpoint>/training_weights.safetensors, training_state.safetensors, trainer_state.json
                                             what resuming needs (latest/ only)
 
-and the names of generated image files. Imports nothing heavy, so the command lines can
+the names of generated image files, and which --data-dir names WebDataset shards. Imports nothing heavy, so the command lines can
 check every path before torch loads.
 """
 
@@ -84,6 +84,24 @@ def trained_preset(checkpoint: str | os.PathLike) -> str | None:
     """The preset a trainer-written checkpoint was trained with (None when it does not say)."""
     train_config = (read_trainer_state(checkpoint) or {}).get("train_config")
     return train_config.get("preset") if isinstance(train_config, dict) else None
+
+
+# WebDataset shards: what `--data-dir` names when it is not a dataset folder.
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_shard_spec(data_dir: str | os.PathLike) -> bool:
+    """Whether `data_dir` names WebDataset shards: a brace pattern ('shards/{000000..000099}.tar'),
+    a .tar file, or a folder of them (or whose train/ folder holds them)."""
+    text = str(data_dir)
+    if "{" in text or text.endswith(SHARD_SUFFIXES):
+        return True
+    root = Path(text)
+    return any(
+        any(p.name.endswith(SHARD_SUFFIXES) for p in folder.iterdir())
+        for folder in (root, root / "train")
+        if folder.is_dir()
+    )
 
 
 # Image formats a generated picture can be written in, by file extension (PIL's names).

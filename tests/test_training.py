@@ -157,6 +157,27 @@ def test_text_cache_serves_berts_states_with_zeros_at_the_padding():
     assert cache.states(captions, *wider)[:, -3:].abs().max() == 0 and cache.bert_calls == 1
 
 
+def test_text_cache_stays_under_its_cap_and_recomputes_what_it_dropped():
+    model = GenerativeMultimodalModel(tiny_config(freeze_bert=True))
+    captions = [f"caption number {i} of a long list" for i in range(40)]
+    tokens = model.text_encoder.tokenize(captions)
+    expected = TextFeatureCache(model.text_encoder).states(captions, tokens["input_ids"], tokens["attention_mask"])
+    slot_bytes = model.text_encoder.max_length * model.text_encoder.hidden_size * 2  # float16
+    cache = TextFeatureCache(model.text_encoder, max_bytes=10 * slot_bytes)
+    for start in range(0, 40, 4):
+        batch = slice(start, start + 4)
+        served = cache.states(captions[batch], tokens["input_ids"][batch], tokens["attention_mask"][batch])
+        torch.testing.assert_close(served, expected[batch])
+        assert cache.bytes <= 10 * slot_bytes
+    assert list(cache.store) == captions[-10:] and cache.evicted == 30  # the least recently used went
+    calls = cache.bert_calls
+    again = cache.states(captions[:2], tokens["input_ids"][:2], tokens["attention_mask"][:2])  # dropped: computed again
+    assert cache.bert_calls == calls + 1
+    torch.testing.assert_close(again, expected[:2])
+    cache.states(captions[-1:], tokens["input_ids"][-1:], tokens["attention_mask"][-1:])  # kept: no BERT
+    assert cache.bert_calls == calls + 1
+
+
 def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):
     """Stopped at step 3 and resumed, a run takes the same steps as an uninterrupted one."""
 

@@ -8,6 +8,7 @@ on a forked RNG, so a run stopped at step N and resumed computes what it would h
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -22,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, TrainConfig
-from multimodal.data import CaptionCollator, CocoCaptionDataset
+from multimodal.data import CaptionCollator, open_split
 from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
@@ -86,9 +87,12 @@ class Trainer:
         if is_builtin(train_config.preset) and self.dist.is_main:
             ensure_builtin_dataset(train_config.preset, data_dir, size, train_config.seed)
         self.dist.barrier()  # the other processes wait for rank 0 to write the data
-        cache, seed = train_config.cache_images, train_config.seed
-        self.train_set = CocoCaptionDataset(data_dir, "train", size, train_config.all_pairs, seed, cache)
-        self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=seed, cache_images=cache)
+        c = train_config
+        layout = dict(data_format=c.data_format, caption_column=c.caption_column, image_column=c.image_column,
+                      val_fraction=c.val_fraction, seed=c.seed, cache_images=c.cache_images)
+        self.train_set = open_split(data_dir, "train", size, all_pairs=c.all_pairs, **layout)
+        self.val_set = open_split(data_dir, "val", size, **layout)
+        self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards
 
         # Every process builds the same initial weights; after that each draws its own noise.
         self.model = GenerativeMultimodalModel(model_config).to(self.device)
@@ -108,13 +112,26 @@ class Trainer:
             # In place, so parameter names (and so checkpoints) stay those of the plain model.
             for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
                 part.compile()
-        self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
+        self.text_cache = (
+            TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if model_config.freeze_bert else None
+        )
         self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=model_config.max_text_length))
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
         self.images_per_step = train_config.batch_size * self.dist.world_size * train_config.grad_accum
-        self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
+        if self.streamed:
+            # A stream cannot wrap around: an epoch is the full steps every process has data for.
+            # Each loader worker drops its last, partial batch (the contrastive loss gathers
+            # equal batches from every process), up to batch_size - 1 samples a worker.
+            usable = self.train_set.share - max(1, self.num_workers) * (c.batch_size - 1)
+            self.steps_per_epoch = max(0, usable) // (c.batch_size * c.grad_accum)
+        else:
+            self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
+        if self.steps_per_epoch == 0:
+            fewer = " or, for shards, --num-workers" if self.streamed else ""
+            raise TrainingError(f"{len(self.train_set)} training samples do not fill one step of "
+                                f"{self.images_per_step}; lower --batch-size{fewer}")
         self.stages = plan_stages(train_config, self.steps_per_epoch, self.model.loss_weights())
         self.total_steps = self.stages[-1].end_step
 
@@ -261,7 +278,7 @@ class Trainer:
         """The EMA weights on the validation split: the losses `stage` trains (so that they
         compare with the training losses), and retrieval R@1/R@5 both ways."""
         model = self.ema.module.eval()
-        loader = self._loader(self.val_set, list(range(len(self.val_set))))
+        loader = self._loader(self.val_set, None if self.streamed else list(range(len(self.val_set))))
         sums: dict[str, torch.Tensor] = {}
         image_embeddings, text_embeddings, captions = [], [], []
         with fork_rng(self.device, self.config.seed):
@@ -283,11 +300,13 @@ class Trainer:
         return metrics | {f"val_{k}": v for k, v in recall.items()}
 
     # -- the loop -------------------------------------------------------------------------
-    def _loader(self, dataset: CocoCaptionDataset, order: list[int]) -> DataLoader:
+    def _loader(self, dataset: Dataset, order: list[int] | None, drop_last: bool = False) -> DataLoader:
+        """Batches of `dataset` in `order` (None for a stream, which orders itself)."""
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
             sampler=order,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             pin_memory=self.device.type == "cuda",
@@ -301,9 +320,11 @@ class Trainer:
             return self.config.num_workers
         return 0 if self.config.cache_images else default_num_workers(self.dist.world_size)
 
-    def _epoch_order(self, epoch: int) -> list[int]:
+    def _epoch_order(self, epoch: int) -> list[int] | None:
         """This process's share of the epoch's shuffled order (DistributedSampler; with one
-        process it is the whole order)."""
+        process it is the whole order); None for a stream, which splits and shuffles itself."""
+        if self.streamed:
+            return None
         sampler = DistributedSampler(
             self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.config.seed
         )
@@ -345,7 +366,11 @@ class Trainer:
         start = self.step - epoch * self.steps_per_epoch
         self.train_set.set_epoch(epoch)
         per_step = c.batch_size * c.grad_accum
-        batches = iter(self._loader(self.train_set, self._epoch_order(epoch)[start * per_step :]))
+        order = self._epoch_order(epoch)
+        if order is None:  # a stream resumed mid-epoch reads past the batches already trained on
+            batches = itertools.islice(self._loader(self.train_set, None, drop_last=True), start * c.grad_accum, None)
+        else:
+            batches = iter(self._loader(self.train_set, order[start * per_step :]))
         last_step = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
         label = f" · {self.stage_of(self.step).name}" if len(self.stages) > 1 else ""
         bar = tqdm(
@@ -415,7 +440,7 @@ class Trainer:
 
     def _write_samples(self, epoch: int) -> None:
         count = min(NUM_SAMPLES, len(self.val_set))
-        items = [self.val_set[i] for i in range(count)]
+        items = list(itertools.islice(self.val_set, count)) if self.streamed else [self.val_set[i] for i in range(count)]
         images = torch.stack([item["image"] for item in items]).to(self.device)
         prompts = [item["caption"] for item in items]
         with fork_rng(self.device):

@@ -1,0 +1,72 @@
+"""`python -m multimodal.data check DIR` and `python -m multimodal.data convert SRC DST --to FORMAT`.
+
+check: names the layout, counts images and captions, and lists every problem with its file
+and line; exit 0 when the set would train, 2 when it would not. convert: writes any layout as
+an image folder or WebDataset shards. Bad input: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tokenizer comes from an installed package
+
+from multimodal import cli  # noqa: E402
+from multimodal.config import TrainConfig  # noqa: E402
+
+DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="python -m multimodal.data",
+        description="Check a data set before training on it, or convert it to another layout.",
+        epilog="examples:\n"
+        "  python -m multimodal.data check data/my-captions\n"
+        "  python -m multimodal.data convert data/coco2017 data/coco-shards --to webdataset --shard-size 1000",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.ArgumentParser)
+    skip = tuple(name for name in TrainConfig.field_names() if name not in DATA_FIELDS)
+    check = commands.add_parser("check", help="name the layout, count images and captions, list every problem")
+    check.add_argument("data_dir", metavar="DIR", help="the data set: a folder, or WebDataset shards")
+    check.add_argument("--no-open-images", dest="open_images", action="store_false",
+                       help="skip opening every image (the slow check)")
+    cli.add_config_arguments(check, TrainConfig, skip=skip)
+    convert = commands.add_parser("convert", help="write a data set (any layout) as an image folder or shards")
+    convert.add_argument("source", metavar="SRC", help="the data set to read, in any layout")
+    convert.add_argument("destination", metavar="DST", help="the folder to write (must not exist)")
+    convert.add_argument("--to", required=True, choices=("imagefolder", "webdataset"), help="the layout to write")
+    convert.add_argument("--shard-size", type=cli.positive_int, default=1000, metavar="N",
+                         help="samples per WebDataset shard (default: 1000)")
+    cli.add_config_arguments(convert, TrainConfig, skip=skip)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = cli.build_config(parser, lambda: TrainConfig(**cli.given(args, TrainConfig)), TrainConfig)
+    options = {name: getattr(config, name) for name in DATA_FIELDS}
+    from multimodal.errors import DatasetLayoutError
+
+    if args.command == "check":
+        from multimodal.data.check import check, format_report
+
+        report = check(args.data_dir, open_images=args.open_images, **options)
+        print(format_report(args.data_dir, report, config.data_format))
+        return 0 if report.trains else 2
+    from multimodal.data.convert import convert
+
+    try:
+        counts = convert(args.source, args.destination, args.to, shard_size=args.shard_size, **options)
+    except (DatasetLayoutError, OSError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.destination}: " + ", ".join(f"{n} {split} images" for split, n in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

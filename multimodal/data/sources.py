@@ -1,0 +1,52 @@
+"""The one place a data set is opened: `--data-dir` and `--data-format` → a split to train or
+evaluate on, whatever its layout (train.py, evaluate.py and the bench all come here)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from multimodal.data.caption_dataset import CaptionDataset
+from multimodal.data.coco import CocoCaptionDataset
+from multimodal.data.layouts import read_layout, resolve_format
+from multimodal.errors import DatasetLayoutError
+
+
+def open_split(
+    data_dir: str | os.PathLike,
+    split: str,
+    image_size: int,
+    data_format: str = "auto",
+    caption_column: str = "text",
+    image_column: str = "file_name",
+    val_fraction: float = 0.05,
+    all_pairs: bool = False,
+    seed: int = 0,
+    cache_images: bool = False,
+) -> torch.utils.data.Dataset:
+    """The `split` ("train" or "val") of the data set at `data_dir`: a map-style dataset, or for
+    WebDataset shards a streamed IterableDataset. A DatasetLayoutError (one line) names the
+    first problem that would stop training (the fast checks of `python -m multimodal.data check`); what
+is only left out (missing images, images without captions, duplicates) is counted in one warning."""
+    layout = resolve_format(data_dir, data_format)
+    if layout == "coco":
+        return CocoCaptionDataset(data_dir, split, image_size, all_pairs, seed, cache_images)
+    if layout == "webdataset":
+        from multimodal.data.webdataset_source import WebDatasetSource  # webdataset loads only for shards
+
+        ignored = [flag for flag, on in (("--all-pairs", all_pairs), ("--cache-images", cache_images)) if on]
+        if ignored:
+            raise DatasetLayoutError(f"{' and '.join(ignored)} cannot apply to streamed WebDataset shards; "
+                                     f"leave {'them' if len(ignored) > 1 else 'it'} out")
+
+        return WebDatasetSource(str(data_dir), split, image_size, caption_column, val_fraction, seed)
+    found = read_layout(data_dir, layout, caption_column, image_column, val_fraction)
+    found.raise_if_fatal()
+    left_out = [problem for problem in found.problems if not problem.fatal]
+    if left_out and split == "train":  # said once, not for each split
+        warnings.warn(f"{len(left_out)} problems in {data_dir} left out of training, e.g. {left_out[0]} "
+                      f"(python -m multimodal.data check {data_dir} lists them)", stacklevel=2)
+    return CaptionDataset(found.splits[split], f"{data_dir} ({split} split)", image_size, all_pairs, seed,
+                          cache_images, found.num_missing.get(split, 0))
