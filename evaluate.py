@@ -3,7 +3,7 @@
     python evaluate.py                                   # checkpoints/, else checkpoints/demo/
     python evaluate.py --checkpoint ck --limit 50 --steps 20   # a quick look
 
-Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, and text→image
+Shapes: retrieval over the canonical captions of the split's colours (180 for the standard set), caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description="Evaluate a checkpoint on the validation split (never training images): retrieval, "
         "captions and, on the shapes set, text→image attribute accuracy against its targets.\n"
-        f"Prints a table and writes <checkpoint>/{RESULTS_NAME}.",
+        f"Prints a table and writes <checkpoint>/{RESULTS_NAME} (with --adapter, <adapter>/{RESULTS_NAME}).",
         epilog="examples:\n"
         "  python evaluate.py                                  # the full measure of checkpoints/ (or the demo's)\n"
         "  python evaluate.py --limit 50 --steps 20            # a quick look; kept apart from the full result\n"
@@ -96,20 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     data_dir = args.data_dir and Path(args.data_dir)
+    trained = Path(args.adapter) if args.adapter else checkpoint  # an adapter records its own data
     if data_dir is None:
-        data_dir = trained_data_dir(checkpoint)
+        data_dir = trained_data_dir(trained)
         if not data_dir.is_dir():
-            parser.error(f"{checkpoint} was trained on {data_dir}, which is not there; pass --data-dir DIR")
+            parser.error(f"{trained} was trained on {data_dir}, which is not there; pass --data-dir DIR")
     elif not data_dir.is_dir():
         parser.error(f"--data-dir {data_dir} is not a folder")
     # The libraries load only once the arguments are good: --help and usage errors are instant.
-    from multimodal.data import CocoCaptionDataset, DatasetLayoutError
+    from multimodal.data import CocoCaptionDataset, DatasetLayoutError, all_combinations
     from multimodal.evaluation import (
         SHAPES_TARGETS,
         check_targets,
+        dataset_colors,
         evaluate_coco,
         evaluate_shapes,
         format_table,
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
             from multimodal.generation import ImageTextGenerator
 
-            generator = ImageTextGenerator(checkpoint, device=args.device)
+            generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter)
             val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
             seed = 0 if args.seed is None else args.seed
@@ -142,24 +144,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
 
-    print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}")
+    adapted = f" with the adapter {args.adapter}" if args.adapter else ""
+    print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
     print(format_table(metrics))
     if targets:
         print()
         print(format_targets(metrics, targets))
         if args.limit:
-            print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} of 180 "
-                  "prompts, not the full measure)")
+            print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} of "
+                  f"{len(all_combinations(dataset_colors(val)))} prompts, not the full measure)")
     met = check_targets(metrics, targets)
     results = {
         "checkpoint": str(generator.checkpoint_dir),
+        "adapter": args.adapter and str(Path(args.adapter).absolute()),
         "data_dir": str(data_dir),
         "dataset": dataset,
         "settings": settings,
         "metrics": metrics,
         "targets": {name: {"goal": goal, "met": met[name]} for name, goal in targets.items()},
     }
-    path = results_path(args, generator.checkpoint_dir)
+    path = results_path(args, trained)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")

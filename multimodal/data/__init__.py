@@ -4,6 +4,8 @@ from multimodal.data.coco import CocoCaptionDataset, expected_layout
 from multimodal.data.collate import CaptionCollator
 from multimodal.data.shapes import (
     COLORS,
+    EXTRA_COLORS,
+    PALETTE,
     POSITION_PHRASES,
     POSITIONS,
     SHAPES,
@@ -21,6 +23,8 @@ from multimodal.errors import DatasetLayoutError
 
 __all__ = [
     "COLORS",
+    "EXTRA_COLORS",
+    "PALETTE",
     "POSITIONS",
     "POSITION_PHRASES",
     "SHAPES",

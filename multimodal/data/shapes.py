@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from multimodal.config import MODEL_PRESETS
-from multimodal.errors import DatasetLayoutError
+from multimodal.config import ShapesConfig
+from multimodal.errors import ConfigError, DatasetLayoutError
 
 
 class ShapesFolderError(DatasetLayoutError, FileExistsError):
@@ -36,6 +37,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (160, 70, 210),
     "cyan": (50, 200, 210),
 }
+# Colours drawn only when asked for (`--colors`): new concepts to fine-tune a trained model on,
+# so that the standard sets, and every model trained on them, stay as they are.
+EXTRA_COLORS: dict[str, tuple[int, int, int]] = {"orange": (240, 140, 20)}
+PALETTE = COLORS | EXTRA_COLORS  # every colour the renderer draws and the reader names
 # Side of the shape's bounding box as a fraction of the image side.
 SIZES: dict[str, float] = {"small": 0.25, "large": 0.5}
 # Centre of the bounding box as fractions (x, y) of the image side.
@@ -71,12 +76,13 @@ class ShapeSpec:
     position: str
 
 
-def all_combinations() -> list[ShapeSpec]:
-    """All 3 × 6 × 2 × 5 = 180 attribute combinations in a fixed order."""
+def all_combinations(colors: Sequence[str] = tuple(COLORS)) -> list[ShapeSpec]:
+    """Every attribute combination of `colors` in a fixed order: 3 × 6 × 2 × 5 = 180 for the
+    six standard colours."""
     return [
         ShapeSpec(shape, color, size, position)
         for shape in SHAPES
-        for color in COLORS
+        for color in colors
         for size in SIZES
         for position in POSITIONS
     ]
@@ -122,7 +128,7 @@ def render_shape(
 
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    color = COLORS[spec.color]
+    color = PALETTE[spec.color]
     if spec.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=color)
     elif spec.shape == "square":
@@ -135,9 +141,9 @@ def render_shape(
 
 
 def _write_split(
-    folder: Path, split: str, count: int, first_id: int, image_size: int, seed: int, bar: tqdm
+    folder: Path, split: str, count: int, first_id: int, image_size: int, seed: int, colors: Sequence[str], bar: tqdm
 ) -> None:
-    combos = all_combinations()
+    combos = all_combinations(colors)
     split_key = 0 if split == "train" else 1
     (folder / f"{split}2017").mkdir(parents=True)
     images, annotations = [], []
@@ -185,17 +191,34 @@ def ensure_shapes_dataset(root: str | os.PathLike, image_size: int, seed: int = 
     root = Path(root)
     params = _read_params(root)
     if params is not None and params.get("image_size") != image_size:
-        generate_shapes_dataset(root, params["num_train"], params["num_val"], image_size, params["seed"])
+        generate_shapes_dataset(
+            root, params["num_train"], params["num_val"], image_size, params["seed"], params.get("colors")
+        )
     elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
         generate_shapes_dataset(root, image_size=image_size, seed=seed)
 
 
+def parse_colors(colors: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The colours a set is drawn in: a comma-separated text or a list of names (None: the six
+    standard colours). An unknown name is a ConfigError on the `colors` field."""
+    if colors is None:
+        return tuple(COLORS)
+    names = [name.strip() for name in colors.split(",")] if isinstance(colors, str) else list(colors)
+    for name in names:
+        if name not in PALETTE:
+            raise ConfigError("colors", f"has the unknown colour {name!r}; choose from {', '.join(PALETTE)}")
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("colors", f"must name each colour once, got {colors!r}")
+    return tuple(names)
+
+
 def generate_shapes_dataset(
     root: str | os.PathLike,
-    num_train: int = 6000,
-    num_val: int = 600,
-    image_size: int = MODEL_PRESETS["shapes"]["image_size"],
-    seed: int = 0,
+    num_train: int = ShapesConfig.num_train,
+    num_val: int = ShapesConfig.num_val,
+    image_size: int = ShapesConfig.image_size,
+    seed: int = ShapesConfig.seed,
+    colors: str | Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Write the shapes dataset under `root` in COCO layout and return `root`.
@@ -204,16 +227,18 @@ def generate_shapes_dataset(
     parameters. Otherwise builds it in a temporary sibling folder and renames that into
     place at the end, so an interrupted run never leaves a half dataset that looks complete.
     `<root>/shapes.json` records the parameters and is written last. The same parameters
-    always give byte-identical files.
+    always give byte-identical files. `colors` (default: the six standard ones) are recorded
+    only when they are others, so a standard set stays what it was.
     """
     root = Path(root)
+    colors = parse_colors(colors)
     params = {
         "format_version": FORMAT_VERSION,
         "num_train": num_train,
         "num_val": num_val,
         "image_size": image_size,
         "seed": seed,
-    }
+    } | ({} if colors == tuple(COLORS) else {"colors": list(colors)})
     if _read_params(root) == params:
         return root
     if root.exists() and not root.is_dir():
@@ -231,8 +256,8 @@ def generate_shapes_dataset(
     with tqdm(
         total=num_train + num_val, desc=f"shapes → {root}", unit="img", disable=not progress
     ) as bar:
-        _write_split(tmp, "train", num_train, 1, image_size, seed, bar)
-        _write_split(tmp, "val", num_val, num_train + 1, image_size, seed, bar)
+        _write_split(tmp, "train", num_train, 1, image_size, seed, colors, bar)
+        _write_split(tmp, "val", num_val, num_train + 1, image_size, seed, colors, bar)
     (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
 
     # Move an old dataset (other parameters, or interrupted) aside, then swap the new one in.
@@ -248,3 +273,4 @@ def generate_shapes_dataset(
             raise
     shutil.rmtree(old, ignore_errors=True)
     return root
+

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from multimodal.adapters import add_adapters
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CaptionCollator, CocoCaptionDataset
 from multimodal.data.shapes import ensure_shapes_dataset
@@ -73,16 +74,28 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, resume: bool = False) -> None:
-        self.model_config = model_config
+    def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig, resume: bool = False) -> None:
+        """`model_config` builds a new model; with `train_config.init_from` it is None and the
+        model is that checkpoint's (with LoRA adapters when `lora_rank` is set)."""
         # The data folder is recorded as an absolute path, so evaluate.py finds it from anywhere.
         self.config = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
         self.output_dir = Path(train_config.output_dir)
         self.dist, self.device = init_distributed(train_config.device)
         seed_everything(train_config.seed)
 
+        # Every process builds the same initial weights (the data sets draw no random numbers);
+        # after that each draws its own noise.
+        if train_config.init_from is None:
+            self.model = GenerativeMultimodalModel(model_config).to(self.device)
+        else:
+            self.model = GenerativeMultimodalModel.from_pretrained(train_config.init_from, device=self.device)
+        if train_config.lora_rank:
+            alpha = train_config.lora_alpha or train_config.lora_rank
+            add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list)
+        self.model_config = self.model.config
+
         data_dir = Path(self.config.data_dir)
-        size = model_config.image_size
+        size = self.model_config.image_size
         if train_config.preset == "shapes" and self.dist.is_main:
             ensure_shapes_dataset(data_dir, size, train_config.seed)
         self.dist.barrier()  # the other processes wait for rank 0 to write the data
@@ -90,8 +103,6 @@ class Trainer:
         self.train_set = CocoCaptionDataset(data_dir, "train", size, train_config.all_pairs, seed, cache)
         self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=seed, cache_images=cache)
 
-        # Every process builds the same initial weights; after that each draws its own noise.
-        self.model = GenerativeMultimodalModel(model_config).to(self.device)
         torch.manual_seed(train_config.seed + self.dist.rank)
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
         self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
@@ -108,8 +119,8 @@ class Trainer:
             # In place, so parameter names (and so checkpoints) stay those of the plain model.
             for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
                 part.compile()
-        self.text_cache = TextFeatureCache(self.model.text_encoder) if model_config.freeze_bert else None
-        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=model_config.max_text_length))
+        self.text_cache = TextFeatureCache(self.model.text_encoder) if self.model_config.freeze_bert else None
+        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=self.model_config.max_text_length))
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
@@ -170,7 +181,8 @@ class Trainer:
     def save(self, name: str = "latest") -> Path:
         """latest/ can be resumed from; best/ holds only what using the model needs."""
         directory = self.output_dir / name
-        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest")
+        base = Path(self.config.init_from) if self.config.lora_rank else None
+        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base)
         if name == "latest":
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
