@@ -25,10 +25,12 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
-from multimodal.errors import CheckpointError
+from multimodal.errors import CheckpointError, InvalidInputError
 from multimodal.paths import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -44,26 +46,62 @@ def is_adapter(directory: str | os.PathLike) -> bool:
     return (Path(directory) / ADAPTER_WEIGHTS).is_file()
 
 
-def add_adapters(model: nn.Module, rank: int, alpha: float, targets: Sequence[str]) -> nn.Module:
-    """Inject fresh LoRA layers (B = 0, so the model computes what it did) into the modules whose
-    names end in one of `targets`, and let only them learn. The latent statistics belong to the
-    base and stay fixed, so the base is left bit for bit as it was."""
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
+# The layers LoRA adapts (peft has no adapter for transposed convolutions).
+ADAPTABLE = (nn.Linear, nn.Conv2d, Conv1D)
+
+
+def target_layers(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """The full names of the layers `targets` name: each target is the end of a module's name
+    ("qkv", "caption_decoder.lm"), and stands for every adaptable layer in that module."""
+    layers: list[str] = []
+    names = [name for name, _ in model.named_modules()]
+    for target in targets:
+        matched = [name for name in names if name == target or name.endswith("." + target)]
+        if not matched:
+            raise InvalidInputError(f"--lora-targets names {target!r}, which is no module of the model")
+        for name in matched:
+            layers += [
+                f"{name}.{inner}" if inner else name
+                for inner, layer in model.get_submodule(name).named_modules()
+                if isinstance(layer, ADAPTABLE)
+            ]
+    return sorted(set(layers))
+
+
+# The caption decoder's word embeddings and its output layer: one tied matrix in GPT-2.
+WORD_EMBEDDINGS = "caption_decoder.lm.transformer.wte"
+WORD_OUTPUT = "caption_decoder.lm.lm_head"
+
+
+def add_adapters(
+    model: nn.Module, rank: int, alpha: float, targets: Sequence[str], tokens: Sequence[int] = ()
+) -> nn.Module:
+    """Inject fresh LoRA layers (B = 0, so the model computes what it did) into the layers
+    `targets` name (see `target_layers`), and let only them learn. The caption decoder's rows
+    for the token ids `tokens` learn too (peft's trainable tokens), one row shared by its
+    tied input and output layers: a word the base never wrote, such as "orange", has only
+    random rows there, which no low-rank update of the other layers can make it say. The
+    latent statistics belong to the base and stay fixed: the base stays bit for bit as it was."""
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=target_layers(model, targets), lora_dropout=0.0,
+        trainable_token_indices={WORD_EMBEDDINGS: sorted(tokens), WORD_OUTPUT: sorted(tokens)} if tokens else None,
+    )
     with warnings.catch_warnings():  # peft says that it reads GPT-2's Conv1D weights transposed, as it must
         warnings.simplefilter("ignore", UserWarning)
-        try:
-            inject_adapter_in_model(config, model)
-        except ValueError as error:  # no module matches a target
-            raise CheckpointError(f"--lora-targets {','.join(targets)}: {error}") from None
+        inject_adapter_in_model(config, model)
+    if tokens:  # tie the output layer's rows to the embedding's, as the base ties the two matrices
+        shared = model.get_submodule(WORD_EMBEDDINGS).token_adapter.trainable_tokens_delta
+        model.get_submodule(WORD_OUTPUT).token_adapter.trainable_tokens_delta["default"] = shared["default"]
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(".lora_" in name)
+        parameter.requires_grad_(".lora_" in name or ".trainable_tokens_delta." in name)
     model.diffusion.track_latent_stats = False
     return model
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter tensors in peft's naming (what adapter_model.safetensors holds)."""
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in get_peft_model_state_dict(model).items()}
+    """The adapter tensors in peft's naming (what adapter_model.safetensors holds), as copies: the
+    tied token rows appear under both layers' names."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in get_peft_model_state_dict(model).items()}
 
 
 def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -104,18 +142,25 @@ def load_adapter(model: nn.Module, adapter: str | os.PathLike, base: str | os.Pa
         config = LoraConfig.from_pretrained(str(adapter))
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{adapter / ADAPTER_CONFIG} is not a LoRA config: {error}") from None
-    add_adapters(model, config.r, config.lora_alpha, sorted(config.target_modules))
+    tokens = (config.trainable_token_indices or {}).get(WORD_EMBEDDINGS, ())
+    add_adapters(model, config.r, config.lora_alpha, sorted(config.target_modules), tokens)
     load_adapter_state(model, load_file(str(adapter / ADAPTER_WEIGHTS), device=str(model.device)), adapter)
     return model.requires_grad_(False)
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
-    """Fold every LoRA layer into the layer it adapts (W + B·A·alpha/r) and remove it: a plain model."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.get_base_layer())
+    """Fold every adapter into the layer it adapts (W + B·A·alpha/r; the learned token rows) and
+    remove it: a plain model."""
+    for kind in (AuxiliaryTrainingWrapper, BaseTunerLayer):  # token wrappers first: they hold tuner layers
+        for name, module in list(model.named_modules()):
+            if isinstance(module, kind):
+                if kind is AuxiliaryTrainingWrapper:
+                    plain = module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None)
+                else:
+                    module.merge()
+                    plain = module.get_base_layer()
+                parent, _, child = name.rpartition(".")
+                model.get_submodule(parent).register_module(child, plain)
     del model.peft_config
     model.diffusion.track_latent_stats = True
     return model

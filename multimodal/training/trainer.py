@@ -89,9 +89,6 @@ class Trainer:
             self.model = GenerativeMultimodalModel(model_config).to(self.device)
         else:
             self.model = GenerativeMultimodalModel.from_pretrained(train_config.init_from, device=self.device)
-        if train_config.lora_rank:
-            alpha = train_config.lora_alpha or train_config.lora_rank
-            add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list)
         self.model_config = self.model.config
 
         data_dir = Path(self.config.data_dir)
@@ -102,6 +99,9 @@ class Trainer:
         cache, seed = train_config.cache_images, train_config.seed
         self.train_set = CocoCaptionDataset(data_dir, "train", size, train_config.all_pairs, seed, cache)
         self.val_set = CocoCaptionDataset(data_dir, "val", size, seed=seed, cache_images=cache)
+        if train_config.lora_rank:
+            alpha = train_config.lora_alpha or train_config.lora_rank
+            add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list, self._words())
 
         torch.manual_seed(train_config.seed + self.dist.rank)
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
@@ -142,6 +142,11 @@ class Trainer:
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
         if resume:
             self._resume()
+
+    def _words(self) -> list[int]:
+        """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
+        captions = sorted({c for captions in self.train_set.references.values() for c in captions})
+        return sorted({token for ids in self.model.tokenizer(captions)["input_ids"] for token in ids})
 
     def stage_of(self, step: int) -> Stage:
         """The stage that trains step `step` (the last stage for steps past the end)."""
