@@ -85,7 +85,14 @@ def test_lora_training_changes_only_the_adapters(setup):
     assert {name for name, p in model.named_parameters() if p.requires_grad} <= adapters
     learned = [name for name in adapters if ".lora_B." in name and state[name].abs().sum() > 0]
     assert any(name.startswith("diffusion.") for name in learned)  # both stages trained their adapters
-    assert any(name.startswith("caption_decoder.") for name in learned)
+    assert any(name.startswith("text_encoder.") for name in learned)
+    # The caption decoder's rows for the captions' words learned, one row for its tied input and output.
+    words = model.caption_decoder.lm.transformer.wte.token_adapter
+    rows = words.trainable_tokens_delta["default"]
+    assert rows is model.caption_decoder.lm.lm_head.token_adapter.trainable_tokens_delta["default"]
+    orange = model.tokenizer.convert_tokens_to_ids("orange")
+    assert orange in words.token_indices["default"]
+    assert not torch.equal(rows, plain["caption_decoder.lm.transformer.wte.weight"][words.token_indices["default"]])
     trainable = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
     assert trainable < 0.05 * sum(tensor.numel() for tensor in base.values())
 
