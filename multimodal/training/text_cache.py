@@ -57,4 +57,5 @@ class LatentCache:
             computed = self.image_encoder.encode(images[missing])
             for row, i in enumerate(missing):
                 self.store[image_ids[i]] = computed[row].to("cpu", torch.float16)
-        return torch.stack([self.store[image_id] for image_id in image_ids]).to(images.device).float()
+        # Each row widened before stacking: CPU autocast (bf16) refuses to stack float16 tensors.
+        return torch.stack([self.store[image_id].float() for image_id in image_ids]).to(images.device)
