@@ -18,7 +18,7 @@ from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
 from multimodal.training.stages import learning_rate, plan_stages
-from multimodal.training.text_cache import TextFeatureCache
+from multimodal.training.text_cache import LatentCache, TextFeatureCache
 from multimodal.training.trainer import default_num_workers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +144,17 @@ def test_text_cache_serves_berts_states_with_zeros_at_the_padding():
     assert cache.bert_calls == 1 and len(cache.store) == 2
     wider = torch.nn.functional.pad(ids, (0, 3)), torch.nn.functional.pad(mask, (0, 3))
     assert cache.states(captions, *wider)[:, -3:].abs().max() == 0 and cache.bert_calls == 1
+
+
+def test_latent_cache_serves_float32_latents_under_cpu_bf16_autocast():
+    """The diffusion stage reads the cache inside autocast; on a CPU with bf16 units that is bf16."""
+    model = GenerativeMultimodalModel(tiny_config(freeze_bert=True))
+    cache = LatentCache(model.image_encoder)
+    images = torch.rand(3, 3, 28, 28) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = cache.latents([1, 2, 3], images)
+        again = cache.latents([3, 1], images[[2, 0]])
+    assert first.dtype == torch.float32 and torch.equal(again, first[[2, 0]])
 
 
 def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):
