@@ -338,15 +338,15 @@ class TrainConfig(_Config):
         group="fine-tuning",
     )
     lora_rank: int = option(
-        0, "train only LoRA adapters of this rank (needs --init-from; the adapter is saved beside its base); "
-        "0: train the weights themselves", group="fine-tuning",
+        0, "train only LoRA adapters of this rank (needs --init-from): checkpoints are adapters that point to "
+        "their base; 0: train the weights themselves", group="fine-tuning",
     )
     lora_alpha: float | None = option(None, "LoRA scale numerator: updates are scaled by alpha / rank "
                                       "(default: the rank, scale 1)", group="fine-tuning")
     lora_targets: str = option(
-        LORA_TARGETS, "comma-separated ends of module names that get adapters (a part's name: all its linear and "
-        "convolution layers); default: the UNet's attention and conditioning projections, the text and image "
-        "embedding heads and the fast path (the caption decoder's rows for the captions' words always learn)",
+        LORA_TARGETS, "comma-separated ends of the names of modules that get adapters, or of whole parts (all their "
+        "linear and convolution layers); the default: the UNet's attention and conditioning projections, the "
+        "embedding heads and the fast path. The caption decoder's rows for the captions' words always learn",
         group="fine-tuning",
     )
 
