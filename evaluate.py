@@ -3,7 +3,7 @@
     python evaluate.py                                   # checkpoints/, else checkpoints/demo/
     python evaluate.py --checkpoint ck --limit 50 --steps 20   # a quick look
 
-Shapes: retrieval over the canonical captions of the split's colours (180 for the standard set), caption attribute accuracy, and text→image
+Shapes: retrieval over the canonical captions of the set's colours (180 for the standard set), caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-dir {data_dir} is not a folder")
     # The libraries load only once the arguments are good: --help and usage errors are instant.
     from multimodal.data import CocoCaptionDataset, DatasetLayoutError, all_combinations
+    from multimodal.data.shapes import dataset_colors
     from multimodal.evaluation import (
         SHAPES_TARGETS,
         check_targets,
-        dataset_colors,
         evaluate_coco,
         evaluate_shapes,
         format_table,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_targets(metrics, targets))
         if args.limit:
             print(f"(a quick look at {metrics['images']} of {len(val)} images and {metrics['prompts']} of "
-                  f"{len(all_combinations(dataset_colors(val)))} prompts, not the full measure)")
+                  f"{len(all_combinations(dataset_colors(data_dir)))} prompts, not the full measure)")
     met = check_targets(metrics, targets)
     results = {
         "checkpoint": str(generator.checkpoint_dir),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from multimodal.config import SamplingConfig
 from multimodal.data.coco import CocoCaptionDataset
-from multimodal.data.shapes import PALETTE, ShapeSpec, all_combinations, canonical_caption
+from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, dataset_colors
 from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
 from multimodal.data.transforms import to_pil
 from multimodal.metrics import attribute_accuracy, caption_scores, retrieval_recall
@@ -60,13 +60,6 @@ SHAPES_TARGETS: dict[str, float] = {
 def is_shapes_dataset(dataset: CocoCaptionDataset) -> bool:
     """The built-in shapes set records every image's attributes under "shape"; COCO does not."""
     return all("shape" in info for info in dataset.image_info.values())
-
-
-def dataset_colors(dataset: CocoCaptionDataset) -> tuple[str, ...]:
-    """The colours a shapes split shows, in the palette's order: its combinations are those of
-    these colours (the six standard ones, or a set drawn with --colors)."""
-    present = {info["shape"]["color"] for info in dataset.image_info.values()}
-    return tuple(name for name in PALETTE if name in present)
 
 
 def score_shape_images(
@@ -143,7 +136,7 @@ def evaluate_shapes(
     """Every shapes-set metric of `model` on `dataset` (a validation split of the shapes set, at
     the model's image size), and the seconds each took.
 
-    The combinations are those of the split's colours (180 for the standard six). Retrieval
+    The combinations are those of the colours the set was drawn in (180 for the standard six). Retrieval
     ranks their canonical captions (an image's positive is its combination's);
     captions are greedy and parsed back into attributes; text→image draws one picture per
     combination from its canonical caption, as `sampling` says (noise from `seed`) and with
@@ -158,7 +151,7 @@ def evaluate_shapes(
     truth = [attributes_by_id[image_id] for image_id in image_ids]
 
     start = time.perf_counter()
-    combinations = all_combinations(dataset_colors(dataset))
+    combinations = all_combinations(dataset_colors(dataset.root))
     text_emb = _embed_texts(model, [canonical_caption(spec) for spec in combinations], batch_size)
     combination_index = {spec: i for i, spec in enumerate(combinations)}
     positives = [combination_index[ShapeSpec(**attributes)] for attributes in truth]

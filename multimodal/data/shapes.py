@@ -184,6 +184,12 @@ def _read_params(root: Path) -> dict | None:
         return None
 
 
+def dataset_colors(root: str | os.PathLike) -> tuple[str, ...]:
+    """The colours a shapes set under `root` was drawn in, as its shapes.json records them
+    (the six standard ones when it names none)."""
+    return parse_colors((_read_params(Path(root)) or {}).get("colors"))
+
+
 def ensure_shapes_dataset(root: str | os.PathLike, image_size: int, seed: int = 0) -> None:
     """The shapes set at `image_size` under `root`: generated where the folder is missing or
     empty, drawn again (same counts and seed) where an earlier one has another image size.
