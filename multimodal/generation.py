@@ -24,7 +24,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from multimodal.adapters import load_adapter
 from multimodal.config import DEFAULT_MAX_NEW_TOKENS, SamplingConfig, suggest
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import fork_rng, pick_device
@@ -179,6 +178,8 @@ class ImageTextGenerator:
         self.checkpoint_dir = resolve_checkpoint(checkpoint_dir)
         self.model = GenerativeMultimodalModel.from_pretrained(self.checkpoint_dir, device=self.device)
         if adapter is not None:
+            from multimodal.adapters import load_adapter  # peft loads only for an adapter
+
             load_adapter(self.model, adapter, self.checkpoint_dir)
         self.transform = image_transform(self.model.config.image_size)
         self.sampling = sampling or SamplingConfig()
