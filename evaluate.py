@@ -3,7 +3,7 @@
     python evaluate.py                                   # checkpoints/, else checkpoints/demo/
     python evaluate.py --checkpoint ck --limit 50 --steps 20   # a quick look
 
-Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, and text→image
+Shapes: retrieval over the canonical captions of the set's colours (180 for the standard set), caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. Scenes: the same with two objects (both right: colour, shape and place) over the
 540 layouts. Where training held some kinds out (shapes-holdout, scenes), every metric also
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint on the validation split (never training images): retrieval, "
         "captions and, on the built-in sets (shapes, scenes), text→image accuracy against their targets, for "
         "seen and unseen kinds apart where training held some out.\n"
-        f"Prints a table and writes <checkpoint>/{RESULTS_NAME}.",
+        f"Prints a table and writes <checkpoint>/{RESULTS_NAME} (with --adapter, <adapter>/{RESULTS_NAME}).",
         epilog="examples:\n"
         "  python evaluate.py                                  # the full measure of checkpoints/ (or the demo's)\n"
         "  python evaluate.py --limit 50 --steps 20            # a quick look; kept apart from the full result\n"
@@ -107,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
-    data_dir, options = trained_data(checkpoint)
+    trained = Path(args.adapter) if args.adapter else checkpoint  # an adapter records its own data
+    data_dir, options = trained_data(trained)
     if args.data_dir is None:
         if not (data_dir.is_dir() or is_shard_spec(data_dir)):
-            parser.error(f"{checkpoint} was trained on {data_dir}, which is not there; pass --data-dir DIR")
+            parser.error(f"{trained} was trained on {data_dir}, which is not there; pass --data-dir DIR")
     else:
         data_dir, options = Path(args.data_dir), {}
         if not (data_dir.is_dir() or is_shard_spec(data_dir)):
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
             from multimodal.generation import ImageTextGenerator
 
-            generator = ImageTextGenerator(checkpoint, device=args.device)
+            generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter)
             val = open_split(data_dir, "val", generator.model.config.image_size,
                              **{name: getattr(data, name) for name in DATA_FIELDS})
             settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
 
-    print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}")
+    adapted = f" with the adapter {args.adapter}" if args.adapter else ""
+    print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
     print(format_table(metrics))
     if format_seen_unseen(metrics):
         print()
@@ -181,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     met = check_targets(metrics, targets)
     results = {
         "checkpoint": str(generator.checkpoint_dir),
+        "adapter": args.adapter and str(Path(args.adapter).absolute()),
         "data_dir": str(data_dir),
         "dataset": dataset,
         "settings": settings,
         "metrics": metrics,
         "targets": {name: {"goal": goal, "met": met[name]} for name, goal in targets.items()},
     }
-    path = results_path(args, generator.checkpoint_dir)
+    path = results_path(args, trained)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")

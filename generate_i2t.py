@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"(beam search returns at most --num-beams captions)")
     if args.seed is not None and not samples(args):
         cli.warn(parser, "--seed changes nothing here: greedy and beam search draw no random numbers")
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     cli.set_thread_policy(args.threads)
     with cli.friendly_errors(parser.prog):
         from multimodal.generation import ImageTextGenerator  # torch loads only now
 
         cli.set_threads(args.threads)
-        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet)
+        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet, adapter=args.adapter)
         captions = generator.generate_from_image(
             args.images,
             num_captions_per_image=args.num_captions,

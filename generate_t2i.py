@@ -96,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         paths = output_paths(args)
     except InvalidInputError as error:
         parser.error(str(error))
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
+    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     cli.set_thread_policy(args.threads)
     with cli.friendly_errors(parser.prog):
         from multimodal.generation import ImageTextGenerator, save_image  # torch loads only now
 
         cli.set_threads(args.threads)
-        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling, progress=not args.quiet)
+        generator = ImageTextGenerator(
+            checkpoint, device=args.device, sampling=sampling, progress=not args.quiet, adapter=args.adapter
+        )
         images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed)
         for image, path in zip([image for row in images for image in row], paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files

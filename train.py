@@ -25,7 +25,8 @@ from multimodal.config import (  # noqa: E402
 )
 
 MODEL_GROUPS = {group: f"model: {group}" for group in ("images", "text", "caption decoder", "diffusion", "losses")}
-TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "output": "checkpoints and output", "hardware": "hardware"}
+TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "output": "checkpoints and output", "hardware": "hardware",
+                "fine-tuning": "fine-tuning a trained checkpoint"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python train.py --preset shapes                # the built-in shapes set, generated on first use\n"
         "  python train.py --data-dir /data/coco2017 --batch-size 128 --epochs 30 --freeze-bert\n"
-        "  python train.py --resume                       # continue checkpoints/latest where it stopped",
+        "  python train.py --resume                       # continue checkpoints/latest where it stopped\n"
+        "  python train.py --preset shapes --init-from checkpoints/demo --lora-rank 8 --data-dir data/shapes-orange",
     )
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", help="continue from <output-dir>/latest exactly where it stopped")
@@ -50,11 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
-    """The preset's configs with every flag the user gave applied on top."""
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig | None, TrainConfig]:
+    """The preset's configs with every flag the user gave applied on top; no model config when
+    fine-tuning (--init-from), whose model is the checkpoint's."""
     preset = args.preset or "coco"
-    train_values = cli.given(args, TrainConfig) | {"preset": preset}
-    return model_preset(preset, **cli.given(args, ModelConfig)), train_preset(preset, **train_values)
+    train_config = train_preset(preset, **cli.given(args, TrainConfig) | {"preset": preset})
+    model_flags = cli.given(args, ModelConfig)
+    if train_config.init_from is None:
+        return model_preset(preset, **model_flags), train_config
+    if model_flags:
+        flags = ", ".join("--" + name.replace("_", "-") for name in model_flags)
+        raise ValueError(f"--init-from takes the model from {train_config.init_from}; {flags} cannot change it")
+    return None, train_config
 
 
 def check_output_dir(output: Path, resume: bool, overwrite: bool) -> str | None:
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_output_dir(Path(train_config.output_dir), args.resume, args.overwrite)
     if problem:
         parser.error(problem)
+    if train_config.init_from is not None:
+        train_config = train_config.replace(init_from=str(cli.resolve_checkpoint_or_exit(parser, train_config.init_from)))
 
     from multimodal.device import precision_warning  # torch and the libraries load only now
     from multimodal.errors import InvalidInputError, TrainingError
@@ -93,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{parser.prog}: warning: {slow}", file=sys.stderr)
         if trainer.dist.is_main:
             parameters = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+            if train_config.lora_rank:
+                adapters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+                print(f"LoRA rank {train_config.lora_rank} on {train_config.init_from}: {adapters:,} trainable "
+                      f"parameters ({100 * adapters / (parameters * 1e6 - adapters):.2f}% of the base model)")
             processes = f" × {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
             stages = " → ".join(f"{s.name} ({s.steps} steps)" for s in trainer.stages)
             print(
                 f"{train_config.preset}: {len(trainer.train_set)} train / {len(trainer.val_set)} val images, "
-                f"{model_config.image_size}px, {parameters:.1f}M parameters on {trainer.device}{processes}; "
+                f"{trainer.model_config.image_size}px, {parameters:.1f}M parameters on {trainer.device}{processes}; "
                 f"steps {trainer.step} → {trainer.total_steps} ({trainer.steps_per_epoch} per epoch, "
                 f"{trainer.images_per_step} images per step): {stages}"
             )

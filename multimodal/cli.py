@@ -135,6 +135,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run; auto: CUDA when present (default: auto)"
     )
     group.add_argument("--seed", type=int, metavar="N", help="random seed: the same seed gives the same output")
+    group.add_argument(
+        "--adapter", metavar="DIR",
+        help="a LoRA adapter folder (train.py --lora-rank writes one) applied to the checkpoint; without "
+        "--checkpoint, its base is the checkpoint the adapter was trained from",
+    )
 
 
 # argparse turns an ArgumentTypeError into a one-line error naming the flag.
@@ -163,12 +168,13 @@ def prompt(text: str) -> str:
 
 
 # -- running ------------------------------------------------------------------------------
-def resolve_checkpoint_or_exit(parser: argparse.ArgumentParser, checkpoint: str | None) -> Path:
-    """The checkpoint folder to load, found before torch loads; a problem is a usage error."""
-    from multimodal.paths import resolve_checkpoint
+def resolve_checkpoint_or_exit(parser: argparse.ArgumentParser, checkpoint: str | None, adapter: str | None = None) -> Path:
+    """The checkpoint folder to load, found before torch loads (without one named, an adapter's
+    base); a problem is a usage error."""
+    from multimodal.paths import adapter_base, resolve_checkpoint
 
     try:
-        return resolve_checkpoint(checkpoint)
+        return resolve_checkpoint(checkpoint if checkpoint is not None or adapter is None else adapter_base(adapter))
     except InvalidInputError as error:
         parser.error(str(error))
 

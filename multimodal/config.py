@@ -257,6 +257,38 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
 
 
 @dataclass
+class ShapesConfig(_Config):
+    """What a built-in shapes set is drawn with (`python -m multimodal.data` has a flag for each field)."""
+
+    num_train: int = option(6000, "training images")
+    num_val: int = option(600, "validation images")
+    image_size: int = option(MODEL_PRESETS["shapes"]["image_size"], "image side in pixels")
+    seed: int = option(0, "seed of the size and position jitter")
+    colors: str | None = option(
+        None, "comma-separated colours to draw (red, green, blue, yellow, purple, cyan, orange); default: the six "
+        "standard ones, so orange appears only when named"
+    )
+    holdout: bool = option(
+        False, "keep a fifth of the combinations out of the training split (the shapes-holdout preset's set)"
+    )
+
+    def validate(self) -> None:
+        for name in ("num_train", "num_val", "image_size"):
+            _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+
+
+# The modules that get LoRA adapters by default (ends of their names, or whole parts). Measured
+# on the shapes demo checkpoint with an orange-only set (README, Fine-tuning): adapters on the
+# caption decoder's attention, the image encoder or the image decoder taught them to see or
+# say orange everywhere; the caption decoder learns a new word through its word rows instead.
+LORA_TARGETS = ",".join((
+    "qkv", "self_out", "cross_q", "cross_kv", "cross_out", "text_embedding", "film",  # the diffusion UNet
+    "projection.0", "projection.2", "project.1", "project.3",  # the text and image embedding heads
+    "embedding_to_latent.0", "embedding_to_latent.2",  # the fast path
+))
+
+
+@dataclass
 class TrainConfig(_Config):
     """How a run trains: data, schedule, checkpoints, hardware. `train.py` has a flag for each field."""
 
@@ -331,6 +363,23 @@ class TrainConfig(_Config):
     compile: bool = option(False, "torch.compile the image encoder, image decoder and UNet (slow first steps)",
                            group="hardware")
 
+    init_from: str | None = option(
+        None, "fine-tune: start from this trained checkpoint's weights and model (fresh optimiser and schedule)",
+        group="fine-tuning",
+    )
+    lora_rank: int = option(
+        0, "train only LoRA adapters of this rank (needs --init-from): checkpoints are adapters that point to "
+        "their base; 0: train the weights themselves", group="fine-tuning",
+    )
+    lora_alpha: float | None = option(None, "LoRA scale numerator: updates are scaled by alpha / rank "
+                                      "(default: the rank, scale 1)", group="fine-tuning")
+    lora_targets: str = option(
+        LORA_TARGETS, "comma-separated ends of the names of modules that get adapters, or of whole parts (all their "
+        "linear and convolution layers); the default: the UNet's attention and conditioning projections, the "
+        "embedding heads and the fast path. The caption decoder's rows for the captions' words always learn",
+        group="fine-tuning",
+    )
+
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
                             ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0),
@@ -351,6 +400,16 @@ class TrainConfig(_Config):
         _require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         for name in ("caption_column", "image_column"):
             _require(bool(getattr(self, name).strip()), name, "must not be empty")
+        _require(self.lora_rank >= 0, "lora_rank", f"cannot be negative, got {self.lora_rank}")
+        _require(self.lora_rank == 0 or self.init_from is not None, "lora_rank",
+                 "needs --init-from CHECKPOINT: adapters fine-tune a trained model")
+        _require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", f"must be above 0, got {self.lora_alpha}")
+        _require(all(self.lora_targets_list), "lora_targets",
+                 f"must be comma-separated module names, got {self.lora_targets!r}")
+
+    @property
+    def lora_targets_list(self) -> list[str]:
+        return [name.strip() for name in self.lora_targets.split(",")]
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -25,7 +25,7 @@ from multimodal.config import SamplingConfig
 from multimodal.data import scenes
 from multimodal.data.coco import CocoCaptionDataset
 from multimodal.data.scenes_reader import parse_scene_caption, read_scene
-from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, is_heldout
+from multimodal.data.shapes import ShapeSpec, all_combinations, canonical_caption, dataset_colors, is_heldout
 from multimodal.data.shapes_reader import parse_caption_attributes, read_shape_attributes
 from multimodal.data.transforms import to_pil
 from multimodal.metrics import attribute_accuracy, caption_scores, retrieval_recall
@@ -265,9 +265,9 @@ class _BuiltinJudge:
     heldout: Callable[[Any], bool]  # whether training never saw a kind
 
 
-def _shapes_judge() -> _BuiltinJudge:
+def _shapes_judge(colors: Sequence[str]) -> _BuiltinJudge:
     return _BuiltinJudge(
-        kinds=all_combinations(), caption=canonical_caption, truth=lambda info: ShapeSpec(**info["shape"]),
+        kinds=all_combinations(colors), caption=canonical_caption, truth=lambda info: ShapeSpec(**info["shape"]),
         read=read_shape_attributes, parse=parse_caption_attributes,
         score=lambda found, kinds: attribute_accuracy(found, [asdict(kind) for kind in kinds]), heldout=is_heldout,
     )
@@ -343,13 +343,15 @@ def evaluate_shapes(
     progress: bool = False,
 ) -> dict[str, float | int]:
     """Every shapes-set metric of `model` on `dataset` (a validation split of the shapes set, at
-    the model's image size), and the seconds each took: retrieval over the 180 canonical
-    captions, captions parsed into the four attributes, text→image read back by the pixel
-    reader (with diffusion and with the fast path); on a set with held-out combinations
-    (shapes-holdout) each also for seen ("seen/…") and unseen ("unseen/…") combinations.
-    `limit` keeps the first N validation images and the first N combinations, for quick checks.
+    the model's image size), and the seconds each took: retrieval over the canonical captions of
+    every combination of the colours the set was drawn in (180 for the standard six), captions
+    parsed into the four attributes, text→image read back by the pixel reader (with diffusion
+    and with the fast path); on a set with held-out combinations (shapes-holdout) each also for
+    seen ("seen/…") and unseen ("unseen/…") combinations. `limit` keeps the first N validation
+    images and the first N combinations, for quick checks.
     """
-    return _evaluate_builtin(model, dataset, _shapes_judge(), batch_size, sampling, seed, limit, progress)
+    judge = _shapes_judge(dataset_colors(dataset.root))
+    return _evaluate_builtin(model, dataset, judge, batch_size, sampling, seed, limit, progress)
 
 
 def evaluate_scenes(

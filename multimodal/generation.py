@@ -31,7 +31,7 @@ from multimodal.device import fork_rng, pick_device
 from multimodal.errors import InvalidInputError
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.paths import image_file_names, image_format, resolve_checkpoint, trained_preset
+from multimodal.paths import adapter_base, image_file_names, image_format, resolve_checkpoint, trained_preset
 
 CAPTION_BATCH = 32  # images captioned per forward pass
 
@@ -161,6 +161,8 @@ class ImageTextGenerator:
     else `latest/`, is used); None looks in `checkpoints/`, then `checkpoints/demo/`. The
     trainer writes the EMA weights as the checkpoint's `model.safetensors`, so generation uses
     them. `sampling` sets the text→image defaults; `progress` shows progress bars for long work.
+    `adapter` is a LoRA adapter folder (what `train.py --lora-rank` writes) applied on top; with
+    no checkpoint named, its base is the one the adapter points to.
     """
 
     def __init__(
@@ -169,10 +171,17 @@ class ImageTextGenerator:
         device: str | torch.device = "auto",
         sampling: SamplingConfig | None = None,
         progress: bool = False,
+        adapter: str | os.PathLike | None = None,
     ) -> None:
         self.device = pick_device(device)
+        if checkpoint_dir is None and adapter is not None:
+            checkpoint_dir = adapter_base(adapter)
         self.checkpoint_dir = resolve_checkpoint(checkpoint_dir)
         self.model = GenerativeMultimodalModel.from_pretrained(self.checkpoint_dir, device=self.device)
+        if adapter is not None:
+            from multimodal.adapters import load_adapter  # peft loads only for an adapter
+
+            load_adapter(self.model, adapter, self.checkpoint_dir)
         self.transform = image_transform(self.model.config.image_size)
         self.sampling = sampling or SamplingConfig()
         self.progress = progress

@@ -6,6 +6,8 @@
     <checkpoint>/tokenizer files            BERT's tokenizer
     <checkpoint>/training_weights.safetensors, training_state.safetensors, trainer_state.json
                                             what resuming needs (latest/ only)
+    <adapter>/adapter_config.json, adapter_model.safetensors   a LoRA adapter (peft's names)
+    <adapter>/base_checkpoint.json          the checkpoint it was trained from
 
 the names of generated image files, and which --data-dir names WebDataset shards. Imports nothing heavy, so the command lines can
 check every path before torch loads.
@@ -26,6 +28,9 @@ WEIGHTS_NAME = "model.safetensors"
 TRAINING_WEIGHTS = "training_weights.safetensors"
 TRAINING_STATE = "training_state.safetensors"
 TRAINER_STATE = "trainer_state.json"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file names, so peft's own tools read the folder
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+BASE_POINTER = "base_checkpoint.json"
 RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order generation prefers them
 # Where a checkpoint is looked for when none is named: train.py's default output, then `make demo`'s.
 DEFAULT_RUN_DIRS = (Path("checkpoints"), Path("checkpoints/demo"))
@@ -69,6 +74,26 @@ def _checkpoint_in(directory: Path) -> Path | None:
         if (directory / name / CONFIG_NAME).is_file():
             return directory / name
     return None
+
+
+def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
+    """An adapter folder's record of its base: {"base_checkpoint": path, "sha256": of its weights}."""
+    adapter = Path(adapter)
+    if not adapter.is_dir():
+        raise CheckpointError(f"adapter {adapter} does not exist")
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE_POINTER):
+        if not (adapter / name).is_file():
+            raise CheckpointError(f"adapter {adapter} is incomplete: {name} is missing")
+    try:
+        pointer = json.loads((adapter / BASE_POINTER).read_text())
+        return {"base_checkpoint": str(pointer["base_checkpoint"]), "sha256": str(pointer["sha256"])}
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{adapter / BASE_POINTER} is not a base pointer: {error}") from None
+
+
+def adapter_base(adapter: str | os.PathLike) -> Path:
+    """The base checkpoint an adapter was trained from, as its pointer records it."""
+    return Path(read_base_pointer(adapter)["base_checkpoint"])
 
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ from multimodal.data.collate import CaptionCollator
 from multimodal.data.layouts import Layout, Problem, detect_layout, read_layout
 from multimodal.data.shapes import (
     COLORS,
+    EXTRA_COLORS,
+    PALETTE,
     POSITION_PHRASES,
     POSITIONS,
     SHAPES,
@@ -25,6 +27,8 @@ from multimodal.errors import DatasetLayoutError
 
 __all__ = [
     "COLORS",
+    "EXTRA_COLORS",
+    "PALETTE",
     "POSITIONS",
     "POSITION_PHRASES",
     "SHAPES",

@@ -1,8 +1,9 @@
-"""`python -m multimodal.data check DIR` and `python -m multimodal.data convert SRC DST --to FORMAT`.
+"""`python -m multimodal.data check DIR`, `… convert SRC DST --to FORMAT` and `… shapes DIR`.
 
 check: names the layout, counts images and captions, and lists every problem with its file
 and line; exit 0 when the set would train, 2 when it would not. convert: writes any layout as
-an image folder or WebDataset shards. Bad input: one line, exit code 2.
+an image folder or WebDataset shards. shapes: writes a shapes set, e.g. one of a new colour to
+fine-tune on. Bad input: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tokenizer comes from an installed package
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import TrainConfig  # noqa: E402
+from multimodal.config import ShapesConfig, TrainConfig  # noqa: E402
 
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a data set before training on it, or convert it to another layout.",
         epilog="examples:\n"
         "  python -m multimodal.data check data/my-captions\n"
-        "  python -m multimodal.data convert data/coco2017 data/coco-shards --to webdataset --shard-size 1000",
+        "  python -m multimodal.data convert data/coco2017 data/coco-shards --to webdataset --shard-size 1000\n"
+        "  python -m multimodal.data shapes data/shapes-orange --colors orange --num-train 600 --num-val 120",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.ArgumentParser)
     skip = tuple(name for name in TrainConfig.field_names() if name not in DATA_FIELDS)
@@ -41,12 +43,36 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--shard-size", type=cli.positive_int, default=1000, metavar="N",
                          help="samples per WebDataset shard (default: 1000)")
     cli.add_config_arguments(convert, TrainConfig, skip=skip)
+    shapes = commands.add_parser(
+        "shapes", help="write a shapes set in COCO layout (train.py --preset shapes makes the standard one itself)"
+    )
+    shapes.add_argument("folder", metavar="DIR", help="where the set goes (a new or empty folder, or an earlier "
+                        "shapes set)")
+    cli.add_config_arguments(shapes, ShapesConfig)
     return parser
+
+
+def write_shapes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    config = cli.build_config(parser, lambda: ShapesConfig(**cli.given(args, ShapesConfig)), ShapesConfig)
+    from multimodal.data.shapes import generate_shapes_dataset, parse_colors
+    from multimodal.errors import DatasetLayoutError
+
+    colors = cli.build_config(parser, lambda: parse_colors(config.colors), ShapesConfig)
+    try:
+        generate_shapes_dataset(args.folder, config.num_train, config.num_val, config.image_size, config.seed,
+                                holdout=config.holdout, colors=colors)
+    except (DatasetLayoutError, OSError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(args.folder)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "shapes":
+        return write_shapes(parser, args)
     config = cli.build_config(parser, lambda: TrainConfig(**cli.given(args, TrainConfig)), TrainConfig)
     options = {name: getattr(config, name) for name in DATA_FIELDS}
     from multimodal.errors import DatasetLayoutError

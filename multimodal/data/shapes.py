@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from multimodal.config import MODEL_PRESETS
-from multimodal.data.synthetic import draw_builtin_set
+from multimodal.config import ShapesConfig
+from multimodal.data.synthetic import draw_builtin_set, read_params
+from multimodal.errors import ConfigError
 
 
 SHAPES = ("circle", "square", "triangle")
@@ -29,6 +31,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (160, 70, 210),
     "cyan": (50, 200, 210),
 }
+# Colours drawn only when asked for (`--colors`): new concepts to fine-tune a trained model on,
+# so that the standard sets, and every model trained on them, stay as they are.
+EXTRA_COLORS: dict[str, tuple[int, int, int]] = {"orange": (240, 140, 20)}
+PALETTE = COLORS | EXTRA_COLORS  # every colour the renderer draws and the reader names
 # Side of the shape's bounding box as a fraction of the image side.
 SIZES: dict[str, float] = {"small": 0.25, "large": 0.5}
 # Centre of the bounding box as fractions (x, y) of the image side.
@@ -64,12 +70,13 @@ class ShapeSpec:
     position: str
 
 
-def all_combinations() -> list[ShapeSpec]:
-    """All 3 × 6 × 2 × 5 = 180 attribute combinations in a fixed order."""
+def all_combinations(colors: Sequence[str] = tuple(COLORS)) -> list[ShapeSpec]:
+    """Every attribute combination of `colors` in a fixed order: 3 × 6 × 2 × 5 = 180 for the
+    six standard colours."""
     return [
         ShapeSpec(shape, color, size, position)
         for shape in SHAPES
-        for color in COLORS
+        for color in colors
         for size in SIZES
         for position in POSITIONS
     ]
@@ -117,7 +124,7 @@ def jittered_box(
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], color: str) -> None:
     """Fill `shape` (a circle, a square or an apex-up triangle) into `box` in the named colour."""
     x0, y0, x1, y1 = box
-    fill = COLORS[color]
+    fill = PALETTE[color]
     if shape == "circle":
         draw.ellipse(box, fill=fill)
     elif shape == "square":
@@ -140,36 +147,60 @@ def render_shape(
 
 def is_heldout(spec: ShapeSpec) -> bool:
     """Whether `--holdout` keeps this combination out of training: those whose attribute
-    indices (in the order of SHAPES, COLORS, SIZES, POSITIONS) sum to a multiple of 5.
+    indices (in the order of SHAPES, PALETTE, SIZES, POSITIONS) sum to a multiple of 5.
 
     That is one position for each shape, colour and size: 36 of the 180 combinations, a fifth.
     Every single value, and every pair of values, still appears in training (a pair of fixed
     values leaves at least four combinations, of which at most two are held out).
     """
     indices = (
-        SHAPES.index(spec.shape), list(COLORS).index(spec.color), list(SIZES).index(spec.size),
+        SHAPES.index(spec.shape), list(PALETTE).index(spec.color), list(SIZES).index(spec.size),
         list(POSITIONS).index(spec.position),
     )
     return sum(indices) % 5 == 0
 
 
+def parse_colors(colors: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The colours a set is drawn in: a comma-separated text or a list of names (None: the six
+    standard colours). An unknown name is a ConfigError on the `colors` field."""
+    if colors is None:
+        return tuple(COLORS)
+    names = [name.strip() for name in colors.split(",")] if isinstance(colors, str) else list(colors)
+    for name in names:
+        if name not in PALETTE:
+            raise ConfigError("colors", f"has the unknown colour {name!r}; choose from {', '.join(PALETTE)}")
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("colors", f"must name each colour once, got {colors!r}")
+    return tuple(names)
+
+
+def dataset_colors(root: str | os.PathLike) -> tuple[str, ...]:
+    """The colours a shapes set under `root` was drawn in, as its shapes.json records them
+    (the six standard ones when it names none)."""
+    return parse_colors((read_params(Path(root), PARAMS_FILE) or {}).get("colors"))
+
+
 def generate_shapes_dataset(
     root: str | os.PathLike,
-    num_train: int = 6000,
-    num_val: int = 600,
-    image_size: int = MODEL_PRESETS["shapes"]["image_size"],
-    seed: int = 0,
+    num_train: int = ShapesConfig.num_train,
+    num_val: int = ShapesConfig.num_val,
+    image_size: int = ShapesConfig.image_size,
+    seed: int = ShapesConfig.seed,
     progress: bool = True,
     holdout: bool = False,
+    colors: str | Sequence[str] | None = None,
 ) -> Path:
     """Write the shapes dataset under `root` in COCO layout and return `root`.
 
-    The validation split cycles through all 180 combinations; the training split too, or with
-    `holdout` through the 144 that `is_heldout` leaves in (validation images then record
-    whether training saw their combination, as "seen"). Returns at once when `root` already
-    holds a complete dataset made with the same parameters (`<root>/shapes.json`); the same
-    parameters always give byte-identical files.
+    The validation split cycles through every combination of `colors` (default: the six
+    standard ones, 180 combinations); the training split too, or with `holdout` through those
+    `is_heldout` leaves in (validation images then record whether training saw their
+    combination, as "seen"). Returns at once when `root` already holds a complete dataset made
+    with the same parameters (`<root>/shapes.json`; `colors` recorded only when they are not the
+    standard ones, so a standard set stays what it was); the same parameters always give
+    byte-identical files.
     """
+    colors = parse_colors(colors)
     params = {
         "format_version": FORMAT_VERSION,
         "num_train": num_train,
@@ -177,8 +208,8 @@ def generate_shapes_dataset(
         "image_size": image_size,
         "seed": seed,
         "holdout": holdout,
-    }
-    combinations = all_combinations()
+    } | ({} if colors == tuple(COLORS) else {"colors": list(colors)})
+    combinations = all_combinations(colors)
     train_specs = [spec for spec in combinations if not (holdout and is_heldout(spec))]
 
     return draw_builtin_set(

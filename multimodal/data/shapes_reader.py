@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from multimodal.data.shapes import COLORS, POSITIONS, SHAPES, SIZES
+from multimodal.data.shapes import PALETTE, POSITIONS, SHAPES, SIZES
 from multimodal.metrics import words
 
 # The reader's decision constants, measured on clean, blurred and noisy renders at 32–112 px.
@@ -24,8 +24,8 @@ _SMOOTHING = 0.7  # pixels (Gaussian sigma)
 _TRIANGLE_SKEW = -0.1  # vertical skewness; apex-up triangle ≈ -0.57, circle and square 0
 _SQUARE_KURTOSIS_RATIO = 1.2  # 4th cumulant along axes / along diagonals; circle 1, square 2
 
-_PALETTE_NAMES = tuple(COLORS)
-_PALETTE_DIRECTIONS = np.array([COLORS[name] for name in _PALETTE_NAMES], dtype=np.float64)
+_PALETTE_NAMES = tuple(PALETTE)  # the extra colours too: a set drawn with them is scored the same way
+_PALETTE_DIRECTIONS = np.array([PALETTE[name] for name in _PALETTE_NAMES], dtype=np.float64)
 _PALETTE_DIRECTIONS /= np.linalg.norm(_PALETTE_DIRECTIONS, axis=1, keepdims=True)
 
 
@@ -122,7 +122,7 @@ def _shape_cumulants(weight: np.ndarray) -> tuple[float, float]:
 # Every position phrase ("on the left", "in the center") ends in the position's name.
 _VOCABULARY = {
     "shape": set(SHAPES),
-    "color": set(COLORS),
+    "color": set(PALETTE),
     "size": set(SIZES),
     "position": set(POSITIONS),
 }

@@ -107,12 +107,14 @@ def ensure_drawn(
 ) -> None:
     """A built-in set with the `wanted` parameters (image size, options) under `root`:
     `generate(root, seed=seed, **wanted)` where the folder is missing or empty, and again with
-    the earlier counts and seed where the set there was drawn with other `wanted` values. A
+    the earlier counts, seed and options where the set there was drawn with other `wanted`
+    values. A
     folder of someone's own data is left alone (the loader then reads it as it is)."""
     root = Path(root)
     params = read_params(root, params_file)
     if params is not None and any(params.get(name) != value for name, value in wanted.items()):
-        generate(root, num_train=params["num_train"], num_val=params["num_val"], seed=params["seed"], **wanted)
+        recorded = {name: value for name, value in params.items() if name != "format_version"}
+        generate(root, **(recorded | wanted))
     elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
         generate(root, seed=seed, **wanted)
 

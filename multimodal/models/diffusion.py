@@ -61,6 +61,8 @@ class LatentDiffusion(nn.Module):
         # Per-channel statistics of the training latents, stored with the weights.
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
+        # Off while an adapter fine-tunes: the statistics belong to the base, which stays as it was.
+        self.track_latent_stats = True
         # What the UNet sees when the text is dropped (classifier-free guidance).
         self.null_text_embedding = nn.Parameter(torch.zeros(config.embed_dim))
         self.null_context = nn.Parameter(torch.randn(context_dim) * 0.02)

@@ -95,7 +95,7 @@ class GenerativeMultimodalModel(nn.Module):
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)
             text_embedding = self.text_encoder.project(text_states, attention_mask)
-        if self.training:
+        if self.training and self.diffusion.track_latent_stats:
             self.diffusion.update_latent_stats(z.detach())
 
         out: dict[str, torch.Tensor] = {}

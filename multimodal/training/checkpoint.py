@@ -6,6 +6,10 @@
     <dir>/training_weights.safetensors                        the raw (non-averaged) weights  } resumable
     <dir>/training_state.safetensors                          optimiser moments and RNG states} only
 
+A LoRA run (`base` given) writes the adapter instead of config.json and model.safetensors
+(see `multimodal/adapters.py`), and its training weights are the raw adapter tensors alone:
+the base is read again from its own folder.
+
 Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
 target (`.<name>.tmp`) and then renamed into place, so a crash mid-write leaves the previous
 one intact; `recover_checkpoint` completes a save that a crash cut off between its two renames.
@@ -26,8 +30,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from multimodal.adapters import adapter_state, is_adapter, load_adapter_state, save_adapter
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.paths import TRAINER_STATE, TRAINING_STATE, TRAINING_WEIGHTS, WEIGHTS_NAME
+from multimodal.paths import ADAPTER_WEIGHTS, TRAINER_STATE, TRAINING_STATE, TRAINING_WEIGHTS, WEIGHTS_NAME
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -90,17 +95,25 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
     resumable: bool = True,
+    base: Path | None = None,
 ) -> None:
     """Write a checkpoint folder atomically (temporary folder, then rename): what generation
     loads and the trainer's record, and with `resumable` what resuming needs besides (the raw
-    weights, optimiser and RNG states: twice the size of the model again)."""
+    weights, optimiser and RNG states: twice the size of the model again). With `base`, the
+    models carry LoRA adapters on that checkpoint, and only the adapters are written."""
     directory = Path(directory)
     temporary = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
-    ema_model.save_pretrained(temporary)
+    if base is None:
+        ema_model.save_pretrained(temporary)
+    else:
+        save_adapter(ema_model, temporary, base)
     state = dict(trainer_state)
     if resumable:
-        save_model(model, str(temporary / TRAINING_WEIGHTS))
+        if base is None:
+            save_model(model, str(temporary / TRAINING_WEIGHTS))
+        else:
+            save_file(adapter_state(model), str(temporary / TRAINING_WEIGHTS))
         optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
         save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
         state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
@@ -120,7 +133,7 @@ def is_resumable(directory: Path) -> bool:
 
 def _is_complete(directory: Path) -> bool:
     """Every file written and the trainer state (written last) readable."""
-    if not is_resumable(directory) or not (directory / WEIGHTS_NAME).is_file():
+    if not is_resumable(directory) or not ((directory / WEIGHTS_NAME).is_file() or is_adapter(directory)):
         return False
     try:
         json.loads((directory / TRAINER_STATE).read_text())
@@ -190,11 +203,16 @@ def load_checkpoint(
     ema_model: GenerativeMultimodalModel,
     optimizer: torch.optim.Optimizer,
 ) -> dict[str, Any]:
-    """Restore raw and EMA weights, optimiser and RNG states; returns the trainer state."""
+    """Restore raw and EMA weights (the adapters alone, for a LoRA run), optimiser and RNG
+    states; returns the trainer state."""
     directory = Path(directory)
     device = str(model.device)
-    load_model(model, str(directory / TRAINING_WEIGHTS), strict=True, device=device)
-    load_model(ema_model, str(directory / WEIGHTS_NAME), strict=True, device=device)
+    if is_adapter(directory):
+        load_adapter_state(model, load_file(str(directory / TRAINING_WEIGHTS), device=device), directory)
+        load_adapter_state(ema_model, load_file(str(directory / ADAPTER_WEIGHTS), device=device), directory)
+    else:
+        load_model(model, str(directory / TRAINING_WEIGHTS), strict=True, device=device)
+        load_model(ema_model, str(directory / WEIGHTS_NAME), strict=True, device=device)
     tensors = load_file(str(directory / TRAINING_STATE))
     state = json.loads((directory / TRAINER_STATE).read_text())
     optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))

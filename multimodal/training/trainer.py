@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 from tqdm.auto import tqdm
 
+from multimodal.adapters import add_adapters
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CaptionCollator, open_split
 from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
@@ -74,16 +75,25 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, resume: bool = False) -> None:
-        self.model_config = model_config
+    def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig, resume: bool = False) -> None:
+        """`model_config` builds a new model; with `train_config.init_from` it is None and the
+        model is that checkpoint's (with LoRA adapters when `lora_rank` is set)."""
         # The data folder is recorded as an absolute path, so evaluate.py finds it from anywhere.
         self.config = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
         self.output_dir = Path(train_config.output_dir)
         self.dist, self.device = init_distributed(train_config.device)
         seed_everything(train_config.seed)
 
+        # Every process builds the same initial weights (the data sets draw no random numbers);
+        # after that each draws its own noise.
+        if train_config.init_from is None:
+            self.model = GenerativeMultimodalModel(model_config).to(self.device)
+        else:
+            self.model = GenerativeMultimodalModel.from_pretrained(train_config.init_from, device=self.device)
+        self.model_config = self.model.config
+
         data_dir = Path(self.config.data_dir)
-        size = model_config.image_size
+        size = self.model_config.image_size
         if is_builtin(train_config.preset) and self.dist.is_main:
             ensure_builtin_dataset(train_config.preset, data_dir, size, train_config.seed)
         self.dist.barrier()  # the other processes wait for rank 0 to write the data
@@ -93,9 +103,13 @@ class Trainer:
         self.train_set = open_split(data_dir, "train", size, all_pairs=c.all_pairs, **layout)
         self.val_set = open_split(data_dir, "val", size, **layout)
         self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards
+        if train_config.lora_rank:
+            if self.streamed:
+                raise TrainingError("--lora-rank needs the captions up front (the caption decoder's rows for their "
+                                    "words train); WebDataset shards stream them: convert to an image folder first")
+            alpha = train_config.lora_alpha or train_config.lora_rank
+            add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list, self._words())
 
-        # Every process builds the same initial weights; after that each draws its own noise.
-        self.model = GenerativeMultimodalModel(model_config).to(self.device)
         torch.manual_seed(train_config.seed + self.dist.rank)
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
         self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
@@ -113,9 +127,9 @@ class Trainer:
             for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
                 part.compile()
         self.text_cache = (
-            TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if model_config.freeze_bert else None
+            TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if self.model_config.freeze_bert else None
         )
-        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=model_config.max_text_length))
+        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=self.model_config.max_text_length))
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
@@ -148,6 +162,11 @@ class Trainer:
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
         if resume:
             self._resume()
+
+    def _words(self) -> list[int]:
+        """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
+        captions = sorted({c for captions in self.train_set.references.values() for c in captions})
+        return sorted({token for ids in self.model.tokenizer(captions)["input_ids"] for token in ids})
 
     def stage_of(self, step: int) -> Stage:
         """The stage that trains step `step` (the last stage for steps past the end)."""
@@ -187,7 +206,8 @@ class Trainer:
     def save(self, name: str = "latest") -> Path:
         """latest/ can be resumed from; best/ holds only what using the model needs."""
         directory = self.output_dir / name
-        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest")
+        base = Path(self.config.init_from) if self.config.lora_rank else None
+        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base)
         if name == "latest":
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
