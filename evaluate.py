@@ -6,7 +6,8 @@
 Shapes: retrieval over the 180 canonical captions, caption attribute accuracy, and text→image
 attribute accuracy with diffusion and with the fast path, against the targets a working model
 must reach. COCO: BLEU-4, CIDEr and retrieval R@1/5/10. Prints a table and writes it to
-<checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
+<checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output); a full run
+also puts it in the checkpoint's model card (README.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 
 from multimodal import cli  # noqa: E402
 from multimodal.config import SamplingConfig, default_data_dir  # noqa: E402
-from multimodal.paths import read_trainer_state  # noqa: E402
+from multimodal.model_card import write_model_card  # noqa: E402
+from multimodal.paths import read_trainer_state, write_text_atomically  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
 SHEET_COLUMNS = 8
@@ -162,11 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     path = results_path(args, generator.checkpoint_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:
         print(f"{parser.prog}: error: cannot write {path}: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    if not args.limit:  # the card shows the full measure; a quick look never replaces it
+        try:
+            card = write_model_card(generator.checkpoint_dir, results)
+            print(f"wrote {card} (the model card, with this table)")
+        except OSError as error:
+            cli.warn(parser, f"cannot update the model card of {generator.checkpoint_dir}: {error}")
     if args.sheet:
         with cli.friendly_errors(parser.prog):
             write_sheet(generator.model, val, args.sheet, sampling, seed)

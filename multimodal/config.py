@@ -23,6 +23,7 @@ NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16")
+REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
 
 
 def option(
@@ -294,6 +295,11 @@ class TrainConfig(_Config):
     keep_last: int = option(0, "besides latest/, keep step_NNNNNNN/ copies of the last K saves", group="output")
     sample_every_epoch: bool = option(True, "write samples/epoch_NNN.png after each epoch", group="output")
     max_nonfinite_steps: int = option(20, "this many non-finite losses in a row stop the run", group="output")
+    report_to: str = option(
+        "none", "also log the losses, metrics, learning rate and sample sheets for TensorBoard, in "
+        "<output-dir>/tensorboard/ (needs the tensorboard package)", group="output", choices=REPORT_TO,
+    )
+    log_every: int = option(50, "steps between logged training losses (their mean over those steps)", group="output")
 
     device: str = option("auto", "where to train; auto: CUDA when present", group="hardware",
                          choices=("auto", "cpu", "cuda"))
@@ -306,7 +312,7 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
-                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0)):
+                            ("max_nonfinite_steps", 1), ("log_every", 1), ("diffusion_epochs", 0), ("keep_last", 0)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
             _require(value >= least, name, f"{wanted}, got {value}")

@@ -116,3 +116,12 @@ def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png"
         used.add(slug)
         names.append([f"{slug}_{j}{extension}" for j in range(count)])
     return names
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` beside `path` and rename it into place: a reader never sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return path
