@@ -22,9 +22,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import SamplingConfig, default_data_dir  # noqa: E402
+from multimodal.config import SamplingConfig  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
-from multimodal.paths import read_trainer_state, write_text_atomically  # noqa: E402
+from multimodal.paths import trained_data_dir, write_text_atomically  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
 SHEET_COLUMNS = 8
@@ -65,16 +65,6 @@ def results_path(args: argparse.Namespace, checkpoint: Path) -> Path:
     if args.output:
         return args.output
     return checkpoint / (f"evaluation-limit-{args.limit}.json" if args.limit else RESULTS_NAME)
-
-
-def trained_data_dir(checkpoint: Path) -> Path:
-    """The data set the checkpoint was trained on, as its trainer state records it (an
-    absolute path since this version; older runs record the preset, or nothing: shapes)."""
-    state = read_trainer_state(checkpoint) or {}
-    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
-    if train_config.get("data_dir"):
-        return Path(train_config["data_dir"])
-    return default_data_dir(train_config.get("preset", "shapes"))
 
 
 def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> None:

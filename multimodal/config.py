@@ -333,6 +333,30 @@ class TrainConfig(_Config):
         return Path(self.data_dir) if self.data_dir else default_data_dir(self.preset)
 
 
+@dataclass
+class ServeConfig(_Config):
+    """How `app.py` serves the web demo; it has a flag for each field."""
+
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every network interface)")
+    port: int = option(7860, "port to listen on")
+    data_dir: str | None = option(
+        None, "data set whose validation images give the examples and the search (default: the checkpoint's own)"
+    )
+    max_upload_mb: float = option(10.0, "largest file a visitor may upload, in megabytes")
+    max_megapixels: float = option(25.0, "largest picture a visitor may upload, in millions of pixels")
+    max_images: int = option(8, "most images one text→image request may ask for")
+    max_captions: int = option(5, "most captions one image→text request may ask for")
+    search_images: int = option(1000, "validation images the search tab ranks (the first N)")
+    concurrency_limit: int = option(1, "requests the model works on at once; the others wait in the queue")
+    queue_size: int = option(100, "requests that may wait; more are turned away with a message")
+
+    def validate(self) -> None:
+        _require(1 <= self.port <= 65535, "port", f"must be in 1..65535, got {self.port}")
+        for name in ("max_upload_mb", "max_megapixels", "max_images", "max_captions", "search_images",
+                     "concurrency_limit", "queue_size"):
+            _require(getattr(self, name) > 0, name, f"must be above 0, got {getattr(self, name)}")
+
+
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "coco": {},
     # Measured (docs/DESIGN.md, the README): joint epochs first, then diffusion alone on the

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from multimodal.config import default_data_dir
 from multimodal.errors import CheckpointError, InvalidInputError
 
 CONFIG_NAME = "config.json"
@@ -78,6 +79,16 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) else None
+
+
+def trained_data_dir(checkpoint: str | os.PathLike) -> Path:
+    """The data set the checkpoint was trained on, as its trainer state records it (an
+    absolute path since this version; older runs record the preset, or nothing: shapes)."""
+    state = read_trainer_state(checkpoint) or {}
+    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
+    if train_config.get("data_dir"):
+        return Path(train_config["data_dir"])
+    return default_data_dir(train_config.get("preset", "shapes"))
 
 
 def trained_preset(checkpoint: str | os.PathLike) -> str | None:
