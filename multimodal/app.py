@@ -250,15 +250,16 @@ def build_page(demo: Demo) -> gr.Blocks:
         with gr.Tab("Image → text", id="image-to-text"):
             with gr.Row():
                 with gr.Column():
-                    upload = UploadedImage(type="filepath", label="Picture", sources=["upload"], elem_id="i2t-image")
+                    upload = UploadedImage(type="filepath", label="Picture", sources=["upload"], elem_id="i2t-image",
+                                           height=256)
                     decoding = gr.Radio(list(DECODINGS), value="greedy", label="Decoding")
                     with gr.Row():
                         captions_count = gr.Slider(1, config.max_captions, value=1, step=1, label="Captions")
-                        beams = gr.Slider(2, 8, value=3, step=1, label="Beams (beams)")
+                        beams = gr.Slider(2, 8, value=3, step=1, label="Beams (for beams)")
                     with gr.Row():
-                        temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.1, label="Temperature (sampling)")
-                        top_p = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p (sampling)")
-                        caption_seed = gr.Number(demo.seed, precision=0, label="Seed (sampling)", minimum=0)
+                        temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.1, label="Temperature (for sampling)")
+                        top_p = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p (for sampling)")
+                        caption_seed = gr.Number(demo.seed, precision=0, label="Seed (for sampling)", minimum=0)
                     describe = gr.Button("Describe", variant="primary", elem_id="i2t-run")
                     if trained_on == "shapes":
                         gr.Markdown("This checkpoint knows only the shapes set: it describes any picture as a shape.")
@@ -276,7 +277,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                     found = gr.Gallery(label="Most similar validation images", columns=4, elem_id="search-images")
                 with gr.Column():
                     probe = UploadedImage(type="filepath", label="…or captions like this picture", sources=["upload"],
-                                          elem_id="search-image")
+                                          elem_id="search-image", height=256)
                     rank = gr.Button("Search captions", elem_id="search-captions-run")
                     ranked = gr.Dataframe(headers=["caption", "similarity"], elem_id="search-captions")
                     if pictures:
