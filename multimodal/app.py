@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio loads: no calls home
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import warnings  # noqa: E402
 from contextlib import contextmanager  # noqa: E402

@@ -24,7 +24,7 @@ CARD_NAME = "README.md"
 
 # What each preset's data set is, what the card's header calls it, and an example prompt.
 DATASETS = {
-    "shapes": ("shapes", "the built-in shapes set (one coloured circle, square or triangle on black, 56×56)",
+    "shapes": ("shapes", "the built-in shapes set of 56×56 pictures of one coloured circle, square or triangle on black",
                "a large red circle on the left"),
     "coco": ("coco", "COCO 2017 captions", "a dog running on the beach"),
 }
@@ -67,7 +67,7 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         history = trainer_state.get("history") or []
         last = history[-1] if history else {}
         lines.append(
-            f"Preset `{preset}`, on {described} (`{train_config.get('data_dir')}`): {trainer_state.get('step')} "
+            f"Preset `{preset}`, on {described}, read from `{train_config.get('data_dir')}`: {trainer_state.get('step')} "
             f"optimiser steps, {trainer_state.get('epoch')} epochs ({train_config.get('epochs')} of every part"
             + (f", then {train_config['diffusion_epochs']} of diffusion alone" if train_config.get("diffusion_epochs") else "")
             + f"), batch {train_config.get('batch_size')}, peak learning rate {train_config.get('learning_rate')}, "

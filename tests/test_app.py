@@ -83,6 +83,12 @@ def test_it_listens_on_localhost_only_by_default(served):
     assert ServeConfig().host == "127.0.0.1"
 
 
+def test_nothing_calls_home(served):
+    from gradio import analytics
+
+    assert not analytics.analytics_enabled()  # no version check, no usage reports
+
+
 def test_text_to_image_gives_pngs_of_the_model_size_reproducibly(client):
     first, second = t2i(client, "a large red circle on the left", count=2), t2i(client, "a large red circle on the left", count=2)
     assert len(first) == 2
@@ -169,3 +175,11 @@ def test_bad_flags_are_one_line_and_exit_code_2(served, tmp_path, args, message)
     result = run_app(*checkpoint, *[a.format(tmp=tmp_path) for a in args])
     assert result.returncode == 2 and message.format(tmp=tmp_path) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_an_upload_over_the_size_cap_is_refused_by_the_server(served, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * int(ServeConfig().max_upload_mb * 1e6 + 1000))
+    with big.open("rb") as file:
+        answer = httpx.post(f"{served[1]}gradio_api/upload", files={"files": ("big.png", file, "image/png")})
+    assert answer.status_code == 413 and "maximum" in answer.text.lower()
