@@ -133,7 +133,8 @@ class ValidationSet:
 
 class Demo:
     """The page's handlers around one generator. Each checks its input and answers a mistake
-    with a message in the page; the next request works as if nothing happened."""
+    with a message in the page; the next request works as if nothing happened. (Gradio itself
+    keeps sliders and numbers within their bounds and choices among the choices.)"""
 
     def __init__(self, generator: ImageTextGenerator, config: ServeConfig, validation: ValidationSet | None,
                  seed: int = 0, no_search: str = "") -> None:
@@ -160,8 +161,6 @@ class Demo:
                       count: float, preview: bool) -> list[Image.Image]:
         if len(prompt or "") > MAX_PROMPT_CHARACTERS:
             raise refuse(f"A prompt of at most {MAX_PROMPT_CHARACTERS} characters, please.")
-        if not 1 <= count <= self.config.max_images:
-            raise refuse(f"Between 1 and {self.config.max_images} images, please.")
         with page_messages():
             sampling = SamplingConfig(num_inference_steps=int(steps), guidance_scale=float(guidance),
                                       sampler=sampler, use_diffusion=not preview)
@@ -176,9 +175,7 @@ class Demo:
             "sampling": {"do_sample": True, "temperature": temperature, "top_p": top_p, "seed": seed_of(seed)},
         }.get(decoding, None)
         if options is None:
-            raise refuse(f"Decoding is one of {', '.join(DECODINGS)}.")
-        if not 1 <= count <= self.config.max_captions:
-            raise refuse(f"Between 1 and {self.config.max_captions} captions, please.")
+            raise refuse(f"Choose a decoding: {', '.join(DECODINGS)}.")
         if decoding == "greedy" and count > 1:
             raise refuse("Greedy decoding writes one caption: choose beams or sampling for several.")
         with page_messages():
@@ -222,7 +219,8 @@ def build_page(demo: Demo) -> gr.Blocks:
     pictures = validation.spread(validation.paths) if validation else []
     run = dict(concurrency_id=MODEL, concurrency_limit=config.concurrency_limit)
     trained_on = demo.generator.trained_on
-    with gr.Blocks(title="multimodal", analytics_enabled=False) as page:
+    # Visitors' uploads and the pictures made for them are deleted after an hour, checked hourly.
+    with gr.Blocks(title="multimodal", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"## multimodal · `{demo.generator.checkpoint_dir}`"
                     + (f" · trained on the {trained_on} set" if trained_on else ""))
         if demo.no_search:

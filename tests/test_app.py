@@ -117,6 +117,7 @@ def test_search_ranks_the_validation_images_and_captions(client, served):
 
 @pytest.mark.parametrize("mistake, message", [
     ("empty prompt", "a prompt must not be empty"),
+    ("endless prompt", "A prompt of at most 1000 characters"),
     ("not a picture", "not a picture that can be read"),
     ("cut short", "cut short"),
     ("huge", "6000×5000 pixels (30 megapixels); the limit is 25 megapixels"),
@@ -128,6 +129,7 @@ def test_bad_input_is_a_message_in_the_page_and_the_next_request_works(client, s
     good = served[0].validation.paths[0]
     calls = {
         "empty prompt": lambda: t2i(client, "   "),
+        "endless prompt": lambda: t2i(client, "a red circle " * 10_000),
         "not a picture": lambda: client.predict(handle_file(str(files["notes"])), "greedy", 1, 3, 0.8, 0.9, 0,
                                                 api_name="/image_to_text"),
         "cut short": lambda: client.predict(handle_file(str(files["cut"])), api_name="/search_captions"),
