@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -41,11 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.check_device(parser, args.device)
     if config.data_dir and not Path(config.data_dir).is_dir():
         parser.error(f"--data-dir {config.data_dir} is not a folder")
-    if importlib.util.find_spec("gradio") is None:
-        parser.error("the web demo needs gradio: pip install -e '.[app]'")
     cli.set_thread_policy(None)
+    try:
+        import gradio  # noqa: F401  (it and torch load only now, once the flags are good)
+    except ImportError:
+        parser.error("the web demo needs gradio: pip install -e '.[app]'")
     with cli.friendly_errors(parser.prog):
-        from multimodal.app import Demo, build_page, launch  # gradio and torch load only now
+        from multimodal.app import Demo, build_page, launch
 
         demo = Demo.load(checkpoint, config, device=args.device, seed=args.seed)
         launch(build_page(demo), config)

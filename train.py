@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -81,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(problem)
     if args.log_every is not None and train_config.report_to == "none":
         parser.error("--log-every sets how often --report-to tensorboard logs; without it, it would be ignored")
-    if train_config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        parser.error("--report-to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
+    if train_config.report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401  (light: its modules load on use)
+        except ImportError:
+            parser.error("--report-to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
 
     from multimodal.device import precision_warning  # torch and the libraries load only now
     from multimodal.errors import InvalidInputError, TrainingError

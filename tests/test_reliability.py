@@ -57,7 +57,7 @@ from multimodal.training.checkpoint import (
 from test_training import REPO, TINY_FLAGS, run_train, shapes_dir, tiny_trainer  # noqa: F401 (a fixture)
 
 PACKAGE = REPO / "multimodal"
-SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py")]
+SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py", "app.py")]
 
 
 def script_main(name: str):
