@@ -126,9 +126,9 @@ class ValidationSet:
         return cls(paths, captions, images, texts, words)
 
     def spread(self, items: list, count: int = NUM_EXAMPLES) -> list:
-        """`count` items taken evenly through `items` (the first ones are often alike)."""
-        step = max(1, len(items) // count)
-        return items[::step][:count]
+        """Up to `count` items from all over `items` (neighbours are alike): a stride of 77 walks
+        through the shapes set's sizes, colours, shapes and positions alike."""
+        return list(dict.fromkeys(items[(i * 77) % len(items)] for i in range(min(count, len(items)))))
 
 
 class Demo:
@@ -237,7 +237,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                         sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
                         seed = gr.Number(demo.seed, precision=0, label="Seed (empty: random)", minimum=0)
                         count = gr.Slider(1, config.max_images, value=1, step=1, label="Images")
-                    preview = gr.Checkbox(False, label="Fast preview (no diffusion)")
+                    preview = gr.Checkbox(False, label="Fast preview (no diffusion)", elem_id="t2i-preview")
                     draw = gr.Button("Generate", variant="primary", elem_id="t2i-run")
                     if prompts:
                         gr.Examples([[p] for p in prompts], inputs=[prompt], label="Examples from the data set")

@@ -34,13 +34,17 @@ pytestmark = pytest.mark.skipif(
 WAIT = 120  # seconds: the model runs on a shared CPU
 
 
-@pytest.fixture(scope="module")
-def browser():
+def start_browser() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_browser()
     yield driver
     driver.quit()
 
@@ -117,3 +121,37 @@ def test_the_page_works_in_a_real_browser(browser, served, tmp_path):
     fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     outside = [address for address in fetched if urlparse(address).hostname not in ("127.0.0.1", None)]
     assert fetched and not outside, outside
+
+
+def screenshots(checkpoint: str, folder: str, preview: bool = False) -> None:
+    """A screenshot of each tab on a real checkpoint, for the docs (`preview`: the fast preview):
+
+        python tests/test_browser.py checkpoints/demo screenshots/ [--preview]
+    """
+    from test_app import free_port
+
+    from multimodal.app import Demo, build_page, launch
+    from multimodal.config import ServeConfig
+
+    config, out = ServeConfig(port=free_port()), Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    demo = Demo.load(checkpoint, config, device="cpu")
+    page = build_page(demo)
+    driver = start_browser()
+    driver.get(launch(page, config, block=False))
+    if preview:
+        visible(driver, "#t2i-preview input").click()
+    text_to_image(driver, "a large red circle on the left")
+    driver.save_screenshot(str(out / "text-to-image.png"))
+    image_to_text(driver, Path(demo.validation.paths[77]))
+    driver.save_screenshot(str(out / "image-to-text.png"))
+    search(driver, "a small blue square at the top")
+    driver.save_screenshot(str(out / "search.png"))
+    driver.quit()
+    page.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    screenshots(*[arg for arg in sys.argv[1:3]], preview="--preview" in sys.argv)
