@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo serve clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ DEMO_DIR := checkpoints/demo
 demo: install
 	$(PY) train.py --preset shapes --output-dir $(DEMO_DIR) --overwrite --no-sample-every-epoch
 	$(PY) evaluate.py --checkpoint $(DEMO_DIR) --sheet $(DEMO_DIR)/sample_sheet.png
+
+# The web demo on 127.0.0.1:7860 (checkpoints/, else the demo's checkpoints/demo/, as the CLIs find it);
+# more flags with SERVE_FLAGS="--port 8080 --device cpu".
+serve: install
+	$(PY) app.py $(SERVE_FLAGS)
 
 clean:
 	rm -rf $(VENV) checkpoints

@@ -10,7 +10,8 @@ must reach. Scenes: the same with two objects (both right: colour, shape and pla
 for the kinds training saw and those it never did. Any other data set (COCO or any layout
 train.py reads): BLEU-4, CIDEr against every caption of an image, and retrieval R@1/5/10.
 Prints a table and writes it to
-<checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output).
+<checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output); a full run
+also puts it in the checkpoint's model card (README.md).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import SamplingConfig, TrainConfig, default_data_dir  # noqa: E402
-from multimodal.paths import is_shard_spec, read_trainer_state  # noqa: E402
+from multimodal.config import DATA_FIELDS, SamplingConfig, TrainConfig  # noqa: E402
+from multimodal.model_card import write_model_card  # noqa: E402
+from multimodal.paths import is_shard_spec, trained_data, write_text_atomically  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
-DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")  # how the data set is read
 SHEET_COLUMNS = 8
 
 
@@ -72,18 +73,6 @@ def results_path(args: argparse.Namespace, checkpoint: Path) -> Path:
     if args.output:
         return args.output
     return checkpoint / (f"evaluation-limit-{args.limit}.json" if args.limit else RESULTS_NAME)
-
-
-def trained_data(checkpoint: Path) -> tuple[Path, dict]:
-    """The data set the checkpoint was trained on and how it was read (its layout, columns and
-    validation fraction), as its trainer state records them (the data folder as an absolute
-    path since this version; older runs record the preset, or nothing: shapes)."""
-    state = read_trainer_state(checkpoint) or {}
-    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
-    options = {name: train_config[name] for name in DATA_FIELDS if name in train_config}
-    if train_config.get("data_dir"):
-        return Path(train_config["data_dir"]), options
-    return default_data_dir(train_config.get("preset", "shapes")), options
 
 
 def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> None:
@@ -193,11 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     path = results_path(args, trained)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:
         print(f"{parser.prog}: error: cannot write {path}: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    if not args.limit:  # the card shows the full measure; a quick look never replaces it
+        try:
+            card = write_model_card(generator.checkpoint_dir, results)
+            print(f"wrote {card} (the model card, with this table)")
+        except OSError as error:
+            cli.warn(parser, f"cannot update the model card of {generator.checkpoint_dir}: {error}")
     if args.sheet:
         with cli.friendly_errors(parser.prog):
             write_sheet(generator.model, val, args.sheet, sampling, seed)

@@ -89,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(problem)
     if train_config.init_from is not None:
         train_config = train_config.replace(init_from=str(cli.resolve_checkpoint_or_exit(parser, train_config.init_from)))
+    if args.log_every is not None and train_config.report_to == "none":
+        parser.error("--log-every sets how often --report-to tensorboard logs; without it, it would be ignored")
+    if train_config.report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401  (light: its modules load on use)
+        except ImportError:
+            parser.error("--report-to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
 
     from multimodal.device import precision_warning  # torch and the libraries load only now
     from multimodal.errors import InvalidInputError, TrainingError

@@ -25,6 +25,9 @@ SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16")
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
 DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
+# The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
+DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
+REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
 
 
 def option(
@@ -353,6 +356,11 @@ class TrainConfig(_Config):
     keep_last: int = option(0, "besides latest/, keep step_NNNNNNN/ copies of the last K saves", group="output")
     sample_every_epoch: bool = option(True, "write samples/epoch_NNN.png after each epoch", group="output")
     max_nonfinite_steps: int = option(20, "this many non-finite losses in a row stop the run", group="output")
+    report_to: str = option(
+        "none", "also log the losses, metrics, learning rate and sample sheets for TensorBoard, in "
+        "<output-dir>/tensorboard/ (needs the tensorboard package)", group="output", choices=REPORT_TO,
+    )
+    log_every: int = option(50, "steps between logged training losses (their mean over those steps)", group="output")
 
     device: str = option("auto", "where to train; auto: CUDA when present", group="hardware",
                          choices=("auto", "cpu", "cuda"))
@@ -382,7 +390,7 @@ class TrainConfig(_Config):
 
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
-                            ("max_nonfinite_steps", 1), ("diffusion_epochs", 0), ("keep_last", 0),
+                            ("max_nonfinite_steps", 1), ("log_every", 1), ("diffusion_epochs", 0), ("keep_last", 0),
                             ("text_cache_mb", 1)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
@@ -415,6 +423,30 @@ class TrainConfig(_Config):
     def resolved_data_dir(self) -> Path:
         """The data folder this run reads: the one given, else the preset's default."""
         return Path(self.data_dir) if self.data_dir else default_data_dir(self.preset)
+
+
+@dataclass
+class ServeConfig(_Config):
+    """How `app.py` serves the web demo; it has a flag for each field."""
+
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every network interface)")
+    port: int = option(7860, "port to listen on")
+    data_dir: str | None = option(
+        None, "data set whose validation images give the examples and the search (default: the checkpoint's own)"
+    )
+    max_upload_mb: float = option(10.0, "largest file a visitor may upload, in megabytes")
+    max_megapixels: float = option(25.0, "largest picture a visitor may upload, in millions of pixels")
+    max_images: int = option(8, "most images one text→image request may ask for")
+    max_captions: int = option(5, "most captions one image→text request may ask for")
+    search_images: int = option(1000, "validation images the search tab ranks (the first N)")
+    concurrency_limit: int = option(1, "requests the model works on at once; the others wait in the queue")
+    queue_size: int = option(100, "requests that may wait; more are turned away with a message")
+
+    def validate(self) -> None:
+        _require(1 <= self.port <= 65535, "port", f"must be in 1..65535, got {self.port}")
+        for name in ("max_upload_mb", "max_megapixels", "max_images", "max_captions", "search_images",
+                     "concurrency_limit", "queue_size"):
+            _require(getattr(self, name) > 0, name, f"must be above 0, got {getattr(self, name)}")
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {

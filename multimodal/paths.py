@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from multimodal.config import DATA_FIELDS, default_data_dir
 from multimodal.errors import CheckpointError, InvalidInputError
 
 CONFIG_NAME = "config.json"
@@ -105,6 +106,18 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+def trained_data(checkpoint: str | os.PathLike) -> tuple[Path, dict]:
+    """The data set the checkpoint was trained on and how it was read (its layout, columns and
+    validation fraction), as its trainer state records them (the data folder as an absolute
+    path since this version; older runs record the preset, or nothing: shapes)."""
+    state = read_trainer_state(checkpoint) or {}
+    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
+    options = {name: train_config[name] for name in DATA_FIELDS if name in train_config}
+    if train_config.get("data_dir"):
+        return Path(train_config["data_dir"]), options
+    return default_data_dir(train_config.get("preset", "shapes")), options
+
+
 def trained_preset(checkpoint: str | os.PathLike) -> str | None:
     """The preset a trainer-written checkpoint was trained with (None when it does not say)."""
     train_config = (read_trainer_state(checkpoint) or {}).get("train_config")
@@ -159,3 +172,12 @@ def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png"
         used.add(slug)
         names.append([f"{slug}_{j}{extension}" for j in range(count)])
     return names
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` beside `path` and rename it into place: a reader never sees half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return path

@@ -118,6 +118,18 @@ def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder
     assert "t2i/all" in result.stdout and "targets met" in result.stdout
 
 
+def test_a_full_evaluation_puts_its_table_in_the_model_card_and_a_quick_look_does_not(run_folder):
+    card = run_folder / "best" / "README.md"
+    result = run_evaluate("--checkpoint", str(run_folder), "--limit", "4", "--steps", "1")
+    assert result.returncode == 0, result.stderr
+    assert card.is_file() and "## Evaluation" not in card.read_text()
+    result = run_evaluate("--checkpoint", str(run_folder), "--steps", "1")
+    assert result.returncode == 0, result.stderr
+    text = card.read_text()
+    assert "## Evaluation" in text and "the whole validation split" in text and "| retrieval/i2t_R@1 |" in text
+    assert text.startswith("---\nlibrary_name: multimodal\n")
+
+
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"no COCO sample at {COCO_MINI}")
 def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
     result = run_evaluate("--checkpoint", str(run_folder / "best"), "--data-dir", str(COCO_MINI), "--limit", "8")

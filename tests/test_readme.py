@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from multimodal.cli import given
+from multimodal.config import ServeConfig
 from multimodal.data import generate_shapes_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def demo_folder(checkpoint, tmp_path_factory) -> Path:
 
 def test_the_readme_has_commands_for_every_script():
     used = {Path(words[1]).name for words in shell_commands() if words[0] == "python" and len(words) > 1}
-    assert {"train.py", *SCRIPTS} <= used
+    assert {"train.py", "app.py", *SCRIPTS} <= used
 
 
 def test_every_readme_command_works_in_order(demo_folder):
@@ -73,6 +75,11 @@ def test_every_readme_command_works_in_order(demo_folder):
             if "--help" in words:
                 continue
             train["configs_from_args"](train["build_parser"]().parse_args(words[2:]))  # every flag and value valid
+            continue
+        if script == "app.py":  # it serves until stopped: its flags must make a valid config
+            app = runpy.run_path(str(ROOT / "app.py"))
+            args = app["build_parser"]().parse_args(words[2:])
+            ServeConfig(**given(args, ServeConfig))
             continue
         if words[1] == "-m":
             continue  # python -m bench: measured elsewhere

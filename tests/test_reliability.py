@@ -57,7 +57,7 @@ from multimodal.training.checkpoint import (
 from test_training import REPO, TINY_FLAGS, run_train, shapes_dir, tiny_trainer  # noqa: F401 (a fixture)
 
 PACKAGE = REPO / "multimodal"
-SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py")]
+SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py", "app.py")]
 
 
 def script_main(name: str):
@@ -465,7 +465,7 @@ def test_paths_in_a_checkpoint_config_are_never_imported_or_executed(checkpoint,
 @given(prompt=st.text(min_size=1, max_size=500))
 def test_any_prompt_draws_an_image_or_is_refused_when_blank(generator, prompt):
     if not prompt.strip():
-        with pytest.raises(InvalidInputError, match="non-empty"):
+        with pytest.raises(InvalidInputError, match="must not be empty"):
             generator.text_to_image(prompt)
         return
     with warnings.catch_warnings(record=True) as caught:

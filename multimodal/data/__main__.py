@@ -15,9 +15,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tokenizer comes from an installed package
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import ShapesConfig, TrainConfig  # noqa: E402
-
-DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
+from multimodal.config import DATA_FIELDS, ShapesConfig, TrainConfig  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from torch import nn
 from multimodal.config import ModelConfig, SamplingConfig
 from multimodal.errors import CheckpointError
 from multimodal.losses import ContrastiveLoss
+from multimodal.model_card import write_model_card
 from multimodal.models.caption_decoder import CaptionDecoder, clean_caption
 from multimodal.models.diffusion import Condition, LatentDiffusion
 from multimodal.models.image_decoder import ImageDecoder
@@ -190,8 +191,9 @@ class GenerativeMultimodalModel(nn.Module):
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json, model.safetensors and the tokenizer files into `directory`.
-        The config records BERT's architecture, so loading never needs the original weights."""
+        """Write config.json, model.safetensors, the tokenizer files and a model card (README.md)
+        into `directory`. The config records BERT's architecture, so loading never needs the
+        original weights."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
@@ -200,6 +202,7 @@ class GenerativeMultimodalModel(nn.Module):
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         save_model(self, str(directory / WEIGHTS_NAME))
         self.tokenizer.save_pretrained(str(directory))
+        write_model_card(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "GenerativeMultimodalModel":

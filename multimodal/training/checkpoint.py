@@ -1,6 +1,7 @@
 """Training checkpoints: a `from_pretrained` folder plus what resuming needs, written atomically.
 
     <dir>/config.json, model.safetensors, tokenizer files   the EMA weights: what generation loads
+    <dir>/README.md                                           the model card (multimodal/model_card.py)
     <dir>/trainer_state.json                                  step, epoch, configs, history (and
                                                               optimiser settings when resumable)
     <dir>/training_weights.safetensors                        the raw (non-averaged) weights  } resumable
@@ -31,6 +32,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from multimodal.adapters import adapter_state, is_adapter, load_adapter_state, save_adapter
+from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.paths import ADAPTER_WEIGHTS, TRAINER_STATE, TRAINING_STATE, TRAINING_WEIGHTS, WEIGHTS_NAME
 
@@ -118,6 +120,7 @@ def save_checkpoint(
         save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
         state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
     (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
+    write_model_card(temporary)  # again, now with how it was trained
 
     previous = directory.with_name(f".{directory.name}.old")
     shutil.rmtree(previous, ignore_errors=True)

@@ -46,6 +46,7 @@ from multimodal.training.distributed import init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
 from multimodal.training.stages import Stage, plan_stages
+from multimodal.training.tensorboard import TensorBoardLog
 from multimodal.training.text_cache import LatentCache, TextFeatureCache
 
 # Short names of what a step reports, for the progress bar and metrics.csv.
@@ -160,6 +161,7 @@ class Trainer:
         self.step_seconds: dict[str, float] = {}  # each stage's recent seconds per step, for the time left
         self.train_model: torch.nn.Module = self.model
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
+        self.log: TensorBoardLog | None = None  # with --report-to tensorboard, while run() runs
         if resume:
             self._resume()
 
@@ -368,6 +370,8 @@ class Trainer:
         """Train until `total_steps`; returns the last epoch's metrics row."""
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.config.report_to == "tensorboard":
+                self.log = TensorBoardLog(self.output_dir, self.config.log_every, self.step)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < self.total_steps and not self.stop_signal:
@@ -375,6 +379,9 @@ class Trainer:
         finally:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
+            if self.log is not None:
+                self.log.close()
+                self.log = None
         if self.stop_signal and self.dist.is_main:
             path = self.save()
             tqdm.write(f"{self.stop_signal}: stopped at step {self.step}; saved {path} (resume with --resume)")
@@ -418,6 +425,8 @@ class Trainer:
                 for key, value in metrics.items():
                     self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
                 self.epoch_sums["steps"] = self.epoch_sums.get("steps", 0.0) + 1
+                if self.log is not None:
+                    self.log.step(self.step, metrics)
                 shown = {k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"}
                 speeds = {"lr": f"{metrics['lr']:.1e}", "img/s": f"{images_per_second:.0f}", "run left": self.time_left()}
                 bar.set_postfix(shown | speeds, refresh=False)
@@ -445,8 +454,9 @@ class Trainer:
         self.history.append(row)
         pd.DataFrame(self.history).to_csv(self.output_dir / "metrics.csv", index=False)
         write_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
-        if self.config.sample_every_epoch:
-            self._write_samples(epoch)
+        sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
+        if self.log is not None:
+            self.log.epoch(self.step, row, sheet)
         tqdm.write(
             f"epoch {epoch + 1} ({stage.name}): val loss {row['val_loss']:.4f}  i2t R@1 {row['val_i2t_R@1']:.3f}  "
             f"t2i R@1 {row['val_t2i_R@1']:.3f}"
@@ -458,10 +468,12 @@ class Trainer:
             self.best = {"stage": stage.name, "val_loss": row["val_loss"]}
             self.save("best")
 
-    def _write_samples(self, epoch: int) -> None:
+    def _write_samples(self, epoch: int) -> Path:
         count = min(NUM_SAMPLES, len(self.val_set))
         items = list(itertools.islice(self.val_set, count)) if self.streamed else [self.val_set[i] for i in range(count)]
         images = torch.stack([item["image"] for item in items]).to(self.device)
         prompts = [item["caption"] for item in items]
+        path = self.output_dir / "samples" / f"epoch_{epoch + 1:03d}.png"
         with fork_rng(self.device):
-            write_sample_sheet(self.ema.module, prompts, images, self.output_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+            write_sample_sheet(self.ema.module, prompts, images, path)
+        return path

@@ -1,0 +1,296 @@
+"""The web demo: a trained checkpoint in three tabs of a Gradio page.
+
+    text → image   prompt, steps, guidance, sampler, seed, number of images, the fast preview
+    image → text   an uploaded or example picture; greedy, beams or sampling; several captions
+    search         a query ranks the validation images; an uploaded picture ranks their captions
+
+`ImageTextGenerator` does the work; this file turns the page's inputs into its arguments and
+bad input into a message in the page (the server carries on). Every model call shares one
+queue slot (`concurrency_id`), so requests wait their turn instead of fighting over the CPU.
+Nothing leaves the machine: analytics are off and the page uses the system's fonts.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio loads: no calls home
+
+import warnings  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
+
+from multimodal.config import SAMPLERS, SamplingConfig, ServeConfig  # noqa: E402
+from multimodal.data import CocoCaptionDataset  # noqa: E402
+from multimodal.data.transforms import load_rgb  # noqa: E402
+from multimodal.errors import InvalidInputError  # noqa: E402
+from multimodal.generation import ImageTextGenerator, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
+from multimodal.paths import trained_data  # noqa: E402
+
+# System fonts only: gradio's default theme would fetch its fonts, and a demo must work offline.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "Consolas", "monospace"])
+MODEL = "model"  # the queue slot every model call shares
+DECODINGS = ("greedy", "beams", "sampling")
+MAX_PROMPT_CHARACTERS = 1000  # far past what the text encoder reads (its tokens are cut anyway)
+NUM_EXAMPLES = 6
+NUM_RESULTS = 12  # search results shown
+EMBED_BATCH = 64
+
+
+def refuse(message: str) -> gr.Error:
+    """A message for the visitor, shown in the page; the visitor's mistake is not the server's
+    error, so it stays out of the server's log."""
+    return gr.Error(message, print_exception=False)
+
+
+class UploadedImage(gr.Image):
+    """gr.Image whose upload reaches the handler as the file gradio stored, unopened: a file that
+    is not a picture then gets our message instead of PIL's error from inside gradio."""
+
+    is_template = True  # drawn in the browser as a plain gr.Image
+
+    def preprocess(self, payload: Any) -> str | None:
+        return None if payload is None else payload.path
+
+
+def read_upload(path: str | None, max_megapixels: float) -> Image.Image:
+    """The visitor's picture as RGB; a missing, unreadable, cut-short or too large file is a
+    gr.Error that says so (without the server's file names)."""
+    if not path:
+        raise refuse("Upload a picture (or pick an example) first.")
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            if size[0] * size[1] <= max_megapixels * 1e6:
+                image.load()
+                return load_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError:
+        size = None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise refuse("That file is not a picture that can be read, or it is cut short: upload a PNG, JPEG or "
+                     "WebP image.") from None
+    shown = f"{size[0]}×{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels)" if size else "too large"
+    raise refuse(f"That picture is {shown}; the limit is {max_megapixels:g} megapixels.")
+
+
+@contextmanager
+def page_messages() -> Iterator[None]:
+    """Bad input → a gr.Error, shown in the page; our warnings (a prompt cut short, a picture
+    unlike the training data) → gr.Warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", PromptTruncatedWarning)
+        warnings.simplefilter("always", OutsideTrainingDataWarning)
+        try:
+            yield
+        except InvalidInputError as error:
+            raise refuse(str(error)) from None
+    for warning in caught:
+        gr.Warning(str(warning.message))
+
+
+def seed_of(value: float | None) -> int | None:
+    """A seed box's value (gradio keeps it whole and at least 0): empty means a fresh random seed."""
+    return None if value is None else int(value)
+
+
+@dataclass
+class ValidationSet:
+    """The checkpoint's validation images with their embeddings, and its distinct captions with
+    theirs: what the search ranks and where the examples come from."""
+
+    paths: list[str]
+    captions: list[list[str]]  # each image's captions
+    image_embeddings: torch.Tensor
+    texts: list[str]  # distinct captions
+    text_embeddings: torch.Tensor
+
+    @classmethod
+    def embed(cls, generator: ImageTextGenerator, data_dir: Path, limit: int) -> "ValidationSet":
+        dataset = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
+        paths, captions = dataset.paths[:limit], list(dataset.references.values())[:limit]
+        texts = list(dict.fromkeys(caption for image in captions for caption in image))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            images = torch.cat([generator.embed_images(paths[i : i + EMBED_BATCH])
+                                for i in range(0, len(paths), EMBED_BATCH)])
+            words = torch.cat([generator.embed_texts(texts[i : i + EMBED_BATCH])
+                               for i in range(0, len(texts), EMBED_BATCH)])
+        return cls(paths, captions, images, texts, words)
+
+    def spread(self, items: list, count: int = NUM_EXAMPLES) -> list:
+        """Up to `count` items from all over `items` (neighbours are alike): a stride of 77 walks
+        through the shapes set's sizes, colours, shapes and positions alike."""
+        return list(dict.fromkeys(items[(i * 77) % len(items)] for i in range(min(count, len(items)))))
+
+
+class Demo:
+    """The page's handlers around one generator. Each checks its input and answers a mistake
+    with a message in the page; the next request works as if nothing happened. (Gradio itself
+    keeps sliders and numbers within their bounds and choices among the choices.)"""
+
+    def __init__(self, generator: ImageTextGenerator, config: ServeConfig, validation: ValidationSet | None,
+                 seed: int = 0, no_search: str = "") -> None:
+        self.generator = generator
+        self.config = config
+        self.validation = validation
+        self.seed = seed
+        self.no_search = no_search  # why the search tab has nothing to rank, when it has not
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, config: ServeConfig, device: str = "auto",
+             seed: int | None = None) -> "Demo":
+        """The checkpoint, and the validation split of its data set (--data-dir, else the one it
+        was trained on) when that is on this machine."""
+        generator = ImageTextGenerator(checkpoint, device=device)
+        data_dir = Path(config.data_dir) if config.data_dir else trained_data(generator.checkpoint_dir)[0]
+        if not data_dir.is_dir():
+            reason = f"No search and no examples: the data set {data_dir} is not on this machine (pass --data-dir)."
+            return cls(generator, config, None, seed or 0, reason)
+        return cls(generator, config, ValidationSet.embed(generator, data_dir, config.search_images), seed or 0)
+
+    # -- the handlers ---------------------------------------------------------------------
+    def text_to_image(self, prompt: str, steps: float, guidance: float, sampler: str, seed: float | None,
+                      count: float, preview: bool) -> list[Image.Image]:
+        if len(prompt or "") > MAX_PROMPT_CHARACTERS:
+            raise refuse(f"A prompt of at most {MAX_PROMPT_CHARACTERS} characters, please.")
+        with page_messages():
+            sampling = SamplingConfig(num_inference_steps=int(steps), guidance_scale=float(guidance),
+                                      sampler=sampler, use_diffusion=not preview)
+            return self.generator.generate_from_text(prompt, num_images_per_prompt=int(count), seed=seed_of(seed),
+                                                     sampling=sampling)[0]
+
+    def image_to_text(self, image: str | None, decoding: str, count: float, beams: float, temperature: float,
+                      top_p: float, seed: float | None) -> str:
+        picture = read_upload(image, self.config.max_megapixels)
+        options: dict[str, Any] = {
+            "greedy": {}, "beams": {"num_beams": int(beams)},
+            "sampling": {"do_sample": True, "temperature": temperature, "top_p": top_p, "seed": seed_of(seed)},
+        }.get(decoding, None)
+        if options is None:
+            raise refuse(f"Choose a decoding: {', '.join(DECODINGS)}.")
+        if decoding == "greedy" and count > 1:
+            raise refuse("Greedy decoding writes one caption: choose beams or sampling for several.")
+        with page_messages():
+            captions = self.generator.generate_from_image(picture, num_captions_per_image=int(count), **options)[0]
+        return "\n".join(captions)
+
+    def search_images(self, query: str) -> list[tuple[Image.Image, str]]:
+        """The validation images most like the query, with their similarity and first caption."""
+        validation = self._validation()
+        if len(query or "") > MAX_PROMPT_CHARACTERS:
+            raise refuse(f"A query of at most {MAX_PROMPT_CHARACTERS} characters, please.")
+        with page_messages():
+            scores = (self.generator.embed_texts([query]) @ validation.image_embeddings.T)[0]
+        best = scores.topk(min(NUM_RESULTS, len(scores)))
+        results = []
+        for score, index in zip(best.values.tolist(), best.indices.tolist()):
+            picture = load_rgb(validation.paths[index])
+            picture.thumbnail((256, 256))
+            results.append((picture, f"{score:.3f} · {validation.captions[index][0]}"))
+        return results
+
+    def search_captions(self, image: str | None) -> list[list[Any]]:
+        """The validation captions most like the uploaded picture, with their similarity."""
+        validation = self._validation()
+        picture = read_upload(image, self.config.max_megapixels)
+        with page_messages():
+            scores = (self.generator.embed_images([picture]) @ validation.text_embeddings.T)[0]
+        best = scores.topk(min(NUM_RESULTS, len(scores)))
+        return [[validation.texts[i], round(s, 3)] for s, i in zip(best.values.tolist(), best.indices.tolist())]
+
+    def _validation(self) -> ValidationSet:
+        if self.validation is None:
+            raise refuse(self.no_search)
+        return self.validation
+
+
+def build_page(demo: Demo) -> gr.Blocks:
+    """The three tabs, wired to `demo`'s handlers, with a queue."""
+    defaults, config, validation = demo.generator.sampling, demo.config, demo.validation
+    prompts = validation.spread(validation.texts) if validation else []
+    pictures = validation.spread(validation.paths) if validation else []
+    run = dict(concurrency_id=MODEL, concurrency_limit=config.concurrency_limit)
+    trained_on = demo.generator.trained_on
+    # Visitors' uploads and the pictures made for them are deleted after an hour, checked hourly.
+    with gr.Blocks(title="multimodal", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
+        gr.Markdown(f"## multimodal · `{demo.generator.checkpoint_dir}`"
+                    + (f" · trained on the {trained_on} set" if trained_on else ""))
+        if demo.no_search:
+            gr.Markdown(demo.no_search)
+        with gr.Tab("Text → image", id="text-to-image"):
+            with gr.Row():
+                with gr.Column():
+                    prompt = gr.Textbox(label="Prompt", max_lines=2, elem_id="t2i-prompt",
+                                        max_length=MAX_PROMPT_CHARACTERS)
+                    with gr.Row():
+                        steps = gr.Slider(1, 100, value=defaults.num_inference_steps, step=1, label="Steps")
+                        guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.5, label="Guidance")
+                    with gr.Row():
+                        sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
+                        seed = gr.Number(demo.seed, precision=0, label="Seed (empty: random)", minimum=0)
+                        count = gr.Slider(1, config.max_images, value=1, step=1, label="Images")
+                    preview = gr.Checkbox(False, label="Fast preview (no diffusion)", elem_id="t2i-preview")
+                    draw = gr.Button("Generate", variant="primary", elem_id="t2i-run")
+                    if prompts:
+                        gr.Examples([[p] for p in prompts], inputs=[prompt], label="Examples from the data set")
+                images = gr.Gallery(label="Images", format="png", columns=4, elem_id="t2i-images")
+            inputs = [prompt, steps, guidance, sampler, seed, count, preview]
+            gr.on([draw.click, prompt.submit], demo.text_to_image, inputs, images, api_name="text_to_image", **run)
+        with gr.Tab("Image → text", id="image-to-text"):
+            with gr.Row():
+                with gr.Column():
+                    upload = UploadedImage(type="filepath", label="Picture", sources=["upload"], elem_id="i2t-image",
+                                           height=256)
+                    decoding = gr.Radio(list(DECODINGS), value="greedy", label="Decoding")
+                    with gr.Row():
+                        captions_count = gr.Slider(1, config.max_captions, value=1, step=1, label="Captions")
+                        beams = gr.Slider(2, 8, value=3, step=1, label="Beams (for beams)")
+                    with gr.Row():
+                        temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.1, label="Temperature (for sampling)")
+                        top_p = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p (for sampling)")
+                        caption_seed = gr.Number(demo.seed, precision=0, label="Seed (for sampling)", minimum=0)
+                    describe = gr.Button("Describe", variant="primary", elem_id="i2t-run")
+                    if trained_on == "shapes":
+                        gr.Markdown("This checkpoint knows only the shapes set: it describes any picture as a shape.")
+                    if pictures:
+                        gr.Examples([[p] for p in pictures], inputs=[upload], label="Validation images")
+                captions = gr.Textbox(label="Captions", lines=4, elem_id="i2t-captions")
+            describe.click(demo.image_to_text, [upload, decoding, captions_count, beams, temperature, top_p,
+                                                caption_seed], captions, api_name="image_to_text", **run)
+        with gr.Tab("Search", id="search"):
+            with gr.Row():
+                with gr.Column():
+                    query = gr.Textbox(label="Find validation images like this text", elem_id="search-query",
+                                       max_length=MAX_PROMPT_CHARACTERS)
+                    find = gr.Button("Search images", variant="primary", elem_id="search-run")
+                    found = gr.Gallery(label="Most similar validation images", columns=4, elem_id="search-images")
+                with gr.Column():
+                    probe = UploadedImage(type="filepath", label="…or captions like this picture", sources=["upload"],
+                                          elem_id="search-image", height=256)
+                    rank = gr.Button("Search captions", elem_id="search-captions-run")
+                    ranked = gr.Dataframe(headers=["caption", "similarity"], elem_id="search-captions")
+                    if pictures:
+                        gr.Examples([[p] for p in pictures], inputs=[probe], label="Validation images")
+            gr.on([find.click, query.submit], demo.search_images, query, found, api_name="search_images", **run)
+            rank.click(demo.search_captions, probe, ranked, api_name="search_captions", **run)
+    page.queue(max_size=config.queue_size)
+    return page
+
+
+def launch(page: gr.Blocks, config: ServeConfig, block: bool = True) -> str:
+    """Serve the page on config.host:port (never a share link); returns its address when not
+    `block`ing (tests), else serves until Ctrl-C."""
+    _, url, _ = page.launch(
+        server_name=config.host, server_port=config.port, share=False, max_file_size=int(config.max_upload_mb * 1e6),
+        theme=THEME, ssr_mode=False, pwa=False, mcp_server=False, prevent_thread_lock=not block, quiet=not block,
+        footer_links=[],
+    )
+    return url

@@ -1,0 +1,117 @@
+"""The model card: a README.md in the Hugging Face format beside every checkpoint's weights.
+
+    ---                                 YAML header the Hub reads: library, tags, data set, metrics
+    # <what the model is>               its parts and sizes, from config.json
+    ## Training                         preset, steps, epochs, data, from trainer_state.json
+    ## How to use                       three lines of Python
+    ## Evaluation                       the table evaluate.py measured (once it has run)
+    ## Limitations
+
+The card is built from the folder's own files, so `save_pretrained`, the trainer and
+evaluate.py each rewrite it whole with what they know, and it never disagrees with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from multimodal.paths import CONFIG_NAME, read_trainer_state, write_text_atomically
+
+CARD_NAME = "README.md"
+
+# What each preset's data set is, what the card's header calls it, and an example prompt.
+DATASETS = {
+    "shapes": ("shapes", "the built-in shapes set of 56×56 pictures of one coloured circle, square or triangle on black",
+               "a large red circle on the left"),
+    "coco": ("coco", "COCO 2017 captions", "a dog running on the beach"),
+}
+METRICS = {"shapes": ["recall", "accuracy"], "coco": ["recall", "bleu", "cider"]}
+LIMITATIONS = {
+    "shapes": "It knows only the shapes set: given a photograph it still describes a coloured shape, and it draws "
+    "nothing but one shape on black.",
+    "coco": "A small model trained on about 118,000 captioned photos: pictures come from a 7×7 latent and are "
+    "blurry, captions are short and generic, and it repeats the biases of COCO's photos and captions.",
+}
+UNKNOWN = ("unknown", "a data set this checkpoint does not record", "a small blue square at the top")
+
+
+def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | None = None,
+                     evaluation: dict[str, Any] | None = None) -> str:
+    """The card's text from a model config (config.json), the trainer's record
+    (trainer_state.json, None for a plain save_pretrained) and evaluate.py's results."""
+    train_config = (trainer_state or {}).get("train_config") or {}
+    preset = train_config.get("preset")
+    dataset, described, prompt = DATASETS.get(preset, UNKNOWN)
+    header = ["---", "library_name: multimodal", "pipeline_tag: text-to-image", "tags:"]
+    header += [f"- {tag}" for tag in ("text-to-image", "image-to-text", "image-captioning", "latent-diffusion", "clip")]
+    header += ["datasets:", f"- {dataset}", "metrics:"] + [f"- {m}" for m in METRICS.get(preset, ["recall"])] + ["---"]
+
+    size = config["image_size"]
+    lines = header + [
+        "",
+        "# multimodal: one image–text space, generation in both directions",
+        "",
+        f"A CNN image encoder and a BERT text encoder ({config['bert_config'].get('num_hidden_layers', '?')} layers) "
+        f"aligned by a CLIP-style contrastive loss in a {config['embed_dim']}-d space; a transposed-CNN decoder "
+        f"draws {size}×{size} images from the shared {config['latent_channels']}×{config['latent_size']}×"
+        f"{config['latent_size']} latent, a {config['caption_layers']}-layer Transformer writes captions from it, and "
+        f"a latent-diffusion UNet (width {config['unet_width']}) turns text into that latent.",
+        "",
+        "## Training",
+        "",
+    ]
+    if trainer_state:
+        history = trainer_state.get("history") or []
+        last = history[-1] if history else {}
+        lines.append(
+            f"Preset `{preset}`, on {described}, read from `{train_config.get('data_dir')}`: {trainer_state.get('step')} "
+            f"optimiser steps, {trainer_state.get('epoch')} epochs ({train_config.get('epochs')} of every part"
+            + (f", then {train_config['diffusion_epochs']} of diffusion alone" if train_config.get("diffusion_epochs") else "")
+            + f"), batch {train_config.get('batch_size')}, peak learning rate {train_config.get('learning_rate')}, "
+            "EMA weights."
+        )
+        if "val_loss" in last:
+            lines.append(f"Last epoch: validation loss {last['val_loss']:.4f}, retrieval R@1 image→text "
+                         f"{last.get('val_i2t_R@1', float('nan')):.3f}, text→image {last.get('val_t2i_R@1', float('nan')):.3f}.")
+    else:
+        lines.append("Written by `save_pretrained` without a trainer: how it was trained is not recorded.")
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from multimodal import ImageTextGenerator",
+        'generator = ImageTextGenerator("path/to/this-folder")',
+        f'caption = generator.image_to_text(generator.text_to_image("{prompt}", seed=0))',
+        "```",
+        "",
+    ]
+    if evaluation:
+        lines += ["## Evaluation", "", _evaluation_text(evaluation), ""]
+    lines += ["## Limitations", "", LIMITATIONS.get(preset, "Unknown training data: test it on yours before use."), ""]
+    return "\n".join(lines)
+
+
+def _evaluation_text(evaluation: dict[str, Any]) -> str:
+    settings = evaluation.get("settings") or {}
+    limit = settings.get("limit")
+    scope = f"the first {limit} validation images (a quick look)" if limit else "the whole validation split"
+    rows = ["| metric | value | goal |", "|---|---|---|"]
+    targets = evaluation.get("targets") or {}
+    for name, value in (evaluation.get("metrics") or {}).items():
+        if name.startswith("seconds/"):
+            continue
+        goal = f"≥ {targets[name]['goal']}" + ("" if targets[name]["met"] else " (missed)") if name in targets else ""
+        rows.append(f"| {name} | {value:.4f} | {goal} |" if isinstance(value, float) else f"| {name} | {value} | {goal} |")
+    return f"Measured by `evaluate.py` on {scope} of `{evaluation.get('data_dir')}` ({settings.get('device')}):\n\n" + "\n".join(rows)
+
+
+def write_model_card(directory: str | os.PathLike, evaluation: dict[str, Any] | None = None) -> Path:
+    """(Re)write `<directory>/README.md` from its config.json, its trainer_state.json when there
+    is one, and `evaluation` (evaluate.py's results) when given."""
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    return write_text_atomically(directory / CARD_NAME, build_model_card(config, read_trainer_state(directory), evaluation))
