@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import SamplingConfig, default_data_dir  # noqa: E402
+from multimodal.config import InferenceConfig, SamplingConfig, default_data_dir  # noqa: E402
 from multimodal.paths import read_trainer_state  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
@@ -123,21 +123,25 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
             from multimodal.generation import ImageTextGenerator
 
-            generator = ImageTextGenerator(checkpoint, device=args.device)
+            inference = InferenceConfig(**cli.given(args, InferenceConfig))
+            generator = ImageTextGenerator(checkpoint, device=args.device, precision=inference.precision)
             val = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
-            settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
+            computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
+            settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device),
+                        "precision": inference.precision, "dtype": computed_in}
             seed = 0 if args.seed is None else args.seed
-            if is_shapes_dataset(val):
-                dataset, targets = "shapes", SHAPES_TARGETS
-                settings |= {"sampling": sampling.to_dict(), "seed": seed}
-                metrics = evaluate_shapes(
-                    generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
-                    limit=args.limit, progress=True,
-                )
-            else:
-                dataset, targets = "coco", {}
-                metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
-                                        progress=True)
+            with generator.computing():
+                if is_shapes_dataset(val):
+                    dataset, targets = "shapes", SHAPES_TARGETS
+                    settings |= {"sampling": sampling.to_dict(), "seed": seed}
+                    metrics = evaluate_shapes(
+                        generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
+                        limit=args.limit, progress=True,
+                    )
+                else:
+                    dataset, targets = "coco", {}
+                    metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
+                                            progress=True)
     except DatasetLayoutError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
@@ -169,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path}")
     if args.sheet:
         with cli.friendly_errors(parser.prog):
-            write_sheet(generator.model, val, args.sheet, sampling, seed)
+            with generator.computing():
+                write_sheet(generator.model, val, args.sheet, sampling, seed)
     return 0
 
 
