@@ -29,6 +29,7 @@ from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingC
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
 from multimodal.errors import InvalidInputError
+from multimodal.images import save_image
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.paths import image_file_names, image_format, resolve_checkpoint, trained_preset
@@ -59,20 +60,6 @@ def looks_like_shapes_picture(image: Image.Image) -> bool:
     """Whether a picture could come from the shapes set: at least half of it near black (the
     shapes take at most ~30% of the picture; photographs are rarely that dark)."""
     return float((np.asarray(image).max(axis=2) < 32).mean()) >= 0.5
-
-
-def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `image` in the format its extension names; an existing file is kept unless
-    `overwrite`. Written beside the target and renamed into place, so a crash leaves no half file."""
-    path = Path(path)
-    kind = image_format(path)
-    if path.exists() and not overwrite:
-        raise InvalidInputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
-    temporary.replace(path)
-    return path
 
 
 def save_images(

@@ -25,7 +25,7 @@ from multimodal import ImageTextGenerator, SamplingConfig
 from multimodal.errors import InvalidInputError
 from multimodal.device import autocast_dtype
 from multimodal.generation import PromptTruncatedWarning, SlowPrecisionWarning, decoding_options
-from multimodal.models.caption_decoder import clean_caption
+from multimodal.captions import clean_caption
 from multimodal.paths import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
