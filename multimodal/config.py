@@ -219,6 +219,16 @@ class InferenceConfig(_Config):
     )
 
 
+@dataclass
+class ExportConfig(_Config):
+    """How `python -m multimodal.export` writes its ONNX graphs."""
+
+    precision: str = option(
+        "fp32", "precision of the graphs' weights and computations; fp16 only where ONNX Runtime runs it "
+        "(the export refuses otherwise and says why)", choices=("fp32", "fp16"),
+    )
+
+
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {

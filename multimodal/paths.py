@@ -7,7 +7,10 @@
     <checkpoint>/training_weights.safetensors, training_state.safetensors, trainer_state.json
                                             what resuming needs (latest/ only)
 
-and the names of generated image files. Imports nothing heavy, so the command lines can
+    <export>/export.json, *.onnx            an ONNX export (`python -m multimodal.export`)
+
+and the names of generated image files, and writing a folder so that a crash never leaves half
+of it. Imports nothing heavy, so the command lines can
 check every path before torch loads.
 """
 
@@ -16,8 +19,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from multimodal.errors import CheckpointError, InvalidInputError
 
@@ -26,6 +31,7 @@ WEIGHTS_NAME = "model.safetensors"
 TRAINING_WEIGHTS = "training_weights.safetensors"
 TRAINING_STATE = "training_state.safetensors"
 TRAINER_STATE = "trainer_state.json"
+EXPORT_NAME = "export.json"  # what an ONNX export holds besides its graphs: the sampler, tokenizer, sizes
 RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order generation prefers them
 # Where a checkpoint is looked for when none is named: train.py's default output, then `make demo`'s.
 DEFAULT_RUN_DIRS = (Path("checkpoints"), Path("checkpoints/demo"))
@@ -69,6 +75,28 @@ def _checkpoint_in(directory: Path) -> Path | None:
         if (directory / name / CONFIG_NAME).is_file():
             return directory / name
     return None
+
+
+@contextmanager
+def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside `target` to write into. When the block ends well it
+    replaces `target` (the old one is moved aside, then removed), so a crash never leaves half a
+    folder; when it raises, the temporary folder is removed and `target` is as it was."""
+    target = Path(target)
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    previous = target.with_name(f".{target.name}.old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    temporary.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
