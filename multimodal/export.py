@@ -100,7 +100,7 @@ def open_session(path: Path, precision: str) -> Any:
     try:
         return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        reason = str(error).strip().splitlines()[0]
+        reason = str(error).strip().splitlines()[0].split(" failed:")[-1]  # without ORT's "[...] Load model from ..."
         raise InvalidInputError(
             f"--precision {precision}: ONNX Runtime cannot run the exported {path.stem} on the CPU ({reason}); "
             "export in fp32"
