@@ -391,6 +391,28 @@ METHOD = """\
 """
 
 
+def onnx_section(onnx: dict) -> str:
+    """ONNX Runtime against PyTorch on the CPU, from `python -m bench.export`."""
+    rows = [[row["what"], num(row["pytorch"]), num(row["onnxruntime"]), f"{row['pytorch'] / row['onnxruntime']:.2f}×"]
+            for row in onnx["rows"]]
+    machine = onnx["machine"]
+    same = all(row.get("same_output", True) for row in onnx["rows"])
+    return "\n\n".join([
+        "## ONNX Runtime against PyTorch (CPU)",
+        table(["", "PyTorch, fp32", "ONNX Runtime, fp32", "PyTorch / ONNX Runtime"], rows),
+        f"Measured {machine['date']} by `python -m bench.export` on the checkpoint `{onnx['checkpoint']}`: "
+        f"{machine['cpu']} ({machine['cores']} cores; {machine['cpu_features']}), torch {machine['torch']} with "
+        f"{machine['torch_threads']} threads, onnxruntime {onnx['onnxruntime']} (CPU provider, default threads). "
+        f"Load average {' / '.join(f'{v:.1f}' for v in onnx['load_average'])} at the start / end; timings measured "
+        f"again because other processes were busy: {onnx['timings_redone']} ({onnx['timings_still_busy']} still busy). "
+        f"The export itself took {num(onnx['export_s'])} s. Both sides start from the same prompt and seed; the "
+        "runner (`python -m multimodal.onnx_run`) draws its noise with numpy and decodes the caption over the whole "
+        "prefix at each step (no key/value cache), PyTorch through `generate_image_from_text` and transformers' "
+        f"generate() with its cache. {'Both wrote the same caption.' if same else 'The captions differed.'} "
+        "Timings as in the section above: a warm-up, then the median of at least 5 calls.",
+    ])  # fmt: skip
+
+
 def render(results: dict[str, dict]) -> str:
     parts = [
         "# Benchmarks",
@@ -403,4 +425,6 @@ def render(results: dict[str, dict]) -> str:
     for device in DEVICES:
         parts.append(device_section(device, results[device]) if device in results
                      else f"## {DEVICES[device]} details\n\nnot measured (`python -m bench --device {device}`)")
+    if "onnx" in results:
+        parts.append(onnx_section(results["onnx"]))
     return "\n\n".join(parts) + "\n"

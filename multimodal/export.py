@@ -14,9 +14,9 @@ tokenizer settings and the defaults); the tokenizer files are copied beside them
     image_encoder.onnx  images in [-1, 1] → latents, image_embedding
     caption_step.onnx   latents, input_ids (the caption so far) → logits of the next token
 
-The caption step takes the whole prefix, not a key/value cache: captions are at most
-`max_caption_length` tokens, and the step with cache inputs did not trace (see
-docs/BENCHMARKS.md for what it costs). Graphs are written by `torch.onnx` (its TorchScript
+The caption step takes the whole caption so far rather than key/value inputs: a caption is at
+most `max_caption_length` tokens, so recomputing it costs little (docs/BENCHMARKS.md measures
+the runner's captions); a step with cache inputs is not exported yet. Graphs are written by `torch.onnx` (its TorchScript
 exporter: the dynamo exporter writes opset 18 and cannot convert these graphs down to 17)
 and checked with ONNX Runtime on random and on real inputs before anything is kept: every
 output must equal PyTorch's within 1e-3. `multimodal.onnx_run` is the runner.
