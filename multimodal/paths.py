@@ -77,13 +77,23 @@ def _checkpoint_in(directory: Path) -> Path | None:
     return None
 
 
+def being_written(target: Path) -> Path:
+    """Where a new version of folder `target` is written before it is renamed into place."""
+    return target.with_name(f".{target.name}.tmp")
+
+
+def set_aside(target: Path) -> Path:
+    """Where the old version of folder `target` waits while the new one is renamed into place."""
+    return target.with_name(f".{target.name}.old")
+
+
 @contextmanager
 def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
     """A fresh temporary folder beside `target` to write into. When the block ends well it
     replaces `target` (the old one is moved aside, then removed), so a crash never leaves half a
     folder; when it raises, the temporary folder is removed and `target` is as it was."""
     target = Path(target)
-    temporary = target.with_name(f".{target.name}.tmp")
+    temporary = being_written(target)
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     try:
@@ -91,7 +101,7 @@ def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    previous = target.with_name(f".{target.name}.old")
+    previous = set_aside(target)
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
         target.rename(previous)
