@@ -163,7 +163,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def summary(results: dict[str, dict]) -> str:
     """One table, a column pair per device; "not measured" where a device has no run."""
     per_device = {device: {what: (target, value, verdict) for what, target, value, verdict in targets(run)}
-                  for device, run in results.items()}
+                  for device, run in results.items() if device in DEVICES}
     names = list(dict.fromkeys(what for device in DEVICES if device in per_device for what in per_device[device]))
     header = ["what", "target"]
     for device, label in DEVICES.items():
@@ -402,13 +402,13 @@ def onnx_section(onnx: dict) -> str:
         table(["", "PyTorch, fp32", "ONNX Runtime, fp32", "PyTorch / ONNX Runtime"], rows),
         f"Measured {machine['date']} by `python -m bench.export` on the checkpoint `{onnx['checkpoint']}`: "
         f"{machine['cpu']} ({machine['cores']} cores; {machine['cpu_features']}), torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads, onnxruntime {onnx['onnxruntime']} (CPU provider, default threads). "
+        f"{machine['torch_threads']} threads (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads). "
         f"Load average {' / '.join(f'{v:.1f}' for v in onnx['load_average'])} at the start / end; timings measured "
         f"again because other processes were busy: {onnx['timings_redone']} ({onnx['timings_still_busy']} still busy). "
-        f"The export itself took {num(onnx['export_s'])} s. Both sides start from the same prompt and seed; the "
-        "runner (`python -m multimodal.onnx_run`) draws its noise with numpy and decodes the caption over the whole "
-        "prefix at each step (no key/value cache), PyTorch through `generate_image_from_text` and transformers' "
-        f"generate() with its cache. {'Both wrote the same caption.' if same else 'The captions differed.'} "
+        f"The export itself took {num(onnx['export_s'])} s. Both sides draw for the same prompt (batch 1; the runner, "
+        "`python -m multimodal.onnx_run`, draws its noise with numpy: another picture, the same work) and caption "
+        "the same picture; the runner decodes over the whole caption at each step (no key/value cache), PyTorch "
+        f"through transformers' generate() with its cache. {'Both wrote the same caption.' if same else 'The captions differed.'} "
         "Timings as in the section above: a warm-up, then the median of at least 5 calls.",
     ])  # fmt: skip
 
