@@ -340,7 +340,7 @@ def device_section(device: str, results: dict) -> str:
     return "\n\n".join([
         f"## {DEVICES[device]} details",
         f"Matmul peak (square {'8192' if device == 'cuda' else '4096'}², median): "
-        ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
+        + ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
         "### UNet at the 256×7×7 latent (16 context tokens)\n\n" + unet_details(results),
         "### Text → image (shapes preset, random weights)\n\n" + text_to_image_details(results),
         "### Image → text\n\n" + image_to_text_details(results),
@@ -402,7 +402,7 @@ def onnx_section(onnx: dict) -> str:
         table(["", "PyTorch, fp32", "ONNX Runtime, fp32", "PyTorch / ONNX Runtime"], rows),
         f"Measured {machine['date']} by `python -m bench.export` on the checkpoint `{onnx['checkpoint']}`: "
         f"{machine['cpu']} ({machine['cores']} cores; {machine['cpu_features']}), torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads). "
+        f"{machine['torch_threads']} threads (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads, not spinning: the runner's setting). "
         f"Load average {' / '.join(f'{v:.1f}' for v in onnx['load_average'])} at the start / end; timings measured "
         f"again because other processes were busy: {onnx['timings_redone']} ({onnx['timings_still_busy']} still busy). "
         f"The export itself took {num(onnx['export_s'])} s. Both sides draw for the same prompt (batch 1; the runner, "

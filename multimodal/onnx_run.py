@@ -55,8 +55,12 @@ class OnnxGenerator:
         """One graph's outputs (as float32) for named inputs, cast to the types the graph takes;
         each graph is loaded on first use."""
         if graph not in self.sessions:
+            options = onnxruntime.SessionOptions()
+            # Threads that sleep while they wait, as the PyTorch CLIs' OpenMP threads do: spinning
+            # ones stall against any other busy process on a small machine.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.directory / self.spec["graphs"][graph]
-            self.sessions[graph] = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.sessions[graph] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         session = self.sessions[graph]
         feed = {item.name: np.asarray(inputs[item.name], dtype=ONNX_TYPES[item.type]) for item in session.get_inputs()}
         return [output.astype(np.float32) if output.dtype == np.float16 else output for output in session.run(None, feed)]
