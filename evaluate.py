@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import DATA_FIELDS, SamplingConfig, TrainConfig  # noqa: E402
+from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
 from multimodal.paths import is_shard_spec, trained_data, write_text_atomically  # noqa: E402
 
@@ -132,27 +132,32 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
             from multimodal.generation import ImageTextGenerator
 
-            generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter)
+            inference = InferenceConfig(**cli.given(args, InferenceConfig))
+            generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter,
+                                           precision=inference.precision)
             val = open_split(data_dir, "val", generator.model.config.image_size,
                              **{name: getattr(data, name) for name in DATA_FIELDS})
-            settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device)}
+            computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
+            settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device),
+                        "precision": inference.precision, "dtype": computed_in}
             seed = 0 if args.seed is None else args.seed
-            dataset = builtin_dataset_kind(val)
-            if dataset is not None:
-                evaluate_builtin = evaluate_shapes if dataset == "shapes" else evaluate_scenes
-                if dataset == "scenes":
-                    targets = SCENES_TARGETS
+            with generator.computing():
+                dataset = builtin_dataset_kind(val)
+                if dataset is not None:
+                    evaluate_builtin = evaluate_shapes if dataset == "shapes" else evaluate_scenes
+                    if dataset == "scenes":
+                        targets = SCENES_TARGETS
+                    else:
+                        targets = SHAPES_HOLDOUT_TARGETS if has_heldout(val) else SHAPES_TARGETS
+                    settings |= {"sampling": sampling.to_dict(), "seed": seed}
+                    metrics = evaluate_builtin(
+                        generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
+                        limit=args.limit, progress=True,
+                    )
                 else:
-                    targets = SHAPES_HOLDOUT_TARGETS if has_heldout(val) else SHAPES_TARGETS
-                settings |= {"sampling": sampling.to_dict(), "seed": seed}
-                metrics = evaluate_builtin(
-                    generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
-                    limit=args.limit, progress=True,
-                )
-            else:
-                dataset, targets = resolve_format(data_dir, data.data_format), {}
-                metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
-                                        progress=True)
+                    dataset, targets = resolve_format(data_dir, data.data_format), {}
+                    metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
+                                            progress=True)
     except DatasetLayoutError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
@@ -195,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             cli.warn(parser, f"cannot update the model card of {generator.checkpoint_dir}: {error}")
     if args.sheet:
         with cli.friendly_errors(parser.prog):
-            write_sheet(generator.model, val, args.sheet, sampling, seed)
+            with generator.computing():
+                write_sheet(generator.model, val, args.sheet, sampling, seed)
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         from multimodal.generation import ImageTextGenerator  # torch loads only now
 
         cli.set_threads(args.threads)
-        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet, adapter=args.adapter)
+        inference = InferenceConfig(**cli.given(args, InferenceConfig))
+        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet, adapter=args.adapter,
+                                       precision=inference.precision)
         captions = generator.generate_from_image(
             args.images,
             num_captions_per_image=args.num_captions,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import SamplingConfig
+from multimodal.config import InferenceConfig, SamplingConfig
 from multimodal.errors import InvalidInputError
 from multimodal.paths import image_file_names, image_format
 
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         from multimodal.generation import ImageTextGenerator, save_image  # torch loads only now
 
         cli.set_threads(args.threads)
-        generator = ImageTextGenerator(
-            checkpoint, device=args.device, sampling=sampling, progress=not args.quiet, adapter=args.adapter
-        )
+        inference = InferenceConfig(**cli.given(args, InferenceConfig))
+        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling, progress=not args.quiet,
+                                       adapter=args.adapter, precision=inference.precision)
         images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed)
         for image, path in zip([image for row in images for image in row], paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files

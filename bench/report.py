@@ -163,7 +163,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def summary(results: dict[str, dict]) -> str:
     """One table, a column pair per device; "not measured" where a device has no run."""
     per_device = {device: {what: (target, value, verdict) for what, target, value, verdict in targets(run)}
-                  for device, run in results.items()}
+                  for device, run in results.items() if device in DEVICES}
     names = list(dict.fromkeys(what for device in DEVICES if device in per_device for what in per_device[device]))
     header = ["what", "target"]
     for device, label in DEVICES.items():
@@ -352,7 +352,7 @@ def device_section(device: str, results: dict) -> str:
     return "\n\n".join([
         f"## {DEVICES[device]} details",
         f"Matmul peak (square {'8192' if device == 'cuda' else '4096'}², median): "
-        ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
+        + ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
         "### UNet at the 256×7×7 latent (16 context tokens)\n\n" + unet_details(results),
         "### Text → image (shapes preset, random weights)\n\n" + text_to_image_details(results),
         "### Image → text\n\n" + image_to_text_details(results),
@@ -404,6 +404,28 @@ METHOD = """\
 """
 
 
+def onnx_section(onnx: dict) -> str:
+    """ONNX Runtime against PyTorch on the CPU, from `python -m bench.export`."""
+    rows = [[row["what"], num(row["pytorch"]), num(row["onnxruntime"]), f"{row['pytorch'] / row['onnxruntime']:.2f}×"]
+            for row in onnx["rows"]]
+    machine = onnx["machine"]
+    same = all(row.get("same_output", True) for row in onnx["rows"])
+    return "\n\n".join([
+        "## ONNX Runtime against PyTorch (CPU)",
+        table(["", "PyTorch, fp32", "ONNX Runtime, fp32", "PyTorch / ONNX Runtime"], rows),
+        f"Measured {machine['date']} by `python -m bench.export` on the checkpoint `{onnx['checkpoint']}`: "
+        f"{machine['cpu']} ({machine['cores']} cores; {machine['cpu_features']}), torch {machine['torch']} with "
+        f"{machine['torch_threads']} threads (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads, not spinning: the runner's setting). "
+        f"Load average {' / '.join(f'{v:.1f}' for v in onnx['load_average'])} at the start / end; timings measured "
+        f"again because other processes were busy: {onnx['timings_redone']} ({onnx['timings_still_busy']} still busy). "
+        f"The export itself took {num(onnx['export_s'])} s. Both sides draw for the same prompt (batch 1; the runner, "
+        "`python -m multimodal.onnx_run`, draws its noise with numpy: another picture, the same work) and caption "
+        "the same picture; the runner decodes over the whole caption at each step (no key/value cache), PyTorch "
+        f"through transformers' generate() with its cache. {'Both wrote the same caption.' if same else 'The captions differed.'} "
+        "Timings as in the section above: a warm-up, then the median of at least 5 calls.",
+    ])  # fmt: skip
+
+
 def render(results: dict[str, dict]) -> str:
     parts = [
         "# Benchmarks",
@@ -416,4 +438,6 @@ def render(results: dict[str, dict]) -> str:
     for device in DEVICES:
         parts.append(device_section(device, results[device]) if device in results
                      else f"## {DEVICES[device]} details\n\nnot measured (`python -m bench --device {device}`)")
+    if "onnx" in results:
+        parts.append(onnx_section(results["onnx"]))
     return "\n\n".join(parts) + "\n"

@@ -28,7 +28,7 @@ import torch
 from bench.demo import bench_demo
 from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
-from bench.report import read_results, targets, write_document
+from bench.report import DEVICES, read_results, targets, write_document
 from bench.text_cache import bench_text_cache
 from bench.timing import Timer, describe_machine, matmul_peak, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             plan = dataclasses.replace(plan, demo=False)
         results[device.type] = measure(device, plan, args.quick, args.coco.resolve(), args.random_bert)
     write_document(args.output, results)
-    for device, run in results.items():
-        for what, target, value, verdict in targets(run):
+    for device in (device for device in DEVICES if device in results):  # not the ONNX section (bench.export)
+        for what, target, value, verdict in targets(results[device]):
             print(f"{device:4}  {what}: {value} (target {target}) {verdict}")
     print(f"wrote {args.output}")
     return 0

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
+from multimodal.config import InferenceConfig
 from multimodal.errors import ConfigError, InvalidInputError, TrainingError
 
 # Nothing here imports torch, transformers or diffusers at the top: parsing arguments, --help
@@ -79,8 +80,9 @@ def add_config_arguments(
         if field.name in skip or kind is None:
             continue
         title = (group_titles or {}).get(field.metadata.get("group", ""), field.metadata.get("group") or "options")
-        if title not in groups:
-            groups[title] = parser.add_argument_group(title)
+        if title not in groups:  # a group the parser already has (e.g. "model and device") gets the flag too
+            known = [group for group in parser._action_groups if group.title == title]
+            groups[title] = known[0] if known else parser.add_argument_group(title)
         values = {label: values[field.name] for label, values in instance_defaults.items()}
         distinct = set(map(repr, values.values()))
         if len(distinct) == 1:
@@ -140,6 +142,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="a LoRA adapter folder (train.py --lora-rank writes one) applied to the checkpoint; without "
         "--checkpoint, its base is the checkpoint the adapter was trained from",
     )
+    add_config_arguments(parser, InferenceConfig)
 
 
 # argparse turns an ArgumentTypeError into a one-line error naming the flag.
@@ -230,7 +233,7 @@ def friendly_errors(prog: str) -> Iterator[None]:
     be read or written → one line on stderr and exit code 2."""
     from diffusers.utils import logging as diffusers_logging
 
-    from multimodal.generation import OutsideTrainingDataWarning, PromptTruncatedWarning
+    from multimodal.generation import OutsideTrainingDataWarning, PromptTruncatedWarning, SlowPrecisionWarning
     from multimodal.logs import quiet_transformers
 
     verbosity = diffusers_logging.get_verbosity()
@@ -240,6 +243,7 @@ def friendly_errors(prog: str) -> Iterator[None]:
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", PromptTruncatedWarning)
             warnings.simplefilter("always", OutsideTrainingDataWarning)
+            warnings.simplefilter("always", SlowPrecisionWarning)
             warnings.showwarning = one_line_warnings(prog)
             yield
     except (InvalidInputError, TrainingError, OSError) as error:

@@ -22,7 +22,8 @@ PREDICTION_TYPES = ("epsilon", "v", "sample")
 NOISE_SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what generation and evaluation may compute in
+TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
 DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
@@ -211,6 +212,28 @@ class SamplingConfig(_Config):
         )
 
 
+@dataclass
+class InferenceConfig(_Config):
+    """How generation and evaluation compute, whatever they draw or write: `ImageTextGenerator`
+    takes its fields as arguments and the command lines build their flags from them."""
+
+    precision: str = option(
+        "auto", "autocast precision; auto: bf16 on CUDA, fp32 on the CPU (where the same seed gives the same "
+        "pixels); bf16 on a CPU without bf16 units is emulated and slow", group="model and device",
+        choices=PRECISIONS,
+    )
+
+
+@dataclass
+class ExportConfig(_Config):
+    """How `python -m multimodal.export` writes its ONNX graphs."""
+
+    precision: str = option(
+        "fp32", "precision of the graphs' weights and computations; fp16 only where ONNX Runtime runs it "
+        "(the export refuses otherwise and says why)", choices=("fp32", "fp16"),
+    )
+
+
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -366,7 +389,7 @@ class TrainConfig(_Config):
                          choices=("auto", "cpu", "cuda"))
     precision: str = option(
         "auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 units, else fp32", group="hardware",
-        choices=PRECISIONS,
+        choices=TRAIN_PRECISIONS,
     )
     compile: bool = option(False, "torch.compile the image encoder, image decoder and UNet (slow first steps)",
                            group="hardware")

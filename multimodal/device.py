@@ -32,14 +32,17 @@ def has_native_bf16() -> bool:
     )
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device, training: bool = True) -> torch.dtype | None:
     """The autocast dtype for a `--precision` value, or None for plain fp32. `auto` takes bf16 on
-    CUDA and on CPUs with native bf16 units, where it is markedly faster; elsewhere fp32."""
+    CUDA. On the CPU, training takes bf16 where the CPU has native bf16 units (markedly faster);
+    generation stays fp32 there, so that the same seed gives the same pixels it always has."""
     if precision == "fp32":
         return None
+    if precision == "fp16":
+        return torch.float16
     if precision == "bf16" or device.type == "cuda":
         return torch.bfloat16
-    return torch.bfloat16 if has_native_bf16() else None
+    return torch.bfloat16 if training and has_native_bf16() else None
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,11 +25,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS, SamplingConfig, suggest
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, suggest
 from multimodal.data.builtin import BUILTIN_CONTENTS
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
-from multimodal.device import fork_rng, pick_device
+from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
 from multimodal.errors import InvalidInputError
+from multimodal.images import save_image
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.paths import adapter_base, image_file_names, image_format, resolve_checkpoint, trained_preset
@@ -51,24 +53,14 @@ class OutsideTrainingDataWarning(UserWarning):
     """An input unlike anything the checkpoint was trained on: its output means little."""
 
 
+class SlowPrecisionWarning(UserWarning):
+    """A precision this machine can only emulate, many times slower than fp32."""
+
+
 def looks_like_shapes_picture(image: Image.Image) -> bool:
     """Whether a picture could come from a built-in set: at least half of it near black (the
     shapes take at most ~30% of the picture; photographs are rarely that dark)."""
     return float((np.asarray(image).max(axis=2) < 32).mean()) >= 0.5
-
-
-def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `image` in the format its extension names; an existing file is kept unless
-    `overwrite`. Written beside the target and renamed into place, so a crash leaves no half file."""
-    path = Path(path)
-    kind = image_format(path)
-    if path.exists() and not overwrite:
-        raise InvalidInputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
-    temporary.replace(path)
-    return path
 
 
 def save_images(
@@ -163,6 +155,8 @@ class ImageTextGenerator:
     them. `sampling` sets the text→image defaults; `progress` shows progress bars for long work.
     `adapter` is a LoRA adapter folder (what `train.py --lora-rank` writes) applied on top; with
     no checkpoint named, its base is the one the adapter points to.
+    `precision` is the autocast precision of every computation (auto: bf16 on CUDA, fp32 on the
+    CPU; see `InferenceConfig`).
     """
 
     def __init__(
@@ -172,10 +166,16 @@ class ImageTextGenerator:
         sampling: SamplingConfig | None = None,
         progress: bool = False,
         adapter: str | os.PathLike | None = None,
+        precision: str = "auto",
     ) -> None:
+        self.precision = InferenceConfig(precision=precision).precision
         self.device = pick_device(device)
         if checkpoint_dir is None and adapter is not None:
             checkpoint_dir = adapter_base(adapter)
+        self.dtype = autocast_dtype(self.precision, self.device, training=False)
+        slow = precision_warning(self.precision, self.device)
+        if slow:
+            warnings.warn(slow, SlowPrecisionWarning, stacklevel=2)
         self.checkpoint_dir = resolve_checkpoint(checkpoint_dir)
         self.model = GenerativeMultimodalModel.from_pretrained(self.checkpoint_dir, device=self.device)
         if adapter is not None:
@@ -215,7 +215,8 @@ class ImageTextGenerator:
             generator.manual_seed(seed) if seed is not None else generator.seed()
         self._warn_if_truncated(prompts)
         texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
-        pixels = self.model.generate_image_from_text(texts, sampling, generator, progress=self.progress)
+        with self.computing():
+            pixels = self.model.generate_image_from_text(texts, sampling, generator, progress=self.progress)
         images = [to_pil(image) for image in pixels]
         n = num_images_per_prompt
         return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -271,7 +272,7 @@ class ImageTextGenerator:
         pixels = self._pixels(images)
         captions: list[str] = []
         batches = range(0, len(pixels), CAPTION_BATCH)
-        with fork_rng(self.device, seed):  # the caller's random state stays as it was
+        with fork_rng(self.device, seed), self.computing():  # the caller's random state stays as it was
             for start in tqdm(batches, desc="captions", unit="batch", disable=not self.progress or len(batches) < 2):
                 captions += self.model.generate_text_from_image(pixels[start : start + CAPTION_BATCH], **options)
         return [captions[i * num_captions : (i + 1) * num_captions] for i in range(len(pixels))]
@@ -287,19 +288,26 @@ class ImageTextGenerator:
     # -- retrieval ------------------------------------------------------------------------
     def embed_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Unit-length image embeddings (n_images, embed_dim), on the CPU."""
-        return self.model.encode_image(self._pixels(images)).float().cpu()
+        pixels = self._pixels(images)
+        with self.computing():
+            return self.model.encode_image(pixels).float().cpu()
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-length text embeddings (n_texts, embed_dim), on the CPU."""
         texts = check_prompts(texts)
         self._warn_if_truncated(texts)
-        return self.model.encode_text(texts).float().cpu()
+        with self.computing():
+            return self.model.encode_text(texts).float().cpu()
 
     def similarity(self, images: Sequence[ImageInput], texts: Sequence[str]) -> torch.Tensor:
         """Cosine similarity of every image with every text: (n_images, n_texts), in [-1, 1]."""
         return self.embed_images(images) @ self.embed_texts(texts).T
 
     # -- helpers --------------------------------------------------------------------------
+    def computing(self) -> AbstractContextManager:
+        """Where the model runs in this generator's precision (evaluate.py measures inside it)."""
+        return autocast(self.device, self.dtype)
+
     def _warn_if_truncated(self, prompts: list[str]) -> None:
         """The tokenizer cuts long prompts silently; say so, since the end of the prompt is lost."""
         limit = self.model.text_encoder.max_length

@@ -8,8 +8,10 @@
                                             what resuming needs (latest/ only)
     <adapter>/adapter_config.json, adapter_model.safetensors   a LoRA adapter (peft's names)
     <adapter>/base_checkpoint.json          the checkpoint it was trained from
+    <export>/export.json, *.onnx            an ONNX export (`python -m multimodal.export`)
 
-the names of generated image files, and which --data-dir names WebDataset shards. Imports nothing heavy, so the command lines can
+and the names of generated image files, which --data-dir names WebDataset shards, and writing a
+folder so that a crash never leaves half of it. Imports nothing heavy, so the command lines can
 check every path before torch loads.
 """
 
@@ -18,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from multimodal.config import DATA_FIELDS, default_data_dir
 from multimodal.errors import CheckpointError, InvalidInputError
@@ -32,6 +36,7 @@ TRAINER_STATE = "trainer_state.json"
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file names, so peft's own tools read the folder
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_POINTER = "base_checkpoint.json"
+EXPORT_NAME = "export.json"  # what an ONNX export holds besides its graphs: the sampler, tokenizer, sizes
 RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order generation prefers them
 # Where a checkpoint is looked for when none is named: train.py's default output, then `make demo`'s.
 DEFAULT_RUN_DIRS = (Path("checkpoints"), Path("checkpoints/demo"))
@@ -95,6 +100,38 @@ def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
 def adapter_base(adapter: str | os.PathLike) -> Path:
     """The base checkpoint an adapter was trained from, as its pointer records it."""
     return Path(read_base_pointer(adapter)["base_checkpoint"])
+
+
+def being_written(target: Path) -> Path:
+    """Where a new version of folder `target` is written before it is renamed into place."""
+    return target.with_name(f".{target.name}.tmp")
+
+
+def set_aside(target: Path) -> Path:
+    """Where the old version of folder `target` waits while the new one is renamed into place."""
+    return target.with_name(f".{target.name}.old")
+
+
+@contextmanager
+def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside `target` to write into. When the block ends well it
+    replaces `target` (the old one is moved aside, then removed), so a crash never leaves half a
+    folder; when it raises, the temporary folder is removed and `target` is as it was."""
+    target = Path(target)
+    temporary = being_written(target)
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    previous = set_aside(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    temporary.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:

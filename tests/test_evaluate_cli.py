@@ -109,6 +109,7 @@ def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder
     assert result.returncode == 0, result.stderr
     results = json.loads((run_folder / "best" / "evaluation-limit-10.json").read_text())
     assert results["dataset"] == "shapes" and results["data_dir"] == str(run_folder.parent / "shapes")
+    assert results["settings"]["precision"] == "auto" and results["settings"]["dtype"] == "float32"  # on the CPU
     metrics = results["metrics"]
     assert set(metrics) == SHAPES_KEYS
     assert metrics["images"] == metrics["prompts"] == 10

@@ -97,6 +97,9 @@ def test_nothing_is_overwritten_without_overwrite(checkpoint, tmp_path):
         ("generate_i2t.py", ["{tmp}"], "is a folder, not an image file"),
         ("generate_i2t.py", ["{photo}", "--num-beams", "2", "--num-captions", "3"], "--num-beams 3 or more"),
         ("evaluate.py", ["--data-dir", "{tmp}/no-data"], "--data-dir"),
+        ("generate_t2i.py", ["a", "--precision", "fp8"], "--precision: invalid choice: 'fp8'"),
+        ("generate_i2t.py", ["{photo}", "--precision", "half"], "--precision: invalid choice: 'half'"),
+        ("evaluate.py", ["--precision", "int8"], "--precision: invalid choice: 'int8'"),
         ("train.py", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     ],
 )  # fmt: skip

@@ -23,8 +23,9 @@ from PIL import Image
 
 from multimodal import ImageTextGenerator, SamplingConfig
 from multimodal.errors import InvalidInputError
-from multimodal.generation import PromptTruncatedWarning, decoding_options
-from multimodal.models.caption_decoder import clean_caption
+from multimodal.device import autocast_dtype
+from multimodal.generation import PromptTruncatedWarning, SlowPrecisionWarning, decoding_options
+from multimodal.captions import clean_caption
 from multimodal.paths import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +152,43 @@ def test_bad_sampling_options_are_refused(generator, options):
 def test_an_empty_prompt_is_refused(generator, prompt):
     with pytest.raises(InvalidInputError, match="must not be empty"):
         generator.text_to_image(prompt)
+
+
+# -- precision ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "precision, device, training, dtype",
+    [
+        ("auto", "cpu", False, None), ("auto", "cuda", False, torch.bfloat16), ("fp32", "cuda", False, None),
+        ("bf16", "cpu", False, torch.bfloat16), ("fp16", "cpu", False, torch.float16),
+        ("fp16", "cuda", False, torch.float16), ("auto", "cuda", True, torch.bfloat16),
+    ],
+)  # fmt: skip
+def test_precision_picks_the_autocast_dtype(precision, device, training, dtype):
+    assert autocast_dtype(precision, torch.device(device), training=training) is dtype
+
+
+def test_auto_precision_is_fp32_on_the_cpu_and_reduced_precisions_stay_reproducible(generator, checkpoint):
+    assert generator.dtype is None
+    fp32 = generator.text_to_image("a red circle", seed=3, num_inference_steps=4)
+    for precision in ("bf16", "fp16"):
+        reduced = ImageTextGenerator(checkpoint, device="cpu", precision=precision)
+        first = reduced.text_to_image("a red circle", seed=3, num_inference_steps=4)
+        assert png_bytes(first) == png_bytes(reduced.text_to_image("a red circle", seed=3, num_inference_steps=4))
+        difference = np.abs(np.asarray(first, dtype=int) - np.asarray(fp32, dtype=int))
+        assert 0 < difference.max() <= 64, precision  # computed in another precision, yet the same picture
+        assert reduced.embed_texts(["a red circle"]).dtype == torch.float32
+        assert len(reduced.image_to_text(first, max_new_tokens=4)) > 0
+
+
+def test_an_unknown_precision_is_refused(checkpoint):
+    with pytest.raises(InvalidInputError, match="precision must be one of auto, fp32, bf16, fp16, got 'fp8'"):
+        ImageTextGenerator(checkpoint, device="cpu", precision="fp8")
+
+
+def test_bf16_on_a_cpu_without_bf16_units_says_it_is_emulated(checkpoint, monkeypatch):
+    monkeypatch.setattr("multimodal.device.has_native_bf16", lambda: False)
+    with pytest.warns(SlowPrecisionWarning, match="--precision bf16: this CPU has no bf16 units"):
+        ImageTextGenerator(checkpoint, device="cpu", precision="bf16")
 
 
 def test_slugify():

@@ -7,8 +7,6 @@ speaks the BERT tokenizer's ids: [CLS] starts a caption and [SEP] ends it.
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,19 +14,6 @@ from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
 
 from multimodal.config import ModelConfig
 from multimodal.logs import quiet_transformers
-
-
-def clean_caption(text: str) -> str:
-    """Readable text from the decoded tokens. The tokenizer already drops [CLS], [SEP], [PAD]
-    and [UNK]; what is left is BERT's reserved [unusedN] slots, a '##' word piece with no word
-    before it, and spaces around punctuation: "##s a man ' s t - shirt ." → "s a man's t-shirt."."""
-    text = re.sub(r"\[unused\d+\]", " ", text)
-    text = re.sub(r"(^|\s)##", r"\1", text)
-    text = re.sub(r"\s+([.,!?;:%)\]}])", r"\1", text)  # no space before closing punctuation
-    text = re.sub(r"([(\[{$])\s+", r"\1", text)  # nor after an opening bracket
-    text = re.sub(r"(\w)\s*(['-])\s*(\w)", r"\1\2\3", text)  # it ' s, don ' t, t - shirt
-    text = re.sub(r"(\d)\.\s+(\d)", r"\1.\2", text)  # 3. 5 → 3.5
-    return re.sub(r"\s+", " ", text).strip()
 
 
 class CaptionDecoder(nn.Module):

@@ -143,13 +143,17 @@ class LatentDiffusion(nn.Module):
     def guidance_condition(self, condition: Condition, guidance_scale: float) -> Condition:
         """What the UNet sees at every sampling step: the text alone (scale 1), the null condition
         alone (scale 0), or both stacked into one batch for classifier-free guidance."""
-        text_embedding, context, context_mask = condition
         if guidance_scale == 1.0:
             return condition
-        null = self.null_condition(*context.shape[:2])
         if guidance_scale == 0.0:
-            return null
-        null_embedding, null_context, null_mask = null
+            return self.null_condition(*condition[1].shape[:2])
+        return self.stacked_condition(condition)
+
+    def stacked_condition(self, condition: Condition) -> Condition:
+        """The text's condition and the null condition as one batch, text first: what a guided
+        step runs the UNet on."""
+        text_embedding, context, context_mask = condition
+        null_embedding, null_context, null_mask = self.null_condition(*context.shape[:2])
         return (
             torch.cat([text_embedding, null_embedding.to(text_embedding.dtype)]),
             torch.cat([context, null_context.to(context.dtype)]),

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from multimodal.captions import clean_caption
 from multimodal.config import ModelConfig, SamplingConfig
 from multimodal.errors import CheckpointError
 from multimodal.losses import ContrastiveLoss
 from multimodal.model_card import write_model_card
-from multimodal.models.caption_decoder import CaptionDecoder, clean_caption
+from multimodal.models.caption_decoder import CaptionDecoder
 from multimodal.models.diffusion import Condition, LatentDiffusion
 from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder

@@ -34,7 +34,16 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from multimodal.adapters import adapter_state, is_adapter, load_adapter_state, save_adapter
 from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.paths import ADAPTER_WEIGHTS, TRAINER_STATE, TRAINING_STATE, TRAINING_WEIGHTS, WEIGHTS_NAME
+from multimodal.paths import (
+    ADAPTER_WEIGHTS,
+    TRAINER_STATE,
+    TRAINING_STATE,
+    TRAINING_WEIGHTS,
+    WEIGHTS_NAME,
+    being_written,
+    folder_written_in_place,
+    set_aside,
+)
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -103,31 +112,22 @@ def save_checkpoint(
     loads and the trainer's record, and with `resumable` what resuming needs besides (the raw
     weights, optimiser and RNG states: twice the size of the model again). With `base`, the
     models carry LoRA adapters on that checkpoint, and only the adapters are written."""
-    directory = Path(directory)
-    temporary = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    if base is None:
-        ema_model.save_pretrained(temporary)
-    else:
-        save_adapter(ema_model, temporary, base)
-    state = dict(trainer_state)
-    if resumable:
+    with folder_written_in_place(directory) as temporary:
         if base is None:
-            save_model(model, str(temporary / TRAINING_WEIGHTS))
+            ema_model.save_pretrained(temporary)
         else:
-            save_file(adapter_state(model), str(temporary / TRAINING_WEIGHTS))
-        optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
-        save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
-        state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
-    (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
-    write_model_card(temporary)  # again, now with how it was trained
-
-    previous = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(previous, ignore_errors=True)
-    if directory.exists():
-        directory.rename(previous)
-    temporary.rename(directory)
-    shutil.rmtree(previous, ignore_errors=True)
+            save_adapter(ema_model, temporary, base)
+        state = dict(trainer_state)
+        if resumable:
+            if base is None:
+                save_model(model, str(temporary / TRAINING_WEIGHTS))
+            else:
+                save_file(adapter_state(model), str(temporary / TRAINING_WEIGHTS))
+            optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
+            save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
+            state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
+        (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
+        write_model_card(temporary)  # again, now with how it was trained
 
 
 def is_resumable(directory: Path) -> bool:
@@ -153,7 +153,7 @@ def recover_checkpoint(directory: Path) -> bool:
     directory = Path(directory)
     if directory.exists():
         return False
-    for candidate in (directory.with_name(f".{directory.name}.tmp"), directory.with_name(f".{directory.name}.old")):
+    for candidate in (being_written(directory), set_aside(directory)):
         if candidate.is_dir() and _is_complete(candidate):
             try:
                 candidate.rename(directory)
@@ -184,7 +184,7 @@ def keep_step_copies(latest: Path, step: int, keep_last: int) -> Path | None:
         return None
     latest = Path(latest)
     target = latest.with_name(f"step_{step:07d}")
-    temporary = latest.with_name(f".{target.name}.tmp")
+    temporary = being_written(target)
     shutil.rmtree(temporary, ignore_errors=True)
     shutil.copytree(latest, temporary, copy_function=_link_or_copy)
     if target.exists():

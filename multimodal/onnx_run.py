@@ -1,0 +1,206 @@
+"""Generation from an ONNX export with ONNX Runtime, numpy and `tokenizers` alone: no torch.
+
+    python -m multimodal.onnx_run EXPORT_DIR "a large red circle on the left" --output circle.png
+    python -m multimodal.onnx_run EXPORT_DIR --caption photo.jpg other.png
+
+The reference for running an export (`python -m multimodal.export`) anywhere: text → image
+with DDIM (eta 0) and classifier-free guidance, its noise schedule read from export.json; image
+→ text by greedy decoding. It reads and writes pictures, tokenizes and cleans captions with
+the same torch-free code as the PyTorch path, so both give the same output for the same
+starting noise (numpy draws that noise here, so a seed gives another picture than PyTorch's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+from multimodal import cli
+from multimodal.captions import clean_caption
+from multimodal.config import SamplingConfig
+from multimodal.errors import InvalidInputError
+from multimodal.images import ImageInput, as_rgb, resize_and_crop, save_image
+from multimodal.paths import EXPORT_NAME, image_file_names, image_format
+
+ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+class OnnxGenerator:
+    """Text → image and image → text from an export folder."""
+
+    def __init__(self, export_dir: str | os.PathLike) -> None:
+        self.directory = Path(export_dir)
+        try:
+            self.spec = json.loads((self.directory / EXPORT_NAME).read_text())
+        except OSError:
+            raise InvalidInputError(
+                f"{self.directory} is not an ONNX export (no {EXPORT_NAME}); write one with python -m multimodal.export"
+            ) from None
+        self.sampler = self.spec["sampler"]
+        self.alphas_cumprod = np.asarray(self.sampler["alphas_cumprod"], dtype=np.float64)
+        self.tokenizer = Tokenizer.from_file(str(self.directory / self.spec["text"]["tokenizer"]))
+        self.tokenizer.enable_truncation(self.spec["text"]["max_length"])
+        self.tokenizer.enable_padding(pad_id=self.spec["text"]["pad_id"])  # to the longest prompt
+        self.sessions: dict[str, onnxruntime.InferenceSession] = {}
+
+    def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        """One graph's outputs (as float32) for named inputs, cast to the types the graph takes;
+        each graph is loaded on first use."""
+        if graph not in self.sessions:
+            options = onnxruntime.SessionOptions()
+            # Threads that sleep while they wait, as the PyTorch CLIs' OpenMP threads do: spinning
+            # ones stall against any other busy process on a small machine.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            path = self.directory / self.spec["graphs"][graph]
+            self.sessions[graph] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = self.sessions[graph]
+        feed = {item.name: np.asarray(inputs[item.name], dtype=ONNX_TYPES[item.type]) for item in session.get_inputs()}
+        return [output.astype(np.float32) if output.dtype == np.float16 else output for output in session.run(None, feed)]
+
+    # -- text → image ---------------------------------------------------------------------
+    def timesteps(self, steps: int) -> np.ndarray:
+        """The steps DDIM visits with trailing spacing: the first starts from pure noise (t = T-1)."""
+        total = self.sampler["num_train_timesteps"]
+        return np.round(np.arange(total, 0, -total / steps)).astype(np.int64) - 1
+
+    def ddim_step(self, prediction: np.ndarray, t: int, x: np.ndarray, steps: int) -> np.ndarray:
+        """x at the previous step from the UNet's prediction at step t (DDIM, eta 0)."""
+        previous = t - self.sampler["num_train_timesteps"] // steps
+        alpha = self.alphas_cumprod[t]
+        alpha_previous = self.alphas_cumprod[previous] if previous >= 0 else self.sampler["final_alphas_cumprod"]
+        kind = self.sampler["prediction_type"]
+        if kind == "epsilon":
+            noise, clean = prediction, (x - np.sqrt(1 - alpha) * prediction) / np.sqrt(alpha)
+        elif kind == "sample":
+            clean, noise = prediction, (x - np.sqrt(alpha) * prediction) / np.sqrt(1 - alpha)
+        else:  # v
+            clean = np.sqrt(alpha) * x - np.sqrt(1 - alpha) * prediction
+            noise = np.sqrt(alpha) * prediction + np.sqrt(1 - alpha) * x
+        return (np.sqrt(alpha_previous) * clean + np.sqrt(1 - alpha_previous) * noise).astype(np.float32)
+
+    def draw(
+        self, prompts: Sequence[str], sampling: SamplingConfig | None = None, seed: int | None = None,
+        noise: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """One picture (H×W×3 uint8) per prompt, denoised from `noise` (B, C, S, S), or from
+        standard normal noise drawn by numpy with `seed`."""
+        sampling = sampling or SamplingConfig()
+        encoding = self.tokenizer.encode_batch(list(prompts))
+        input_ids = np.array([item.ids for item in encoding], dtype=np.int64)
+        attention_mask = np.array([item.attention_mask for item in encoding], dtype=np.int64)
+        token_states, text_embedding = self.run("text_encoder", input_ids=input_ids, attention_mask=attention_mask)
+        if noise is None:
+            noise = np.random.default_rng(seed).standard_normal((len(prompts), *self.spec["latent_shape"]))
+        x = np.asarray(noise, dtype=np.float32)
+        steps = sampling.num_inference_steps
+        guidance = np.array([sampling.guidance_scale], dtype=np.float32)
+        for t in self.timesteps(steps):
+            (prediction,) = self.run("unet_step", latents=x, timestep=np.array([t]), text_embedding=text_embedding,
+                                     token_states=token_states, attention_mask=attention_mask, guidance_scale=guidance)
+            x = self.ddim_step(prediction, int(t), x, steps)
+        shape = (1, -1, 1, 1)
+        latents = x * np.reshape(self.spec["latent_std"], shape) + np.reshape(self.spec["latent_mean"], shape)
+        (images,) = self.run("image_decoder", latents=latents.astype(np.float32))
+        pixels = np.round((np.clip(images, -1, 1) + 1) * 127.5).astype(np.uint8)
+        return list(pixels.transpose(0, 2, 3, 1))
+
+    # -- image → text ---------------------------------------------------------------------
+    def pixels(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """(B, 3, S, S) in [-1, 1], by the same steps as the PyTorch path's image_transform."""
+        size = self.spec["image_size"]
+        crop = resize_and_crop(size)
+        arrays = [np.asarray(crop(as_rgb(image, min_size=size)), dtype=np.float32) for image in images]
+        return ((np.stack(arrays).transpose(0, 3, 1, 2) / 255 - 0.5) / 0.5).astype(np.float32)
+
+    def caption(self, images: Sequence[ImageInput], max_new_tokens: int | None = None) -> list[str]:
+        """One greedy caption per image."""
+        settings = self.spec["caption"]
+        latents, _ = self.run("image_encoder", images=self.pixels(images))
+        limit = min(max_new_tokens or settings["max_new_tokens"], settings["max_length"] - 1)
+        ids = np.full((len(latents), 1), settings["bos_id"], dtype=np.int64)
+        finished = np.zeros(len(latents), dtype=bool)
+        for _ in range(limit):
+            (logits,) = self.run("caption_step", latents=latents, input_ids=ids)
+            next_ids = np.where(finished, settings["pad_id"], logits.argmax(-1))
+            ids = np.concatenate([ids, next_ids[:, None]], axis=1)
+            finished |= next_ids == settings["eos_id"]
+            if finished.all():
+                break
+        texts = self.tokenizer.decode_batch([row[1:].tolist() for row in ids], skip_special_tokens=True)
+        return [clean_caption(text) for text in texts]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="python -m multimodal.onnx_run",
+        description="Draw images from prompts, or caption images, with an ONNX export and ONNX Runtime "
+        "(no PyTorch). DDIM with guidance; greedy captions.",
+        epilog="examples:\n"
+        '  python -m multimodal.onnx_run onnx/ "a large red circle on the left" --output circle.png --seed 0\n'
+        "  python -m multimodal.onnx_run onnx/ --caption circle.png",
+    )
+    parser.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by python -m multimodal.export")
+    parser.add_argument("prompts", nargs="*", type=cli.prompt, metavar="PROMPT", help="what to draw")
+    parser.add_argument("--caption", nargs="+", metavar="IMAGE", help="caption these image files instead")
+    parser.add_argument("--output", metavar="PATH",
+                        help="the image file (default generated.png), or a folder ending in / for several prompts")
+    parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed of numpy's starting noise")
+    cli.add_config_arguments(parser, SamplingConfig, skip=("sampler", "eta", "guidance_rescale", "use_diffusion"),
+                             group_titles={"": "sampling (DDIM)"})
+    return parser
+
+
+def output_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path]:
+    """Where each prompt's picture goes, checked before any work."""
+    text = args.output or "generated.png"
+    if text.endswith(("/", "\\")) or Path(text).is_dir():
+        paths = [Path(text) / row[0] for row in image_file_names(args.prompts, 1)]
+    elif len(args.prompts) > 1:
+        parser.error(f"--output {text} names one file, but {len(args.prompts)} prompts are given: give a folder (end it with /)")
+    else:
+        paths = [Path(text)]
+    try:
+        image_format(paths[0])
+    except InvalidInputError as error:
+        parser.error(str(error))
+    existing = [path for path in paths if path.exists()]
+    if existing and not args.overwrite:
+        parser.error(f"{existing[0]} already exists; pass --overwrite to replace it")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.prompts) == bool(args.caption):
+        parser.error("give prompts to draw, or --caption IMAGE to caption, not both" if args.prompts else
+                     "give a prompt to draw, or --caption IMAGE")
+    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    paths = output_paths(parser, args) if args.prompts else []
+    try:
+        generator = OnnxGenerator(args.export_dir)
+        if args.caption:
+            for image, text in zip(args.caption, generator.caption(args.caption)):
+                print(f"{image}: {text}")
+            return 0
+        from PIL import Image
+
+        for path, pixels in zip(paths, generator.draw(args.prompts, sampling, seed=args.seed)):
+            print(save_image(Image.fromarray(pixels), path, overwrite=True))
+    except (InvalidInputError, OSError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The ONNX export and its torch-free runner, on a tiny random checkpoint: the graphs equal
+PyTorch, the runner draws and captions what PyTorch does, never imports torch, and bad
+input is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from multimodal import SamplingConfig
+from multimodal.export import TOLERANCE, export
+from multimodal.export import main as export_main
+from multimodal.onnx_run import OnnxGenerator
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+GRAPHS = {"text_encoder", "unet_step", "image_decoder", "image_encoder", "caption_step"}
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    export(checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx(exported) -> OnnxGenerator:
+    return OnnxGenerator(exported)
+
+
+def run_module(module: str, *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, bool]:
+    """(the run, whether torch was imported) of `python -m module args`."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{module!r}, *{list(args)!r}]\n"
+        f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n    code = exit.code\nelse:\n    code = 0\n"
+        "print('torch' in sys.modules, code, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    *lines, last = result.stderr.strip().splitlines()
+    torch_loaded, exit_code = last.split()
+    result.returncode, result.stderr = int(exit_code), "\n".join(lines)
+    return result, torch_loaded == "True"
+
+
+def test_every_graph_equals_pytorch_on_random_and_real_inputs(exported, checkpoint):
+    spec = json.loads((exported / "export.json").read_text())
+    assert set(spec["graphs"]) == GRAPHS and all((exported / f"{name}.onnx").is_file() for name in GRAPHS)
+    for name, differences in spec["largest_difference_from_pytorch"].items():
+        assert set(differences) == {"random", "real"}
+        assert max(differences.values()) <= TOLERANCE, name
+    assert spec["opset"] == 17 and spec["precision"] == "fp32"
+    assert len(spec["sampler"]["alphas_cumprod"]) == len(spec["sampler"]["betas"]) == 100  # the tiny config's T
+    assert spec["sampler"]["prediction_type"] == "v" and spec["sampler"]["guidance_scale"] == 3.0
+    assert (exported / "tokenizer.json").read_bytes() == (checkpoint / "tokenizer.json").read_bytes()
+
+
+def test_the_runner_draws_the_pixels_pytorch_draws_from_the_same_noise(onnx, generator):
+    prompts = ["a red circle", "a small blue square at the top"]
+    for sampling in (SamplingConfig(num_inference_steps=5), SamplingConfig(num_inference_steps=3, guidance_scale=1.0)):
+        expected = generator.generate_from_text(prompts, sampling=sampling, generator=torch.Generator().manual_seed(0))
+        noise = torch.randn((2, *onnx.spec["latent_shape"]), generator=torch.Generator().manual_seed(0)).numpy()
+        for row, got in zip(expected, onnx.draw(prompts, sampling, noise=noise)):
+            assert np.abs(np.asarray(row[0], dtype=int) - got.astype(int)).max() <= 1  # at most a rounding apart
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v", "sample"])
+def test_the_runners_ddim_step_is_diffusers(onnx, prediction_type, monkeypatch):
+    monkeypatch.setitem(onnx.sampler, "prediction_type", prediction_type)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type.replace("v", "v_prediction"),
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=True,
+    )  # fmt: skip
+    scheduler.set_timesteps(7)
+    assert onnx.timesteps(7).tolist() == scheduler.timesteps.tolist()
+    rng = np.random.default_rng(0)
+    for t in scheduler.timesteps:
+        x, prediction = rng.standard_normal((2, 3, 7, 7), dtype=np.float32), rng.standard_normal((2, 3, 7, 7), dtype=np.float32)
+        expected = scheduler.step(torch.from_numpy(prediction), t, torch.from_numpy(x)).prev_sample.numpy()
+        np.testing.assert_allclose(onnx.ddim_step(prediction, int(t), x, 7), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_runner_writes_the_captions_pytorch_writes(onnx, generator, tmp_path):
+    pictures = [tmp_path / "a.png", tmp_path / "b.jpg"]
+    for seed, path in enumerate(pictures):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+    expected = generator.batch_image_to_text(pictures, max_new_tokens=8)
+    assert onnx.caption(pictures, max_new_tokens=8) == expected
+
+
+def test_the_runner_never_imports_torch(exported, tmp_path):
+    result, torch_loaded = run_module(
+        "multimodal.onnx_run", str(exported), "a red circle", "--steps", "2", "--output", "x.png", "--seed", "0",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "x.png").size == (28, 28) and not torch_loaded
+    result, torch_loaded = run_module("multimodal.onnx_run", str(exported), "--caption", "x.png", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("x.png: ") and not torch_loaded
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{out}", "a", "--output", "mine.png"], "mine.png already exists; pass --overwrite"),
+        (["{out}", "a", "b", "--output", "one.png"], "give a folder (end it with /)"),
+        (["{out}", "a", "--caption", "mine.png"], "not both"),
+        (["{out}", "a", "--steps", "0"], "--steps must be at least 1, got 0"),
+        (["{tmp}", "a", "--output", "new.png"], "is not an ONNX export (no export.json)"),
+        (["{out}", "--caption", "missing.png"], "no such image file: missing.png"),
+    ],
+)  # fmt: skip
+def test_the_runner_refuses_bad_input_in_one_line(exported, tmp_path, args, message):
+    (tmp_path / "mine.png").write_bytes(b"mine")
+    args = [arg.format(out=exported, tmp=tmp_path) for arg in args]
+    result, torch_loaded = run_module("multimodal.onnx_run", *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not torch_loaded
+    assert (tmp_path / "mine.png").read_bytes() == b"mine"
+
+
+def test_an_export_replaces_only_an_earlier_export_and_only_with_overwrite(checkpoint, exported, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for target, extra, message in [
+        (exported, [], "already exists; pass --overwrite"),
+        (mine, ["--overwrite"], "not an export (no export.json)"),
+        (mine / "notes.txt", [], "is a file"),
+    ]:
+        result, torch_loaded = run_module("multimodal.export", str(checkpoint), str(target), *extra, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr and not torch_loaded, result.stderr
+    assert (mine / "notes.txt").read_text() == "mine"
+    stamp = (exported / "export.json").stat().st_mtime_ns
+    assert export_main([str(checkpoint), str(exported), "--overwrite"]) == 0
+    assert (exported / "export.json").stat().st_mtime_ns != stamp
+    assert sorted(path.name for path in exported.parent.iterdir()) == ["onnx"]  # no temporary folder left
+
+
+def test_fp16_is_written_only_where_onnx_runtime_runs_it(checkpoint, tmp_path, capsys):
+    try:
+        code = export_main([str(checkpoint), str(tmp_path / "half"), "--precision", "fp16"])
+    except SystemExit as exit:
+        code = exit.code
+    if code == 0:
+        assert json.loads((tmp_path / "half" / "export.json").read_text())["precision"] == "fp16"
+    else:
+        stderr = capsys.readouterr().err
+        assert code == 2 and len(stderr.splitlines()) == 1, stderr
+        assert "--precision fp16: ONNX Runtime cannot run" in stderr and "export in fp32" in stderr
+        assert list(tmp_path.iterdir()) == []  # nothing written, no temporary folder left
