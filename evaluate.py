@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: cannot write {path}: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
-    if not args.limit:  # the card shows the full measure; a quick look never replaces it
+    # The card shows the full measure of this checkpoint on its own data: a quick look, another
+    # data set or an adapter's results never replace it.
+    if not (args.limit or args.data_dir or args.adapter):
         try:
             card = write_model_card(generator.checkpoint_dir, results)
             print(f"wrote {card} (the model card, with this table)")

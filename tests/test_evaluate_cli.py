@@ -129,6 +129,12 @@ def test_a_full_evaluation_puts_its_table_in_the_model_card_and_a_quick_look_doe
     text = card.read_text()
     assert "## Evaluation" in text and "the whole validation split" in text and "| retrieval/i2t_R@1 |" in text
     assert text.startswith("---\nlibrary_name: multimodal\n")
+    # a measure on another data set goes to its own file and leaves the card as it was
+    other = run_folder.parent / "elsewhere.json"
+    result = run_evaluate("--checkpoint", str(run_folder), "--steps", "1", "--data-dir", str(run_folder.parent / "shapes"),
+                          "--output", str(other))
+    assert result.returncode == 0, result.stderr
+    assert other.is_file() and card.read_text() == text
 
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"no COCO sample at {COCO_MINI}")

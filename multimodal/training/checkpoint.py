@@ -127,7 +127,8 @@ def save_checkpoint(
             save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
             state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
         (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
-        write_model_card(temporary)  # again, now with how it was trained
+        if base is None:  # an adapter folder has no model of its own to describe
+            write_model_card(temporary)  # again, now with how it was trained
 
 
 def is_resumable(directory: Path) -> bool:
