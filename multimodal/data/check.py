@@ -52,6 +52,17 @@ def _unreadable(path: str | os.PathLike | None, data: bytes | None = None) -> st
     return None
 
 
+def _count(report: Report, counts: SplitCounts, where: str | os.PathLike, captions: list[str], unreadable: str | None) -> None:
+    """One image and its captions into the split's counts, or, when it cannot be read, a problem
+    that leaves it out (not fatal: training skips such images too)."""
+    if unreadable:
+        report.problems.append(Problem(where, unreadable, fatal=False))
+        return
+    counts.images += 1
+    counts.captions.append(len(captions))
+    report.caption_texts += captions
+
+
 def _check_shards(data_dir: str, report: Report, caption_column: str, val_fraction: float, open_images: bool) -> None:
     # webdataset loads only for shards
     from multimodal.data.webdataset_source import CAPTION_KEYS, IMAGE_KEYS, captions_of, scan_shard, shard_lists
@@ -74,13 +85,7 @@ def _check_shards(data_dir: str, report: Report, caption_column: str, val_fracti
                     fatal = not captions.startswith("no caption")  # an image without caption is left out
                     report.problems.append(Problem(where, captions, fatal=fatal))
                     continue
-                why = open_images and _unreadable(None, files[image])
-                if why:
-                    report.problems.append(Problem(where, why, fatal=False))
-                    continue
-                counts.images += 1
-                counts.captions.append(len(captions))
-                report.caption_texts += captions
+                _count(report, counts, where, captions, open_images and _unreadable(None, files[image]))
 
 
 def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column: str = "text",
@@ -98,13 +103,7 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
             for split, records in layout.splits.items():
                 counts = report.splits.setdefault(split, SplitCounts())
                 for path, captions in zip(records.paths, records.captions):
-                    why = open_images and _unreadable(path)
-                    if why:
-                        report.problems.append(Problem(path, why, fatal=False))
-                        continue
-                    counts.images += 1
-                    counts.captions.append(len(captions))
-                    report.caption_texts += captions
+                    _count(report, counts, path, captions, open_images and _unreadable(path))
     except DatasetLayoutError as error:  # not the layout at all: the one problem to report
         report.problems.append(Problem(str(data_dir), str(error)))
         return report
