@@ -410,11 +410,20 @@ class TrainConfig(_Config):
         "embedding heads and the fast path. The caption decoder's rows for the captions' words always learn",
         group="fine-tuning",
     )
+    replay_images: int = option(
+        0, "fine-tune: mix this many images of the data the --init-from checkpoint was trained on (as it records "
+        "it; --replay-data names another set) into the training split, so what the model knew stays known",
+        group="fine-tuning",
+    )
+    replay_data: str | None = option(
+        None, "the data set --replay-images draws from, read in its detected layout (default: the one --init-from "
+        "was trained on)", group="fine-tuning",
+    )
 
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
                             ("max_nonfinite_steps", 1), ("log_every", 1), ("diffusion_epochs", 0), ("keep_last", 0),
-                            ("text_cache_mb", 1)):
+                            ("text_cache_mb", 1), ("replay_images", 0)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
             _require(value >= least, name, f"{wanted}, got {value}")
@@ -435,6 +444,10 @@ class TrainConfig(_Config):
         _require(self.lora_rank == 0 or self.init_from is not None, "lora_rank",
                  "needs --init-from CHECKPOINT: adapters fine-tune a trained model")
         _require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", f"must be above 0, got {self.lora_alpha}")
+        _require(self.replay_images == 0 or self.init_from is not None, "replay_images",
+                 "needs --init-from CHECKPOINT: replay keeps what a trained model knew")
+        _require(self.replay_data is None or self.replay_images > 0, "replay_data",
+                 "is read only with --replay-images N")
         _require(all(self.lora_targets_list), "lora_targets",
                  f"must be comma-separated module names, got {self.lora_targets!r}")
 

@@ -21,6 +21,7 @@ from multimodal import GenerativeMultimodalModel, ImageTextGenerator, SamplingCo
 from multimodal.adapters import merge
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset, parse_caption_attributes, read_shape_attributes
+from multimodal.errors import ConfigError, TrainingError
 from multimodal.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,3 +205,32 @@ def test_orange_is_drawn_only_when_asked(tmp_path):
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2 and "--colors has the unknown colour 'pink'" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_replay_mixes_the_earlier_set_into_training_under_ids_of_its_own(setup, tmp_path):
+    """--replay-images N adds N images of an earlier set (a fixed choice) after the new ones; their
+    image ids never meet the new set's, so the latent cache cannot confuse the two."""
+    earlier = generate_shapes_dataset(tmp_path / "standard", num_train=40, num_val=4, image_size=28, progress=False)
+    trainer = lora_trainer(setup["base"], setup["data"], tmp_path / "run", replay_images=10, replay_data=str(earlier))
+    mixed = trainer.train_set
+    assert len(mixed) == 24 + 10
+    items = [mixed[i] for i in range(len(mixed))]
+    new_ids, replay_ids = {item["image_id"] for item in items[:24]}, {item["image_id"] for item in items[24:]}
+    assert len(replay_ids) == 10 and not new_ids & replay_ids
+    assert all("orange" in item["caption"] for item in items[:24])
+    assert not any("orange" in item["caption"] for item in items[24:])
+    assert set(mixed.references) == new_ids | replay_ids
+    for item in items[24:]:
+        assert item["caption"] in mixed.references[item["image_id"]]
+    again = lora_trainer(setup["base"], setup["data"], tmp_path / "again", replay_images=10, replay_data=str(earlier))
+    assert [again.train_set[i]["caption"] for i in range(24, 34)] == [item["caption"] for item in items[24:]]
+    trainer.run()  # trains on the mixture
+    assert (tmp_path / "run" / "best" / "adapter_model.safetensors").is_file()
+
+
+def test_replay_without_its_data_says_which_flag_names_it(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the base records no data set: the default data/shapes is not here
+    with pytest.raises(TrainingError, match="name one with --replay-data"):
+        lora_trainer(setup["base"], setup["data"], tmp_path / "run", replay_images=10)
+    with pytest.raises(ConfigError, match="init-from"):
+        TrainConfig(preset="shapes", replay_images=5)  # replay needs --init-from

@@ -29,12 +29,14 @@ from tqdm.auto import tqdm
 from multimodal.adapters import add_adapters
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CaptionCollator, open_split
+from multimodal.data.replay import WithReplay
 from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.models.text_encoder import tokenize
+from multimodal.paths import trained_data
 from multimodal.training.checkpoint import (
     is_resumable,
     keep_step_copies,
@@ -104,6 +106,8 @@ class Trainer:
         self.train_set = open_split(data_dir, "train", size, all_pairs=c.all_pairs, **layout)
         self.val_set = open_split(data_dir, "val", size, **layout)
         self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards
+        if c.replay_images:
+            self.train_set = self._with_replay(size)
         if train_config.lora_rank:
             if self.streamed:
                 raise TrainingError("--lora-rank needs the captions up front (the caption decoder's rows for their "
@@ -164,6 +168,24 @@ class Trainer:
         self.log: TensorBoardLog | None = None  # with --report-to tensorboard, while run() runs
         if resume:
             self._resume()
+
+    def _with_replay(self, size: int) -> WithReplay:
+        """The training split with --replay-images images of the earlier data set mixed in."""
+        c = self.config
+        if self.streamed:
+            raise TrainingError("--replay-images mixes images into a data set read up front; WebDataset shards stream "
+                                "theirs: convert them to an image folder first")
+        if c.replay_data is not None:
+            earlier_dir, options = Path(c.replay_data), {}
+        else:
+            earlier_dir, options = trained_data(c.init_from)
+        if not earlier_dir.exists():
+            raise TrainingError(f"--replay-images: the data set {earlier_dir} is not there; name one with --replay-data")
+        earlier = open_split(earlier_dir, "train", size, seed=c.seed, cache_images=c.cache_images, **options)
+        if isinstance(earlier, IterableDataset):
+            raise TrainingError(f"--replay-data {earlier_dir}: WebDataset shards stream their images; "
+                                "convert them to an image folder first")
+        return WithReplay(self.train_set, earlier, c.replay_images, c.seed)
 
     def _words(self) -> list[int]:
         """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
