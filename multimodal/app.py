@@ -27,11 +27,11 @@ import torch  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from multimodal.config import SAMPLERS, SamplingConfig, ServeConfig  # noqa: E402
-from multimodal.data import CocoCaptionDataset  # noqa: E402
+from multimodal.data import CaptionDataset, open_split  # noqa: E402
 from multimodal.data.transforms import load_rgb  # noqa: E402
 from multimodal.errors import InvalidInputError  # noqa: E402
 from multimodal.generation import ImageTextGenerator, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
-from multimodal.paths import trained_data  # noqa: E402
+from multimodal.paths import is_shard_spec, trained_data  # noqa: E402
 
 # System fonts only: gradio's default theme would fetch its fonts, and a demo must work offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -113,8 +113,7 @@ class ValidationSet:
     text_embeddings: torch.Tensor
 
     @classmethod
-    def embed(cls, generator: ImageTextGenerator, data_dir: Path, limit: int) -> "ValidationSet":
-        dataset = CocoCaptionDataset(data_dir, "val", generator.model.config.image_size)
+    def embed(cls, generator: ImageTextGenerator, dataset: CaptionDataset, limit: int) -> "ValidationSet":
         paths, captions = dataset.paths[:limit], list(dataset.references.values())[:limit]
         texts = list(dict.fromkeys(caption for image in captions for caption in image))
         with torch.no_grad(), warnings.catch_warnings():
@@ -150,11 +149,16 @@ class Demo:
         """The checkpoint, and the validation split of its data set (--data-dir, else the one it
         was trained on) when that is on this machine."""
         generator = ImageTextGenerator(checkpoint, device=device)
-        data_dir = Path(config.data_dir) if config.data_dir else trained_data(generator.checkpoint_dir)[0]
+        # Read as training read it (layout, columns, validation fraction), unless --data-dir says otherwise.
+        data_dir, options = (Path(config.data_dir), {}) if config.data_dir else trained_data(generator.checkpoint_dir)
+        if is_shard_spec(data_dir):
+            reason = f"No search and no examples: {data_dir} streams WebDataset shards (convert it to an image folder)."
+            return cls(generator, config, None, seed or 0, reason)
         if not data_dir.is_dir():
             reason = f"No search and no examples: the data set {data_dir} is not on this machine (pass --data-dir)."
             return cls(generator, config, None, seed or 0, reason)
-        return cls(generator, config, ValidationSet.embed(generator, data_dir, config.search_images), seed or 0)
+        dataset = open_split(data_dir, "val", generator.model.config.image_size, **options)
+        return cls(generator, config, ValidationSet.embed(generator, dataset, config.search_images), seed or 0)
 
     # -- the handlers ---------------------------------------------------------------------
     def text_to_image(self, prompt: str, steps: float, guidance: float, sampler: str, seed: float | None,

@@ -185,3 +185,23 @@ def test_an_upload_over_the_size_cap_is_refused_by_the_server(served, tmp_path):
     with big.open("rb") as file:
         answer = httpx.post(f"{served[1]}gradio_api/upload", files={"files": ("big.png", file, "image/png")})
     assert answer.status_code == 413 and "maximum" in answer.text.lower()
+
+
+def test_search_reads_the_validation_split_in_the_layout_training_read(tmp_path):
+    """A checkpoint trained on an image folder with its own caption column and validation
+    fraction: the page's search set is that folder's validation split, read the same way."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = []
+    for i in range(40):
+        Image.new("RGB", (28, 28), (6 * i, 0, 0)).save(folder / f"p{i}.png")
+        rows.append(json.dumps({"file_name": f"p{i}.png", "description": f"picture number {i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows))
+    checkpoint = tmp_path / "checkpoint"
+    GenerativeMultimodalModel(tiny_config()).save_pretrained(checkpoint)
+    options = {"data_format": "auto", "caption_column": "description", "image_column": "file_name", "val_fraction": 0.25}
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"train_config": {"data_dir": str(folder)} | options}))
+    demo = Demo.load(checkpoint, ServeConfig(), device="cpu")
+    texts = demo.validation.texts
+    assert 3 <= len(texts) < 40 and all(re.fullmatch(r"picture number \d+", text) for text in texts)
+    assert {Path(path).name for path in demo.validation.paths} == {f"p{text.split()[-1]}.png" for text in texts}
