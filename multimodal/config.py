@@ -407,8 +407,8 @@ class TrainConfig(_Config):
     lora_targets: str = option(
         LORA_TARGETS, "comma-separated ends of the names of modules that get adapters, or of whole parts (all their "
         "linear and convolution layers); the default: the UNet's attention and conditioning projections, the "
-        "embedding heads and the fast path. The caption decoder's rows for the captions' words always learn",
-        group="fine-tuning",
+        "embedding heads and the fast path; '+NAMES' adds NAMES to the default. The caption decoder's rows for "
+        "the captions' words always learn", group="fine-tuning",
     )
     replay_images: int = option(
         0, "fine-tune: mix this many images of the data the --init-from checkpoint was trained on (as it records "
@@ -453,7 +453,9 @@ class TrainConfig(_Config):
 
     @property
     def lora_targets_list(self) -> list[str]:
-        return [name.strip() for name in self.lora_targets.split(",")]
+        """The target names; a leading '+' adds them to the default targets."""
+        names = LORA_TARGETS + "," + self.lora_targets[1:] if self.lora_targets.startswith("+") else self.lora_targets
+        return [name.strip() for name in names.split(",")]
 
     @property
     def resolved_data_dir(self) -> Path:

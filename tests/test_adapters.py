@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from conftest import random_images, tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, SamplingConfig
 from multimodal.adapters import merge
-from multimodal.config import TrainConfig
+from multimodal.config import LORA_TARGETS, TrainConfig
 from multimodal.data import generate_shapes_dataset, parse_caption_attributes, read_shape_attributes
 from multimodal.errors import ConfigError, TrainingError
 from multimodal.training import Trainer
@@ -234,3 +234,9 @@ def test_replay_without_its_data_says_which_flag_names_it(setup, tmp_path, monke
         lora_trainer(setup["base"], setup["data"], tmp_path / "run", replay_images=10)
     with pytest.raises(ConfigError, match="init-from"):
         TrainConfig(preset="shapes", replay_images=5)  # replay needs --init-from
+
+
+def test_lora_targets_with_a_plus_are_added_to_the_default():
+    plus = TrainConfig(preset="shapes", init_from="base", lora_rank=4, lora_targets="+image_decoder.layers, image_encoder.backbone")
+    assert plus.lora_targets_list == LORA_TARGETS.split(",") + ["image_decoder.layers", "image_encoder.backbone"]
+    assert TrainConfig(preset="shapes", lora_targets="qkv").lora_targets_list == ["qkv"]
