@@ -156,6 +156,21 @@ def test_frozen_bert_gets_no_gradient_and_the_rest_still_does():
     assert not model.train().text_encoder.bert.training  # no dropout in a frozen BERT
 
 
+def test_text_context_layers_learn_on_a_frozen_bert_and_read_each_text_alone():
+    """The context layers over a frozen BERT get gradients, and a text's embedding does not depend
+    on the longer texts padded beside it (the padding is masked)."""
+    torch.manual_seed(0)
+    model = GenerativeMultimodalModel(tiny_config(freeze_bert=True, text_context_layers=1, cond_drop=0.5))
+    _backward(model)
+    context = [p for name, p in model.named_parameters() if name.startswith("text_encoder.context.")]
+    assert context and all(p.grad is not None and p.grad.abs().sum() > 0 for p in context)
+    model.eval()
+    with torch.no_grad():
+        alone = model.encode_text(["a red circle"])
+        padded = model.encode_text(["a red circle", "a large blue square at the top and a small green circle below it"])
+    torch.testing.assert_close(padded[:1], alone, rtol=1e-4, atol=1e-5)
+
+
 # -- the contrastive loss -----------------------------------------------------------------
 def test_contrastive_loss_equals_a_reference_computation():
     torch.manual_seed(0)

@@ -55,6 +55,14 @@ class TextEncoder(nn.Module):
         if self.frozen:
             self.bert.requires_grad_(False).eval()  # no dropout from the start, not only after .train()
         hidden = self.bert.config.hidden_size
+        self.context = (
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(hidden, self.bert.config.num_attention_heads, 4 * hidden, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True),
+                config.text_context_layers, enable_nested_tensor=False,
+            )
+            if config.text_context_layers else None
+        )
         self.projection = nn.Sequential(
             nn.Linear(hidden, config.proj_hidden_dim),
             nn.GELU(),
@@ -82,7 +90,10 @@ class TextEncoder(nn.Module):
             return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def project(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled token states → unit-norm embedding."""
+        """Token states (read in context by the `text_context_layers`, if any) → mean pool →
+        unit-norm embedding."""
+        if self.context is not None:
+            states = self.context(states, src_key_padding_mask=attention_mask == 0)
         return F.normalize(self.projection(mean_pool(states, attention_mask)), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
