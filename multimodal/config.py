@@ -29,6 +29,10 @@ DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdat
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
+# The image encoder's trunk (multimodal/models/image_encoder.py); the last two are ImageNet-shaped
+# networks whose trunk may be frozen, and efficientnet_lite0 comes with its ImageNet weights.
+IMAGE_ENCODERS = ("simple_cnn", "resnet50", "efficientnet_lite0")
+PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
 
 
 def option(
@@ -122,7 +126,14 @@ class ModelConfig(_Config):
     image_size: int = option(224, "image side in pixels; must be 7·2^k (56, 112, 224, …)", group="images")
     latent_channels: int = option(256, "channels of the shared spatial latent z", group="images")
     latent_size: int = option(7, "side of the spatial latent z", group="images")
-    use_simple_cnn: bool = option(True, "image encoder: the small CNN (else a ResNet-50 trunk)", group="images")
+    image_encoder: str = option(
+        "simple_cnn", "image encoder: the small CNN from scratch, a ResNet-50 trunk, or EfficientNet-Lite0 with "
+        "ImageNet weights (image size 32 × latent size: 224 px for 7×7)", group="images", choices=IMAGE_ENCODERS,
+    )
+    freeze_image_trunk: bool = option(
+        False, "keep the resnet50 or efficientnet_lite0 trunk fixed (in eval mode): only the 1×1 convolution to "
+        "the latent and the parts after it learn", group="images",
+    )
     resnet_weights: str | None = option(None, "a .safetensors file of ResNet-50 weights for the trunk", group="images")
     encoder_width: int = option(64, "first stage of the CNN encoder; doubles per stage", group="images")
     decoder_width: int = option(64, "last stage of the transposed-CNN decoder; doubles per stage inwards", group="images")
@@ -165,8 +176,28 @@ class ModelConfig(_Config):
     caption_weight: float = option(1.0, "weight of the captioning loss", group="losses")
     diffusion_weight: float = option(0.1, "weight of the diffusion loss when it trains jointly", group="losses")
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """As for every config, and a checkpoint written before `image_encoder` existed (its
+        `use_simple_cnn`) still loads."""
+        if "use_simple_cnn" in values:
+            values = dict(values)
+            values["image_encoder"] = "simple_cnn" if values.pop("use_simple_cnn") else "resnet50"
+        return super().from_dict(values)
+
     def validate(self) -> None:
         num_stride2_stages(self.image_size, self.latent_size)
+        _require(
+            self.image_encoder != "efficientnet_lite0" or self.image_size == PRETRAINED_STRIDE * self.latent_size,
+            "image_size",
+            f"must be {PRETRAINED_STRIDE} × latent_size ({PRETRAINED_STRIDE * self.latent_size}) for "
+            f"efficientnet_lite0, got {self.image_size}",
+        )
+        _require(
+            not self.freeze_image_trunk or self.image_encoder != "simple_cnn",
+            "freeze_image_trunk",
+            "needs a pretrained trunk (--image-encoder resnet50 or efficientnet_lite0); simple_cnn learns from scratch",
+        )
         _require(0.0 <= self.cond_drop < 1.0, "cond_drop", f"must be in [0, 1), got {self.cond_drop}")
         _require(
             self.max_caption_length >= self.max_text_length,

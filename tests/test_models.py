@@ -109,7 +109,7 @@ def test_component_shapes(image_size):
 
 
 def test_resnet_trunk_gives_the_same_latent_shape():
-    config = tiny_config(image_size=224, latent_channels=256, use_simple_cnn=False)
+    config = tiny_config(image_size=224, latent_channels=256, image_encoder="resnet50")
     z, embedding = ImageEncoder(config).eval()(random_images(1, 224))
     assert z.shape == (1, 256, 7, 7)
     assert embedding.shape == (1, config.embed_dim)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
+from multimodal.models.pretrained import FEATURE_CHANNELS, EfficientNetFeatures
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -85,6 +86,23 @@ class ResNetTrunk(nn.Module):
         return self.to_latent(self.pool(self.trunk(images)))
 
 
+class EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite0 with its ImageNet weights (models/pretrained.py): its last map, 1280
+    channels at stride 32 (7×7 at 224 px), then a 1×1 conv to the latent channels. The trunk's
+    weights are saved with the rest of the model (a fine-tuned trunk differs from the package's)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.trunk = EfficientNetFeatures(pretrained=True)
+        self.to_latent = nn.Conv2d(FEATURE_CHANNELS, config.latent_channels, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.trunk(images)[-1])
+
+
+BACKBONES = {"simple_cnn": SimpleCNN, "resnet50": ResNetTrunk, "efficientnet_lite0": EfficientNetTrunk}
+
+
 class EmbeddingHead(nn.Module):
     """z → unit vector. A 1×1 conv and a flatten instead of average pooling: where an object
     lies ("on the left") must survive into the embedding."""
@@ -109,8 +127,18 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.backbone = SimpleCNN(config) if config.use_simple_cnn else ResNetTrunk(config)
+        self.backbone = BACKBONES[config.image_encoder](config)
         self.head = EmbeddingHead(config)
+        self.frozen_trunk = config.freeze_image_trunk
+        if self.frozen_trunk:
+            self.backbone.trunk.requires_grad_(False).eval()  # no optimiser state, fixed BatchNorm statistics
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        """A frozen trunk stays in eval mode: BatchNorm keeps its ImageNet statistics."""
+        super().train(mode)
+        if self.frozen_trunk:
+            self.backbone.trunk.eval()
+        return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
