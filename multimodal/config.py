@@ -206,6 +206,11 @@ class ModelConfig(_Config):
         )
         for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length"):
             _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+        weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
+        for name in weights:
+            _require(getattr(self, name) >= 0, name, f"cannot be negative (0 leaves the loss out), got {getattr(self, name)}")
+        _require(any(getattr(self, name) > 0 for name in weights), "contrastive_weight",
+                 "and the other loss weights cannot all be 0: nothing would train")
 
 
 @dataclass

@@ -156,6 +156,17 @@ def test_frozen_bert_gets_no_gradient_and_the_rest_still_does():
     assert not model.train().text_encoder.bert.training  # no dropout in a frozen BERT
 
 
+def test_a_loss_weighted_zero_is_neither_computed_nor_reported():
+    torch.manual_seed(0)
+    model = GenerativeMultimodalModel(tiny_config(recon_weight=0, diffusion_weight=0))
+    assert set(model.loss_weights()) == {"contrastive", "fast_path", "caption"}
+    _backward(model)
+    assert all(p.grad is None for p in model.image_decoder.layers.parameters())  # the decoder never ran
+    assert all(p.grad is None for p in model.diffusion.parameters())
+    with pytest.raises(ConfigError, match="recon_weight cannot be negative"):
+        tiny_config(recon_weight=-1)
+
+
 # -- the contrastive loss -----------------------------------------------------------------
 def test_contrastive_loss_equals_a_reference_computation():
     torch.manual_seed(0)

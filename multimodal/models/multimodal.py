@@ -58,15 +58,18 @@ class GenerativeMultimodalModel(nn.Module):
 
     # -- training -------------------------------------------------------------------------
     def loss_weights(self) -> dict[str, float]:
-        """Each loss's weight in the total, from the config: what joint training optimises."""
+        """Each loss's weight in the total, from the config: what joint training optimises. A
+        loss weighted 0 is left out, so it is neither computed (a 224 px decoder is most of a
+        step's time) nor reported."""
         c = self.config
-        return {
+        weights = {
             "contrastive": c.contrastive_weight,
             "reconstruction": c.recon_weight,
             "fast_path": c.fast_path_weight,
             "caption": c.caption_weight,
             "diffusion": c.diffusion_weight,
         }
+        return {name: weight for name, weight in weights.items() if weight > 0}
 
     def forward(
         self,
