@@ -484,6 +484,35 @@ class TrainConfig(_Config):
         return Path(self.data_dir) if self.data_dir else default_data_dir(self.preset)
 
 
+EMBEDDING_MAPS = ("pca", "tsne")  # how visualize.py lays the embeddings out in two dimensions
+
+
+@dataclass
+class VisualizeConfig(_Config):
+    """What `visualize.py` draws from a training run; it has a flag for each field."""
+
+    output_dir: str | None = option(None, "where the PNGs go (default: <run>/visualize/; files there are replaced)")
+    data_dir: str | None = option(None, "data set whose validation split is drawn (default: the run's own)")
+    prompt: str | None = option(None, "prompt of the denoising trajectory (default: the first validation caption)")
+    num_images: int = option(8, "validation images shown beside their reconstructions")
+    map_images: int = option(
+        200, "validation images, with one caption each, for the latent statistics and the embedding map"
+    )
+    embedding_map: str = option(
+        "pca", "how the embedding map is laid out: PCA, or t-SNE (slower; keeps neighbours, not distances)",
+        choices=EMBEDDING_MAPS,
+    )
+    trajectory_frames: int = option(8, "denoising steps shown in the trajectory, spread over --steps")
+    device: str = option("auto", "where to run; auto: CUDA when present", choices=("auto", "cpu", "cuda"))
+    seed: int = option(0, "seed of the trajectory's starting noise")
+
+    def validate(self) -> None:
+        for name, least in (("num_images", 1), ("map_images", 3), ("trajectory_frames", 2)):
+            value = getattr(self, name)
+            _require(value >= least, name, f"must be at least {least}, got {value}")
+        _require(self.prompt is None or bool(self.prompt.strip()), "prompt", "must not be empty")
+
+
 @dataclass
 class ServeConfig(_Config):
     """How `app.py` serves the web demo; it has a flag for each field."""

@@ -35,6 +35,7 @@ from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.models.text_encoder import tokenize
+from multimodal.paths import METRICS_NAME
 from multimodal.training.checkpoint import (
     is_resumable,
     keep_step_copies,
@@ -452,7 +453,7 @@ class Trainer:
         row |= self.validate(stage)
         self.epoch_sums = {}
         self.history.append(row)
-        pd.DataFrame(self.history).to_csv(self.output_dir / "metrics.csv", index=False)
+        pd.DataFrame(self.history).to_csv(self.output_dir / METRICS_NAME, index=False)
         write_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
         sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
         if self.log is not None:
