@@ -80,8 +80,10 @@ def test_efficientnet_encoder_starts_from_imagenet_and_gives_the_latent(network)
     encoder = ImageEncoder(efficientnet_config()).eval()
     trunk = encoder.backbone.trunk
     torch.testing.assert_close(trunk.head[0].weight, network.conv_head.weight)
-    z, embedding = encoder(torch.rand(2, 3, 224, 224) * 2 - 1)
+    images = torch.rand(2, 3, 224, 224) * 2 - 1
+    z, embedding = encoder(images)
     assert z.shape == (2, 32, 7, 7) and embedding.shape == (2, 32)
+    torch.testing.assert_close(encoder.encode(images, encoder.trunk_features(images)), z)  # what a cache serves
 
 
 def test_efficientnet_config_checks() -> None:
@@ -103,7 +105,7 @@ def photos_dir(tmp_path_factory) -> Path:
 
 def train_one_step(photos_dir: Path, output_dir: Path, freeze: bool) -> tuple[Trainer, dict, dict]:
     train_config = TrainConfig(preset="shapes", data_dir=str(photos_dir), output_dir=str(output_dir), epochs=1,
-                               max_steps=1, batch_size=2, num_workers=0, sample_every_epoch=False)
+                               max_steps=1, batch_size=2, num_workers=0, sample_every_epoch=False, cache_images=True)
     trainer = Trainer(efficientnet_config(freeze_image_trunk=freeze), train_config)
     backbone = trainer.model.image_encoder.backbone
     before = {name: value.clone() for name, value in backbone.state_dict().items()}
@@ -114,6 +116,7 @@ def train_one_step(photos_dir: Path, output_dir: Path, freeze: bool) -> tuple[Tr
 def test_frozen_trunk_learns_nothing_and_keeps_its_batchnorm(photos_dir, tmp_path) -> None:
     trainer, before, after = train_one_step(photos_dir, tmp_path / "frozen", freeze=True)
     trunk = trainer.model.image_encoder.backbone.trunk
+    assert len(trainer.trunk_cache.store) == 2  # the step's two images: their features computed once
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert not any(id(p) in optimised or p.requires_grad for p in trunk.parameters())
     trainer.model.train()
@@ -126,6 +129,7 @@ def test_frozen_trunk_learns_nothing_and_keeps_its_batchnorm(photos_dir, tmp_pat
 
 def test_fine_tuned_trunk_learns_and_is_saved(photos_dir, tmp_path) -> None:
     trainer, before, after = train_one_step(photos_dir, tmp_path / "tuned", freeze=False)
+    assert trainer.trunk_cache is None  # a trunk that learns is never cached
     assert not torch.equal(after["trunk.head.0.weight"], before["trunk.head.0.weight"])
     saved = GenerativeMultimodalModel.from_pretrained(tmp_path / "tuned" / "latest")
     raw = load_file(tmp_path / "tuned" / "latest" / "training_weights.safetensors")

@@ -82,8 +82,12 @@ class ResNetTrunk(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(config.latent_size)
         self.to_latent = nn.Conv2d(2048, config.latent_channels, 1)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the 1×1 conv reads: 2048 channels at the latent's size."""
+        return self.pool(self.trunk(images))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.pool(self.trunk(images)))
+        return self.to_latent(self.features(images))
 
 
 class EfficientNetTrunk(nn.Module):
@@ -96,8 +100,12 @@ class EfficientNetTrunk(nn.Module):
         self.trunk = EfficientNetFeatures(pretrained=True)
         self.to_latent = nn.Conv2d(FEATURE_CHANNELS, config.latent_channels, 1)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the 1×1 conv reads: the trunk's last map."""
+        return self.trunk(images)[-1]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.trunk(images)[-1])
+        return self.to_latent(self.features(images))
 
 
 BACKBONES = {"simple_cnn": SimpleCNN, "resnet50": ResNetTrunk, "efficientnet_lite0": EfficientNetTrunk}
@@ -140,9 +148,17 @@ class ImageEncoder(nn.Module):
             self.backbone.trunk.eval()
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
+    def encode(self, images: torch.Tensor, trunk_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The spatial latent z: (B, latent_channels, latent_size, latent_size); from
+        `trunk_features` (what `trunk_features(images)` gave) when the caller cached them."""
+        if trunk_features is not None:
+            return self.backbone.to_latent(trunk_features)
         return self.backbone(images)
+
+    @torch.no_grad()
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """A frozen pretrained trunk's output, which never changes for an image: cacheable."""
+        return self.backbone.features(images)
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """The unit-norm image embedding from a latent."""

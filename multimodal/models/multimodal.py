@@ -79,6 +79,7 @@ class GenerativeMultimodalModel(nn.Module):
         text_states: torch.Tensor | None = None,
         loss_weights: Mapping[str, float] | None = None,
         latents: torch.Tensor | None = None,
+        trunk_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted total ("loss") and each loss for a batch of matching (image, caption)
         pairs, the contrastive accuracies, and the (detached) embeddings for retrieval.
@@ -88,14 +89,15 @@ class GenerativeMultimodalModel(nn.Module):
         ways from text to latent (diffusion, fast path) are asked, the encoders run without
         gradients. `text_states` are BERT's token states when the
         caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`. Likewise
-        `latents` are the image encoder's z when the caller has them cached (frozen encoder).
+        `latents` are the image encoder's z when the caller has them cached (frozen encoder), and
+        `trunk_features` a frozen pretrained trunk's output (`ImageEncoder.trunk_features`).
         """
         weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
         unknown = set(weights) - set(LOSSES)
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; the model computes {', '.join(LOSSES)}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= {"diffusion", "fast_path"}):
-            z = self.image_encoder.encode(images) if latents is None else latents
+            z = self.image_encoder.encode(images, trunk_features) if latents is None else latents
             image_embedding = self.image_encoder.embed(z)
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)
