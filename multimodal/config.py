@@ -32,6 +32,7 @@ REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
 # The image encoder's trunk (multimodal/models/image_encoder.py); the last two are ImageNet-shaped
 # networks whose trunk may be frozen, and efficientnet_lite0 comes with its ImageNet weights.
 IMAGE_ENCODERS = ("simple_cnn", "resnet50", "efficientnet_lite0")
+EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads the latent z
 PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
 
 
@@ -140,6 +141,10 @@ class ModelConfig(_Config):
     embed_dim: int = option(512, "size of the shared image-text embedding", group="images")
     proj_hidden_dim: int = option(1024, "hidden width of the embedding heads", group="images")
     pool_channels: int = option(32, "channels the image head keeps per position (1×1 conv, then flatten)", group="images")
+    embedding_pooling: str = option(
+        "flatten", "how the image head reads z: flatten keeps where things are (the shapes sets need it), mean "
+        "averages the positions away (photographs: fewer weights to fit)", group="images", choices=EMBEDDING_POOLINGS,
+    )
 
     text_encoder: str | None = option(
         None, "a transformers name or local folder for BERT (default: the bundled MiniLM)", group="text"

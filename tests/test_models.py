@@ -115,6 +115,16 @@ def test_resnet_trunk_gives_the_same_latent_shape():
     assert embedding.shape == (1, config.embed_dim)
 
 
+def test_mean_pooled_head_ignores_where_things_are_and_the_flatten_does_not():
+    torch.manual_seed(0)
+    z = torch.randn(2, 32, 7, 7)
+    moved = z.roll(3, dims=-1)  # everything shifted to the right
+    mean = ImageEncoder(tiny_config(embedding_pooling="mean")).eval()
+    torch.testing.assert_close(mean.embed(moved), mean.embed(z))
+    flatten = ImageEncoder(tiny_config()).eval()
+    assert not torch.allclose(flatten.embed(moved), flatten.embed(z), atol=1e-3)
+
+
 def test_bundled_bert_loads_without_network():
     config = ModelConfig(image_size=28, freeze_bert=True)
     text = TextEncoder(config)

@@ -112,13 +112,18 @@ BACKBONES = {"simple_cnn": SimpleCNN, "resnet50": ResNetTrunk, "efficientnet_lit
 
 
 class EmbeddingHead(nn.Module):
-    """z → unit vector. A 1×1 conv and a flatten instead of average pooling: where an object
-    lies ("on the left") must survive into the embedding."""
+    """z → unit vector. By default a 1×1 conv and a flatten instead of average pooling: where an
+    object lies ("on the left") must survive into the embedding. With `embedding_pooling` mean,
+    the average over positions: on a few thousand photographs the flatten's weights overfit."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(config.latent_channels, config.pool_channels, 1)
-        flat = config.pool_channels * config.latent_size**2
+        if config.embedding_pooling == "mean":
+            self.reduce: nn.Module = nn.AdaptiveAvgPool2d(1)
+            flat = config.latent_channels
+        else:
+            self.reduce = nn.Conv2d(config.latent_channels, config.pool_channels, 1)
+            flat = config.pool_channels * config.latent_size**2
         self.project = nn.Sequential(
             nn.LayerNorm(flat),
             nn.Linear(flat, config.proj_hidden_dim),
