@@ -89,8 +89,7 @@ def test_efficientnet_encoder_starts_from_imagenet_and_gives_the_latent(network)
 def test_efficientnet_config_checks() -> None:
     with pytest.raises(ConfigError, match="image_size must be 32 × latent_size \\(224\\)"):
         tiny_config(image_size=112, image_encoder="efficientnet_lite0")
-    with pytest.raises(ConfigError, match="freeze_image_trunk needs a pretrained trunk"):
-        tiny_config(freeze_image_trunk=True)
+    assert not ImageEncoder(tiny_config(freeze_image_trunk=True)).frozen_trunk  # simple_cnn: nothing to freeze
     legacy = {**tiny_config().to_dict(), "image_size": 224, "latent_channels": 256}
     del legacy["image_encoder"]
     assert ModelConfig.from_dict({**legacy, "use_simple_cnn": False}).image_encoder == "resnet50"

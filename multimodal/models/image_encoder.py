@@ -142,7 +142,7 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.backbone = BACKBONES[config.image_encoder](config)
         self.head = EmbeddingHead(config)
-        self.frozen_trunk = config.freeze_image_trunk
+        self.frozen_trunk = config.freeze_image_trunk and hasattr(self.backbone, "trunk")
         if self.frozen_trunk:
             self.backbone.trunk.requires_grad_(False).eval()  # no optimiser state, fixed BatchNorm statistics
 
