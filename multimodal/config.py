@@ -29,6 +29,11 @@ DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdat
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
+# The image encoder's trunk (multimodal/models/image_encoder.py); the last two are ImageNet-shaped
+# networks whose trunk may be frozen, and efficientnet_lite0 comes with its ImageNet weights.
+IMAGE_ENCODERS = ("simple_cnn", "resnet50", "efficientnet_lite0")
+EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads the latent z
+PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
 
 
 def option(
@@ -122,13 +127,25 @@ class ModelConfig(_Config):
     image_size: int = option(224, "image side in pixels; must be 7·2^k (56, 112, 224, …)", group="images")
     latent_channels: int = option(256, "channels of the shared spatial latent z", group="images")
     latent_size: int = option(7, "side of the spatial latent z", group="images")
-    use_simple_cnn: bool = option(True, "image encoder: the small CNN (else a ResNet-50 trunk)", group="images")
+    image_encoder: str = option(
+        "simple_cnn", "image encoder: the small CNN from scratch, a ResNet-50 trunk, or EfficientNet-Lite0 with "
+        "ImageNet weights (image size 32 × latent size: 224 px for 7×7)", group="images", choices=IMAGE_ENCODERS,
+    )
+    freeze_image_trunk: bool = option(
+        False, "keep the resnet50 or efficientnet_lite0 trunk fixed (in eval mode; its features cached with "
+        "--cache-images): only the 1×1 convolution to the latent and the parts after it learn (simple_cnn has no "
+        "trunk: all of it learns)", group="images",
+    )
     resnet_weights: str | None = option(None, "a .safetensors file of ResNet-50 weights for the trunk", group="images")
     encoder_width: int = option(64, "first stage of the CNN encoder; doubles per stage", group="images")
     decoder_width: int = option(64, "last stage of the transposed-CNN decoder; doubles per stage inwards", group="images")
     embed_dim: int = option(512, "size of the shared image-text embedding", group="images")
     proj_hidden_dim: int = option(1024, "hidden width of the embedding heads", group="images")
     pool_channels: int = option(32, "channels the image head keeps per position (1×1 conv, then flatten)", group="images")
+    embedding_pooling: str = option(
+        "flatten", "how the image head reads z: flatten keeps where things are (the shapes sets need it), mean "
+        "averages the positions away (photographs: fewer weights to fit)", group="images", choices=EMBEDDING_POOLINGS,
+    )
 
     text_encoder: str | None = option(
         None, "a transformers name or local folder for BERT (default: the bundled MiniLM)", group="text"
@@ -169,8 +186,23 @@ class ModelConfig(_Config):
     caption_weight: float = option(1.0, "weight of the captioning loss", group="losses")
     diffusion_weight: float = option(0.1, "weight of the diffusion loss when it trains jointly", group="losses")
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """As for every config, and a checkpoint written before `image_encoder` existed (its
+        `use_simple_cnn`) still loads."""
+        if "use_simple_cnn" in values:
+            values = dict(values)
+            values["image_encoder"] = "simple_cnn" if values.pop("use_simple_cnn") else "resnet50"
+        return super().from_dict(values)
+
     def validate(self) -> None:
         num_stride2_stages(self.image_size, self.latent_size)
+        _require(
+            self.image_encoder != "efficientnet_lite0" or self.image_size == PRETRAINED_STRIDE * self.latent_size,
+            "image_size",
+            f"must be {PRETRAINED_STRIDE} × latent_size ({PRETRAINED_STRIDE * self.latent_size}) for "
+            f"efficientnet_lite0, got {self.image_size}",
+        )
         _require(0.0 <= self.cond_drop < 1.0, "cond_drop", f"must be in [0, 1), got {self.cond_drop}")
         _require(
             self.max_caption_length >= self.max_text_length,
@@ -180,6 +212,11 @@ class ModelConfig(_Config):
         for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length"):
             _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         _require(self.text_context_layers >= 0, "text_context_layers", f"cannot be negative, got {self.text_context_layers}")
+        weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
+        for name in weights:
+            _require(getattr(self, name) >= 0, name, f"cannot be negative (0 leaves the loss out), got {getattr(self, name)}")
+        _require(any(getattr(self, name) > 0 for name in weights), "contrastive_weight",
+                 "and the other loss weights cannot all be 0: nothing would train")
 
 
 @dataclass
@@ -242,8 +279,10 @@ class ExportConfig(_Config):
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    # COCO at 224 px: the full-size model of the design guide.
-    "coco": {},
+    # COCO at 224 px: the full-size model of the design guide, on an ImageNet-trained trunk whose
+    # features are averaged over positions (docs/REAL_PHOTOS.md: on coco-mini's photographs this
+    # retrieves far better than the CNN from scratch or the flatten head).
+    "coco": dict(image_encoder="efficientnet_lite0", freeze_image_trunk=True, embedding_pooling="mean"),
     # The built-in shapes set: small images and narrow widths so a 2-core CPU trains it in minutes.
     "shapes": dict(
         image_size=56,
@@ -469,6 +508,35 @@ class TrainConfig(_Config):
     def resolved_data_dir(self) -> Path:
         """The data folder this run reads: the one given, else the preset's default."""
         return Path(self.data_dir) if self.data_dir else default_data_dir(self.preset)
+
+
+EMBEDDING_MAPS = ("pca", "tsne")  # how visualize.py lays the embeddings out in two dimensions
+
+
+@dataclass
+class VisualizeConfig(_Config):
+    """What `visualize.py` draws from a training run; it has a flag for each field."""
+
+    output_dir: str | None = option(None, "where the PNGs go (default: <run>/visualize/; files there are replaced)")
+    data_dir: str | None = option(None, "data set whose validation split is drawn (default: the run's own)")
+    prompt: str | None = option(None, "prompt of the denoising trajectory (default: the first validation caption)")
+    num_images: int = option(8, "validation images shown beside their reconstructions")
+    map_images: int = option(
+        200, "validation images, with one caption each, for the latent statistics and the embedding map"
+    )
+    embedding_map: str = option(
+        "pca", "how the embedding map is laid out: PCA, or t-SNE (slower; keeps neighbours, not distances)",
+        choices=EMBEDDING_MAPS,
+    )
+    trajectory_frames: int = option(8, "denoising steps shown in the trajectory, spread over --steps")
+    device: str = option("auto", "where to run; auto: CUDA when present", choices=("auto", "cpu", "cuda"))
+    seed: int = option(0, "seed of the trajectory's starting noise")
+
+    def validate(self) -> None:
+        for name, least in (("num_images", 1), ("map_images", 3), ("trajectory_frames", 2)):
+            value = getattr(self, name)
+            _require(value >= least, name, f"must be at least {least}, got {value}")
+        _require(self.prompt is None or bool(self.prompt.strip()), "prompt", "must not be empty")
 
 
 @dataclass

@@ -54,7 +54,7 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         "",
         "# multimodal: one image–text space, generation in both directions",
         "",
-        f"A CNN image encoder and a BERT text encoder ({config['bert_config'].get('num_hidden_layers', '?')} layers) "
+        f"A CNN image encoder ({config.get('image_encoder', 'simple_cnn')}) and a BERT text encoder ({config['bert_config'].get('num_hidden_layers', '?')} layers) "
         f"aligned by a CLIP-style contrastive loss in a {config['embed_dim']}-d space; a transposed-CNN decoder "
         f"draws {size}×{size} images from the shared {config['latent_channels']}×{config['latent_size']}×"
         f"{config['latent_size']} latent, a {config['caption_layers']}-layer Transformer writes captions from it, and "

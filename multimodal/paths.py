@@ -33,6 +33,7 @@ WEIGHTS_NAME = "model.safetensors"
 TRAINING_WEIGHTS = "training_weights.safetensors"
 TRAINING_STATE = "training_state.safetensors"
 TRAINER_STATE = "trainer_state.json"
+METRICS_NAME = "metrics.csv"  # a run folder's table of epochs: train.py writes it, visualize.py reads it
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file names, so peft's own tools read the folder
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_POINTER = "base_checkpoint.json"

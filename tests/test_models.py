@@ -109,10 +109,20 @@ def test_component_shapes(image_size):
 
 
 def test_resnet_trunk_gives_the_same_latent_shape():
-    config = tiny_config(image_size=224, latent_channels=256, use_simple_cnn=False)
+    config = tiny_config(image_size=224, latent_channels=256, image_encoder="resnet50")
     z, embedding = ImageEncoder(config).eval()(random_images(1, 224))
     assert z.shape == (1, 256, 7, 7)
     assert embedding.shape == (1, config.embed_dim)
+
+
+def test_mean_pooled_head_ignores_where_things_are_and_the_flatten_does_not():
+    torch.manual_seed(0)
+    z = torch.randn(2, 32, 7, 7)
+    moved = z.roll(3, dims=-1)  # everything shifted to the right
+    mean = ImageEncoder(tiny_config(embedding_pooling="mean")).eval()
+    torch.testing.assert_close(mean.embed(moved), mean.embed(z))
+    flatten = ImageEncoder(tiny_config()).eval()
+    assert not torch.allclose(flatten.embed(moved), flatten.embed(z), atol=1e-3)
 
 
 def test_bundled_bert_loads_without_network():
@@ -169,6 +179,17 @@ def test_text_context_layers_learn_on_a_frozen_bert_and_read_each_text_alone():
         alone = model.encode_text(["a red circle"])
         padded = model.encode_text(["a red circle", "a large blue square at the top and a small green circle below it"])
     torch.testing.assert_close(padded[:1], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_a_loss_weighted_zero_is_neither_computed_nor_reported():
+    torch.manual_seed(0)
+    model = GenerativeMultimodalModel(tiny_config(recon_weight=0, diffusion_weight=0))
+    assert set(model.loss_weights()) == {"contrastive", "fast_path", "caption"}
+    _backward(model)
+    assert all(p.grad is None for p in model.image_decoder.layers.parameters())  # the decoder never ran
+    assert all(p.grad is None for p in model.diffusion.parameters())
+    with pytest.raises(ConfigError, match="recon_weight cannot be negative"):
+        tiny_config(recon_weight=-1)
 
 
 # -- the contrastive loss -----------------------------------------------------------------

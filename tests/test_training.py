@@ -26,7 +26,8 @@ COCO_MINI = REPO.parent / "shared" / "coco-mini"
 TINY_FLAGS = (
     "--image-size 28 --latent-channels 32 --encoder-width 8 --decoder-width 8 --embed-dim 32 "
     "--proj-hidden-dim 64 --pool-channels 4 --caption-width 32 --caption-layers 1 --caption-heads 2 "
-    "--unet-width 32 --unet-blocks 1 --unet-heads 2 --num-timesteps 100 --freeze-bert --num-workers 0"
+    "--unet-width 32 --unet-blocks 1 --unet-heads 2 --num-timesteps 100 --freeze-bert --num-workers 0 "
+    "--image-encoder simple_cnn"
 ).split()
 
 

@@ -9,6 +9,7 @@ says which, with how many steps and how much guidance.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -186,10 +187,12 @@ class LatentDiffusion(nn.Module):
         sampling: SamplingConfig,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        on_step: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Denoise from pure noise to a latent z (denormalised, ready for the image decoder), one
         per row of `condition`. The noise is drawn on `generator` (a CPU generator), so a seed
-        gives the same result on every device. `progress`: a bar over the steps."""
+        gives the same result on every device. `progress`: a bar over the steps; `on_step` gets
+        the (denormalised) latent after each step, to watch the trajectory."""
         if sampling.num_inference_steps > self.config.num_timesteps:
             raise ConfigError(
                 "num_inference_steps",
@@ -210,6 +213,8 @@ class LatentDiffusion(nn.Module):
                 model_input, t, guided_condition, sampling.guidance_scale, sampling.guidance_rescale
             )
             x = scheduler.step(prediction.float(), t, x, generator=generator, **step_options).prev_sample
+            if on_step is not None:
+                on_step(self.denormalize(x))
         return self.denormalize(x)
 
 

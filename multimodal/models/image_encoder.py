@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
+from multimodal.models.pretrained import FEATURE_CHANNELS, EfficientNetFeatures
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -81,18 +82,48 @@ class ResNetTrunk(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(config.latent_size)
         self.to_latent = nn.Conv2d(2048, config.latent_channels, 1)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the 1×1 conv reads: 2048 channels at the latent's size."""
+        return self.pool(self.trunk(images))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.pool(self.trunk(images)))
+        return self.to_latent(self.features(images))
 
 
-class EmbeddingHead(nn.Module):
-    """z → unit vector. A 1×1 conv and a flatten instead of average pooling: where an object
-    lies ("on the left") must survive into the embedding."""
+class EfficientNetTrunk(nn.Module):
+    """EfficientNet-Lite0 with its ImageNet weights (models/pretrained.py): its last map, 1280
+    channels at stride 32 (7×7 at 224 px), then a 1×1 conv to the latent channels. The trunk's
+    weights are saved with the rest of the model (a fine-tuned trunk differs from the package's)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(config.latent_channels, config.pool_channels, 1)
-        flat = config.pool_channels * config.latent_size**2
+        self.trunk = EfficientNetFeatures(pretrained=True)
+        self.to_latent = nn.Conv2d(FEATURE_CHANNELS, config.latent_channels, 1)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the 1×1 conv reads: the trunk's last map."""
+        return self.trunk(images)[-1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.features(images))
+
+
+BACKBONES = {"simple_cnn": SimpleCNN, "resnet50": ResNetTrunk, "efficientnet_lite0": EfficientNetTrunk}
+
+
+class EmbeddingHead(nn.Module):
+    """z → unit vector. By default a 1×1 conv and a flatten instead of average pooling: where an
+    object lies ("on the left") must survive into the embedding. With `embedding_pooling` mean,
+    the average over positions: on a few thousand photographs the flatten's weights overfit."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.embedding_pooling == "mean":
+            self.reduce: nn.Module = nn.AdaptiveAvgPool2d(1)
+            flat = config.latent_channels
+        else:
+            self.reduce = nn.Conv2d(config.latent_channels, config.pool_channels, 1)
+            flat = config.pool_channels * config.latent_size**2
         self.project = nn.Sequential(
             nn.LayerNorm(flat),
             nn.Linear(flat, config.proj_hidden_dim),
@@ -109,12 +140,30 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.backbone = SimpleCNN(config) if config.use_simple_cnn else ResNetTrunk(config)
+        self.backbone = BACKBONES[config.image_encoder](config)
         self.head = EmbeddingHead(config)
+        self.frozen_trunk = config.freeze_image_trunk and hasattr(self.backbone, "trunk")
+        if self.frozen_trunk:
+            self.backbone.trunk.requires_grad_(False).eval()  # no optimiser state, fixed BatchNorm statistics
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        """A frozen trunk stays in eval mode: BatchNorm keeps its ImageNet statistics."""
+        super().train(mode)
+        if self.frozen_trunk:
+            self.backbone.trunk.eval()
+        return self
+
+    def encode(self, images: torch.Tensor, trunk_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The spatial latent z: (B, latent_channels, latent_size, latent_size); from
+        `trunk_features` (what `trunk_features(images)` gave) when the caller cached them."""
+        if trunk_features is not None:
+            return self.backbone.to_latent(trunk_features)
         return self.backbone(images)
+
+    @torch.no_grad()
+    def trunk_features(self, images: torch.Tensor) -> torch.Tensor:
+        """A frozen pretrained trunk's output, which never changes for an image: cacheable."""
+        return self.backbone.features(images)
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """The unit-norm image embedding from a latent."""

@@ -58,15 +58,18 @@ class GenerativeMultimodalModel(nn.Module):
 
     # -- training -------------------------------------------------------------------------
     def loss_weights(self) -> dict[str, float]:
-        """Each loss's weight in the total, from the config: what joint training optimises."""
+        """Each loss's weight in the total, from the config: what joint training optimises. A
+        loss weighted 0 is left out, so it is neither computed (a 224 px decoder is most of a
+        step's time) nor reported."""
         c = self.config
-        return {
+        weights = {
             "contrastive": c.contrastive_weight,
             "reconstruction": c.recon_weight,
             "fast_path": c.fast_path_weight,
             "caption": c.caption_weight,
             "diffusion": c.diffusion_weight,
         }
+        return {name: weight for name, weight in weights.items() if weight > 0}
 
     def forward(
         self,
@@ -76,6 +79,7 @@ class GenerativeMultimodalModel(nn.Module):
         text_states: torch.Tensor | None = None,
         loss_weights: Mapping[str, float] | None = None,
         latents: torch.Tensor | None = None,
+        trunk_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted total ("loss") and each loss for a batch of matching (image, caption)
         pairs, the contrastive accuracies, and the (detached) embeddings for retrieval.
@@ -85,14 +89,15 @@ class GenerativeMultimodalModel(nn.Module):
         ways from text to latent (diffusion, fast path) are asked, the encoders run without
         gradients. `text_states` are BERT's token states when the
         caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`. Likewise
-        `latents` are the image encoder's z when the caller has them cached (frozen encoder).
+        `latents` are the image encoder's z when the caller has them cached (frozen encoder), and
+        `trunk_features` a frozen pretrained trunk's output (`ImageEncoder.trunk_features`).
         """
         weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
         unknown = set(weights) - set(LOSSES)
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; the model computes {', '.join(LOSSES)}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= {"diffusion", "fast_path"}):
-            z = self.image_encoder.encode(images) if latents is None else latents
+            z = self.image_encoder.encode(images, trunk_features) if latents is None else latents
             image_embedding = self.image_encoder.embed(z)
             if text_states is None:
                 text_states = self.text_encoder.token_states(input_ids, attention_mask)

@@ -79,6 +79,6 @@ def plan_stages(config: TrainConfig, steps_per_epoch: int, loss_weights: dict[st
     if total > first_end:
         length = total - first_end
         warmup, lr = max(1, length // 20), config.diffusion_learning_rate or lr
-        weights = {"diffusion": 1.0, "fast_path": loss_weights["fast_path"]}
+        weights = {"diffusion": 1.0} | {name: w for name, w in loss_weights.items() if name == "fast_path"}
         stages.append(Stage("diffusion", first_end, total, weights, TEXT_TO_LATENT, warmup, lr, True))
     return stages

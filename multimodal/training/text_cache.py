@@ -1,13 +1,15 @@
 """Caching what frozen parts compute: a frozen BERT's token states per caption, and a frozen
-image encoder's latent per image, so that later epochs never run them again."""
+image encoder's latent (or a frozen pretrained trunk's features) per image, so that later epochs
+never run them again."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 
-from multimodal.models import ImageEncoder, TextEncoder
+from multimodal.models import TextEncoder
 
 
 class TextFeatureCache:
@@ -90,12 +92,13 @@ class TextFeatureCache:
 
 
 class LatentCache:
-    """The image encoder's latent z per training image, computed once: for stages that do not
-    train the encoder (the diffusion stage), on data sets small enough to keep in memory.
-    Like the text cache, it serves every batch from the cache, the first one too."""
+    """What a frozen function of the images computes, per training image, once: the image
+    encoder's latent z for stages that do not train the encoder (the diffusion stage), or a
+    frozen pretrained trunk's features while the parts after it learn; on data sets small enough
+    to keep in memory. Like the text cache, it serves every batch from the cache, the first one too."""
 
-    def __init__(self, image_encoder: ImageEncoder) -> None:
-        self.image_encoder = image_encoder
+    def __init__(self, compute: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.compute = compute
         self.store: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -103,7 +106,7 @@ class LatentCache:
         """(B, C, S, S) latents for a batch of images, on the images' device."""
         missing = [i for i, image_id in enumerate(image_ids) if image_id not in self.store]
         if missing:
-            computed = self.image_encoder.encode(images[missing])
+            computed = self.compute(images[missing])
             for row, i in enumerate(missing):
                 self.store[image_ids[i]] = computed[row].to("cpu", torch.float16)
         # Stacked outside autocast: CPU autocast refuses float16 inputs to torch.stack.

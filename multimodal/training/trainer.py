@@ -36,7 +36,7 @@ from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.models.text_encoder import tokenize
-from multimodal.paths import trained_data
+from multimodal.paths import METRICS_NAME, trained_data
 from multimodal.training.checkpoint import (
     is_resumable,
     keep_step_copies,
@@ -165,6 +165,7 @@ class Trainer:
         self.step_seconds: dict[str, float] = {}  # each stage's recent seconds per step, for the time left
         self.train_model: torch.nn.Module = self.model
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
+        self.trunk_cache: LatentCache | None = None  # or when only a frozen pretrained trunk is fixed
         self.log: TensorBoardLog | None = None  # with --report-to tensorboard, while run() runs
         if resume:
             self._resume()
@@ -206,7 +207,10 @@ class Trainer:
         stage.apply(self.model, self.trainable)
         self.stage = stage
         frozen_encoder = not any(stage.is_trained(name) for name in self.trainable if name.startswith("image_encoder."))
-        self.latent_cache = LatentCache(self.model.image_encoder) if frozen_encoder and self.config.cache_images else None
+        encoder, cache = self.model.image_encoder, self.config.cache_images
+        self.latent_cache = LatentCache(encoder.encode) if frozen_encoder and cache else None
+        frozen_trunk = encoder.frozen_trunk and not frozen_encoder
+        self.trunk_cache = LatentCache(encoder.trunk_features) if frozen_trunk and cache else None
         if self.dist.enabled:
             self.train_model = DistributedDataParallel(
                 self.model,
@@ -255,7 +259,8 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------
     def _forward(
-        self, model: torch.nn.Module, batch: dict, stage: Stage, latent_cache: LatentCache | None = None
+        self, model: torch.nn.Module, batch: dict, stage: Stage, latent_cache: LatentCache | None = None,
+        trunk_cache: LatentCache | None = None,
     ) -> dict[str, torch.Tensor]:
         images = batch["images"].to(self.device)
         input_ids = batch["input_ids"].to(self.device)
@@ -264,8 +269,10 @@ class Trainer:
         states = cache.states(batch["captions"], input_ids, attention_mask) if cache is not None else None
         with autocast(self.device, self.autocast):
             latents = latent_cache.latents(batch["image_ids"], images) if latent_cache is not None else None
+            features = trunk_cache.latents(batch["image_ids"], images) if trunk_cache is not None else None
             return model(
-                images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights, latents=latents
+                images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights, latents=latents,
+                trunk_features=features,
             )
 
     def train_step(self, batches: list[dict]) -> dict[str, float] | None:
@@ -283,7 +290,7 @@ class Trainer:
             last = i == len(batches) - 1
             # DDP averages gradients once per step, on the last batch, not on every one.
             with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
-                out = self._forward(self.train_model, batch, stage, self.latent_cache)
+                out = self._forward(self.train_model, batch, stage, self.latent_cache, self.trunk_cache)
                 (out["loss"] / len(batches)).backward()
             names = [name for name in SHORT_NAMES if name in out]
             values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
@@ -474,7 +481,7 @@ class Trainer:
         row |= self.validate(stage)
         self.epoch_sums = {}
         self.history.append(row)
-        pd.DataFrame(self.history).to_csv(self.output_dir / "metrics.csv", index=False)
+        pd.DataFrame(self.history).to_csv(self.output_dir / METRICS_NAME, index=False)
         write_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
         sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
         if self.log is not None:
