@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
+from multimodal.models.latent_regularizer import Terms, latent_regularizer
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -104,17 +105,27 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.project(self.reduce(z).flatten(1)), dim=-1)
 
 
+# The parameters of the latent path, images → z (what the autoencoder stage trains of the encoder).
+LATENT_PATH = ("image_encoder.backbone.", "image_encoder.regularizer.")
+
+
 class ImageEncoder(nn.Module):
-    """images in [-1, 1] → (z, e_img)."""
+    """images in [-1, 1] → (z, e_img). The backbone's features become z through the latent
+    regulariser (`config.latent_regularizer`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.backbone = SimpleCNN(config) if config.use_simple_cnn else ResNetTrunk(config)
+        self.regularizer = latent_regularizer(config)
         self.head = EmbeddingHead(config)
+
+    def latent(self, images: torch.Tensor) -> tuple[torch.Tensor, Terms]:
+        """z and the regulariser's terms (its loss, codebook statistics)."""
+        return self.regularizer(self.backbone(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
-        return self.backbone(images)
+        return self.latent(images)[0]
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """The unit-norm image embedding from a latent."""
