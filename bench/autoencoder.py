@@ -52,8 +52,8 @@ def train_row(row: str, data_dir: Path, steps: int, output_dir: Path) -> torch.n
     )
     train_config = TrainConfig(
         data_dir=str(data_dir), output_dir=str(output_dir), autoencoder_epochs=10_000, max_steps=steps,
-        batch_size=BATCH, autoencoder_learning_rate=1e-3, discriminator_width=WIDTH, perceptual_weight=perceptual, adversarial_weight=adversarial,
-        discriminator_start=steps // 2, cache_images=True, num_workers=0, sample_every_epoch=False,
+        batch_size=BATCH, autoencoder_learning_rate=1e-3, discriminator_width=WIDTH, perceptual_weight=perceptual,
+        adversarial_weight=adversarial, discriminator_start=steps // 2, cache_images=True, num_workers=0, sample_every_epoch=False,
         save_every=10**9, precision="fp32",
     )
     torch.manual_seed(0)
@@ -78,7 +78,8 @@ def judge(model: torch.nn.Module, originals: torch.Tensor) -> tuple[dict[str, fl
     mse = ((truth - drawn) ** 2).reshape(len(truth), -1).mean(axis=1)
     result = {
         "psnr": float(np.mean(10 * np.log10(1 / np.maximum(mse, 1e-10)))),
-        "ssim": float(np.mean([structural_similarity(t, d, channel_axis=-1, data_range=1.0) for t, d in zip(truth, drawn)])),
+        "ssim": float(np.mean([structural_similarity(t, d, channel_axis=-1, data_range=1.0)
+                               for t, d in zip(truth, drawn)])),
         "sharpness": sharpness(drawn) / sharpness(truth),
     }
     if model.config.latent_regularizer == "vq":

@@ -156,7 +156,8 @@ def test_the_autoencoder_stage_trains_and_resumes_mid_stage_exactly(shapes_dir, 
     # (training's epoch means mix each step's λ, so only validation's add up exactly).
     row = metrics.iloc[-1]
     latent_weight = 1e-6 if regularizer == "kl" else 1.0
-    total = row["val_rec"] + latent_weight * row["val_latent"] + row["val_perc"] + 0.5 * row["val_adv_weight"] * row["val_adv"]
+    adversarial = 0.5 * row["val_adv_weight"] * row["val_adv"]
+    total = row["val_rec"] + latent_weight * row["val_latent"] + row["val_perc"] + adversarial
     assert row["val_loss"] == pytest.approx(total, rel=1e-5)
     assert row["val_adv_weight"] == pytest.approx(straight[-1]["adv_weight"])
     assert "val_i2t_R@1" not in metrics  # the stage makes no embeddings
