@@ -25,8 +25,8 @@ from multimodal.config import (  # noqa: E402
 )
 
 MODEL_GROUPS = {group: f"model: {group}" for group in ("images", "text", "caption decoder", "diffusion", "losses")}
-TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "output": "checkpoints and output", "hardware": "hardware",
-                "fine-tuning": "fine-tuning a trained checkpoint"}
+TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "autoencoder": "the autoencoder stage",
+                "output": "checkpoints and output", "hardware": "hardware", "fine-tuning": "fine-tuning a trained checkpoint"}
 
 
 def build_parser() -> argparse.ArgumentParser:

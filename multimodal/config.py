@@ -34,6 +34,8 @@ REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
 IMAGE_ENCODERS = ("simple_cnn", "resnet50", "efficientnet_lite0")
 EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads the latent z
 PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
+# What sits between the image encoder's features and the latent z (models/latent_regularizer.py).
+LATENT_REGULARIZERS = ("none", "kl", "vq")
 
 
 def option(
@@ -146,6 +148,18 @@ class ModelConfig(_Config):
         "flatten", "how the image head reads z: flatten keeps where things are (the shapes sets need it), mean "
         "averages the positions away (photographs: fewer weights to fit)", group="images", choices=EMBEDDING_POOLINGS,
     )
+    latent_regularizer: str = option(
+        "none", "the latent z: the encoder's features as they are; kl: a diagonal Gaussian (sampled in training, "
+        "its mean at inference) pulled towards N(0, 1); vq: the nearest entry of a learned codebook",
+        group="images", choices=LATENT_REGULARIZERS,
+    )
+    codebook_size: int = option(8192, "entries of the VQ codebook (--latent-regularizer vq)", group="images")
+    vq_commitment: float = option(0.25, "VQ commitment cost: how hard the encoder is pulled to its code",
+                                  group="images")
+    vq_reseed_steps: int = option(
+        200, "a VQ code no training batch chose for this many steps is re-seeded from an encoder output",
+        group="images",
+    )
 
     text_encoder: str | None = option(
         None, "a transformers name or local folder for BERT (default: the bundled MiniLM)", group="text"
@@ -167,6 +181,10 @@ class ModelConfig(_Config):
     unet_width: int = option(256, "channels of the diffusion UNet", group="diffusion")
     unet_blocks: int = option(2, "residual blocks on each side of the UNet", group="diffusion")
     unet_heads: int = option(4, "attention heads in the UNet", group="diffusion")
+    attention_resolutions: str = option(
+        "7", "comma-separated sides at which the UNet attends; it halves the latent while the side is even (a "
+        "14×14 latent: levels 14 and 7), and each must be one of those levels", group="diffusion",
+    )
     num_timesteps: int = option(1000, "diffusion training timesteps", group="diffusion")
     noise_schedule: str = option("cosine", "beta schedule of the noise", group="diffusion", choices=NOISE_SCHEDULES)
     prediction_type: str = option(
@@ -185,6 +203,12 @@ class ModelConfig(_Config):
     )
     caption_weight: float = option(1.0, "weight of the captioning loss", group="losses")
     diffusion_weight: float = option(0.1, "weight of the diffusion loss when it trains jointly", group="losses")
+    kl_weight: float = option(
+        1e-6, "weight of the KL term (--latent-regularizer kl); the term is summed over the latent and divided by "
+        "the image's pixel values, so it stands to the mean L1 as in latent diffusion", group="losses",
+    )
+    codebook_weight: float = option(1.0, "weight of the VQ codebook and commitment term (--latent-regularizer vq)",
+                                    group="losses")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -209,7 +233,8 @@ class ModelConfig(_Config):
             "max_caption_length",
             f"must be at least max_text_length ({self.max_text_length}), got {self.max_caption_length}",
         )
-        for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length"):
+        for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length",
+                     "codebook_size", "vq_reseed_steps"):
             _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         _require(self.text_context_layers >= 0, "text_context_layers", f"cannot be negative, got {self.text_context_layers}")
         weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
@@ -217,6 +242,30 @@ class ModelConfig(_Config):
             _require(getattr(self, name) >= 0, name, f"cannot be negative (0 leaves the loss out), got {getattr(self, name)}")
         _require(any(getattr(self, name) > 0 for name in weights), "contrastive_weight",
                  "and the other loss weights cannot all be 0: nothing would train")
+        for name in ("vq_commitment", "kl_weight", "codebook_weight"):
+            _require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
+        levels = self.unet_levels
+        wanted = ", ".join(map(str, levels))
+        try:
+            attending = self.attention_resolutions_list
+        except ValueError:
+            raise ConfigError("attention_resolutions", f"must be comma-separated sides among {wanted}, "
+                              f"got {self.attention_resolutions!r}") from None
+        for side in attending:
+            _require(side in levels, "attention_resolutions",
+                     f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent ({wanted})")
+
+    @property
+    def unet_levels(self) -> list[int]:
+        """The sides the UNet works at: the latent's, halved while it is even."""
+        levels = [self.latent_size]
+        while levels[-1] % 2 == 0:
+            levels.append(levels[-1] // 2)
+        return levels
+
+    @property
+    def attention_resolutions_list(self) -> list[int]:
+        return [int(side) for side in self.attention_resolutions.split(",") if side.strip()]
 
 
 @dataclass
@@ -399,6 +448,27 @@ class TrainConfig(_Config):
         group="data",
     )
 
+    autoencoder_epochs: int = option(
+        0, "first train the autoencoder alone this many epochs (the image encoder's latent path, its regulariser and "
+        "the image decoder, with L1, perceptual and adversarial losses); later stages keep it frozen",
+        group="autoencoder",
+    )
+    autoencoder_learning_rate: float | None = option(
+        None, "peak learning rate of the autoencoder stage (default: --lr)", group="autoencoder"
+    )
+    perceptual_weight: float = option(
+        1.0, "autoencoder stage: weight of the perceptual distance (EfficientNet-Lite0 features, LPIPS-style)",
+        group="autoencoder",
+    )
+    adversarial_weight: float = option(
+        0.5, "autoencoder stage: weight of the PatchGAN loss, times the adaptive weight ‖∇rec‖ / ‖∇adv‖ at the "
+        "decoder's last layer (0: no discriminator)", group="autoencoder",
+    )
+    discriminator_start: int = option(
+        0, "optimiser step from which the discriminator trains and its loss counts", group="autoencoder"
+    )
+    discriminator_width: int = option(64, "channels of the discriminator's first layer; doubles per layer",
+                                      group="autoencoder")
     epochs: int = option(20, "passes over the training images (the first stage when --diffusion-epochs is set)",
                          group="schedule")
     diffusion_epochs: int = option(
@@ -470,17 +540,18 @@ class TrainConfig(_Config):
     def validate(self) -> None:
         for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
                             ("max_nonfinite_steps", 1), ("log_every", 1), ("diffusion_epochs", 0), ("keep_last", 0),
-                            ("text_cache_mb", 1), ("replay_images", 0)):
+                            ("text_cache_mb", 1), ("replay_images", 0), ("autoencoder_epochs", 0),
+                            ("discriminator_start", 0), ("discriminator_width", 1)):
             value = getattr(self, name)
             wanted = "cannot be negative" if least == 0 else f"must be at least {least}"
             _require(value >= least, name, f"{wanted}, got {value}")
         _require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be at least 1, got {self.max_steps}")
         _require(self.num_workers is None or self.num_workers >= 0, "num_workers",
                  f"cannot be negative, got {self.num_workers}")
-        for name in ("learning_rate", "diffusion_learning_rate"):
+        for name in ("learning_rate", "diffusion_learning_rate", "autoencoder_learning_rate"):
             value = getattr(self, name)
             _require(value is None or (value > 0 and math.isfinite(value)), name, f"must be above 0, got {value}")
-        for name in ("weight_decay", "warmup_epochs"):
+        for name in ("weight_decay", "warmup_epochs", "perceptual_weight", "adversarial_weight"):
             _require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
         _require(self.max_grad_norm > 0, "max_grad_norm", f"must be above 0, got {self.max_grad_norm}")
         _require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")

@@ -5,6 +5,7 @@
     <checkpoint>/model.safetensors          its weights (the EMA weights when a trainer wrote it)
     <checkpoint>/tokenizer files            BERT's tokenizer
     <checkpoint>/training_weights.safetensors, training_state.safetensors, trainer_state.json
+    (and training_discriminator.safetensors with an autoencoder stage)
                                             what resuming needs (latest/ only)
     <adapter>/adapter_config.json, adapter_model.safetensors   a LoRA adapter (peft's names)
     <adapter>/base_checkpoint.json          the checkpoint it was trained from
@@ -32,6 +33,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_WEIGHTS = "training_weights.safetensors"
 TRAINING_STATE = "training_state.safetensors"
+TRAINING_DISCRIMINATOR = "training_discriminator.safetensors"  # the autoencoder stage's, in latest/
 TRAINER_STATE = "trainer_state.json"
 METRICS_NAME = "metrics.csv"  # a run folder's table of epochs: train.py writes it, visualize.py reads it
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file names, so peft's own tools read the folder

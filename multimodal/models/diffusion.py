@@ -58,6 +58,7 @@ class LatentDiffusion(nn.Module):
             heads=config.unet_heads,
             text_embed_dim=config.embed_dim,
             context_dim=context_dim,
+            attention_levels=tuple(side in config.attention_resolutions_list for side in config.unet_levels),
         )
         # Per-channel statistics of the training latents, stored with the weights.
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))

@@ -45,6 +45,12 @@ class ImageDecoder(nn.Module):
         """Latent (B, 256, 7, 7) → images (B, 3, H, W) in [-1, 1]."""
         return self.layers(z)
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the convolution that draws the pixels: where the autoencoder stage
+        compares the gradients of its reconstruction and adversarial losses."""
+        return self.layers[-2].weight
+
     def get_latent_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         """A unit embedding (B, embed_dim) → a latent the decoder can draw, without diffusion."""
         return self.embedding_to_latent(embedding)

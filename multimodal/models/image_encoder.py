@@ -12,6 +12,7 @@ from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
 from multimodal.models.pretrained import FEATURE_CHANNELS, EfficientNetFeatures
+from multimodal.models.latent_regularizer import Terms, latent_regularizer
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -135,12 +136,18 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.project(self.reduce(z).flatten(1)), dim=-1)
 
 
+# The parameters of the latent path, images → z (what the autoencoder stage trains of the encoder).
+LATENT_PATH = ("image_encoder.backbone.", "image_encoder.regularizer.")
+
+
 class ImageEncoder(nn.Module):
-    """images in [-1, 1] → (z, e_img)."""
+    """images in [-1, 1] → (z, e_img). The backbone's features become z through the latent
+    regulariser (`config.latent_regularizer`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.backbone = BACKBONES[config.image_encoder](config)
+        self.regularizer = latent_regularizer(config)
         self.head = EmbeddingHead(config)
         self.frozen_trunk = config.freeze_image_trunk and hasattr(self.backbone, "trunk")
         if self.frozen_trunk:
@@ -153,12 +160,15 @@ class ImageEncoder(nn.Module):
             self.backbone.trunk.eval()
         return self
 
+    def latent(self, images: torch.Tensor, trunk_features: torch.Tensor | None = None) -> tuple[torch.Tensor, Terms]:
+        """z and the regulariser's terms (its loss, codebook statistics); from `trunk_features`
+        (what `trunk_features(images)` gave) when the caller cached them."""
+        features = self.backbone(images) if trunk_features is None else self.backbone.to_latent(trunk_features)
+        return self.regularizer(features)
+
     def encode(self, images: torch.Tensor, trunk_features: torch.Tensor | None = None) -> torch.Tensor:
-        """The spatial latent z: (B, latent_channels, latent_size, latent_size); from
-        `trunk_features` (what `trunk_features(images)` gave) when the caller cached them."""
-        if trunk_features is not None:
-            return self.backbone.to_latent(trunk_features)
-        return self.backbone(images)
+        """The spatial latent z: (B, latent_channels, latent_size, latent_size)."""
+        return self.latent(images, trunk_features)[0]
 
     @torch.no_grad()
     def trunk_features(self, images: torch.Tensor) -> torch.Tensor:

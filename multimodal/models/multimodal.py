@@ -3,6 +3,7 @@
     image ─► ImageEncoder ─► z (256×7×7) ─► e_img ─┐
     text  ─► TextEncoder  ─► h (tokens)  ─► e_txt ─┴► contrastive
     z ─► ImageDecoder ─► image'                          reconstruction
+    the regulariser of z (KL or VQ, when there is one)    latent
     e_txt ─► ImageDecoder.get_latent_from_embedding ─► z  fast_path
     z ─► CaptionDecoder ─► caption tokens                 caption
     norm(stop_grad(z)) ─► LatentDiffusion(e_txt, h)      diffusion
@@ -31,7 +32,9 @@ from multimodal.models.image_encoder import ImageEncoder
 from multimodal.models.text_encoder import TextEncoder
 from multimodal.paths import CONFIG_NAME, WEIGHTS_NAME
 
-LOSSES = ("contrastive", "reconstruction", "fast_path", "caption", "diffusion")
+LOSSES = ("contrastive", "reconstruction", "latent", "fast_path", "caption", "diffusion")
+# The losses of the autoencoder alone: they need neither the text nor the embeddings.
+AUTOENCODER_LOSSES = ("reconstruction", "latent")
 
 
 class GenerativeMultimodalModel(nn.Module):
@@ -69,6 +72,8 @@ class GenerativeMultimodalModel(nn.Module):
             "caption": c.caption_weight,
             "diffusion": c.diffusion_weight,
         }
+        if c.latent_regularizer != "none":
+            weights["latent"] = c.kl_weight if c.latent_regularizer == "kl" else c.codebook_weight
         return {name: weight for name, weight in weights.items() if weight > 0}
 
     def forward(
@@ -82,7 +87,9 @@ class GenerativeMultimodalModel(nn.Module):
         trunk_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted total ("loss") and each loss for a batch of matching (image, caption)
-        pairs, the contrastive accuracies, and the (detached) embeddings for retrieval.
+        pairs, the contrastive accuracies, the (detached) embeddings for retrieval, the
+        regulariser's codebook statistics (VQ) and, with the reconstruction loss, the decoded
+        images ("reconstructed", with their gradients, for the autoencoder stage's other losses).
 
         `loss_weights` names the losses to compute and their weights (default: every loss, with
         the config's weights); a training stage trains a subset. When only the losses of the
@@ -91,28 +98,36 @@ class GenerativeMultimodalModel(nn.Module):
         caller has them cached (frozen BERT); otherwise BERT runs on `input_ids`. Likewise
         `latents` are the image encoder's z when the caller has them cached (frozen encoder), and
         `trunk_features` a frozen pretrained trunk's output (`ImageEncoder.trunk_features`).
+        Asked for the autoencoder's losses alone, the model reads no text and makes no embeddings.
         """
         weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
         unknown = set(weights) - set(LOSSES)
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; the model computes {', '.join(LOSSES)}")
+        if "latent" in weights and latents is not None:
+            raise ValueError("the latent loss needs the images encoded, not cached latents")
+        autoencoder_only = set(weights) <= set(AUTOENCODER_LOSSES)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= {"diffusion", "fast_path"}):
-            z = self.image_encoder.encode(images, trunk_features) if latents is None else latents
-            image_embedding = self.image_encoder.embed(z)
-            if text_states is None:
-                text_states = self.text_encoder.token_states(input_ids, attention_mask)
-            text_embedding = self.text_encoder.project(text_states, attention_mask)
+            z, terms = self.image_encoder.latent(images, trunk_features) if latents is None else (latents, {})
+            if not autoencoder_only:
+                image_embedding = self.image_encoder.embed(z)
+                if text_states is None:
+                    text_states = self.text_encoder.token_states(input_ids, attention_mask)
+                text_embedding = self.text_encoder.project(text_states, attention_mask)
         if self.training and self.diffusion.track_latent_stats:
             self.diffusion.update_latent_stats(z.detach())
 
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {name: value for name, value in terms.items() if name != "latent"}
+        if "latent" in weights:
+            out["latent"] = terms["latent"]
         if "contrastive" in weights:
             contrastive = self.contrastive(image_embedding, text_embedding)
             out["contrastive"] = contrastive["loss"]
             out["i2t_accuracy"] = contrastive["i2t_accuracy"]
             out["t2i_accuracy"] = contrastive["t2i_accuracy"]
         if "reconstruction" in weights:
-            out["reconstruction"] = self.reconstruction_loss(images, z)
+            out["reconstructed"] = self.image_decoder.decode_from_latent(z)
+            out["reconstruction"] = F.l1_loss(out["reconstructed"].float(), images.float())
         if "fast_path" in weights:
             out["fast_path"] = self.fast_path_loss(z, text_embedding)
         if "caption" in weights:
@@ -122,13 +137,10 @@ class GenerativeMultimodalModel(nn.Module):
                 z.detach(), text_embedding.detach(), text_states.detach(), attention_mask
             )
         out["loss"] = sum(weights[name] * out[name] for name in weights)
-        out["image_embedding"] = image_embedding.detach()
-        out["text_embedding"] = text_embedding.detach()
+        if not autoencoder_only:
+            out["image_embedding"] = image_embedding.detach()
+            out["text_embedding"] = text_embedding.detach()
         return out
-
-    def reconstruction_loss(self, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """L1 between the images and what the decoder draws from their latent."""
-        return F.l1_loss(self.image_decoder.decode_from_latent(z).float(), images.float())
 
     def fast_path_loss(self, z: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
         """MSE, in the normalised latent space, between the latent the fast path predicts from the

@@ -1,7 +1,11 @@
-"""The denoiser: a UNet that stays at the latent's 7×7 resolution.
+"""The denoiser: a UNet over the latent, at one or more resolution levels.
 
-7×7 is too small to halve, so the "U" is made of skip connections between the two halves
-rather than of resampling. Each residual block is told the time step and the pooled text
+The latent's side is halved while it is even: a 7×7 latent is one level, too small to halve, so
+its "U" is made of skip connections between the two halves rather than of resampling; a 14×14
+latent has levels 14 and 7, a 28×28 one 28, 14 and 7 (a stride-2 convolution down, nearest
+upsampling and a convolution up). Attention costs the square of the positions, so it runs only
+at the levels `attention_resolutions` names (the design's two-stage model attends at its two
+lowest). Each residual block is told the time step and the pooled text
 embedding through FiLM; attention blocks let positions talk to each other and to the BERT
 token states. A 1×1 convolution carries the input straight to the output, so 256 latent
 channels never have to squeeze through a narrower trunk.
@@ -55,7 +59,7 @@ class ResBlockWithCondition(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Self-attention over the 49 positions, then cross-attention to the text tokens."""
+    """Self-attention over the positions (49 at 7×7), then cross-attention to the text tokens."""
 
     def __init__(self, channels: int, context_dim: int, heads: int) -> None:
         super().__init__()
@@ -91,8 +95,28 @@ class AttentionBlock(nn.Module):
         return tokens.transpose(1, 2).reshape(b, c, height, width)
 
 
+class NoAttention(nn.Module):
+    """A level without attention: the features pass unchanged."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Upsample(nn.Module):
+    """Double the side (nearest), then a 3×3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
 class ConditionalUNet2D(nn.Module):
-    """(noisy latent, t, pooled text, text tokens) → the prediction, same shape as the latent."""
+    """(noisy latent, t, pooled text, text tokens) → the prediction, same shape as the latent.
+    `attention_levels`: one flag per resolution level, highest first, whether it attends (the
+    lowest level's flag is also the middle block's). Its length is the number of levels."""
 
     def __init__(
         self,
@@ -102,20 +126,32 @@ class ConditionalUNet2D(nn.Module):
         heads: int,
         text_embed_dim: int,
         context_dim: int,
+        attention_levels: tuple[bool, ...] = (True,),
     ) -> None:
         super().__init__()
+        self.num_blocks = num_blocks
         cond_dim = 4 * width
         self.time_embedding = nn.Sequential(
             SinusoidalPositionEmbedding(width), nn.Linear(width, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
         )
         self.text_embedding = nn.Linear(text_embed_dim, cond_dim)
         self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
-        self.down = nn.ModuleList(ResBlockWithCondition(width, width, cond_dim) for _ in range(num_blocks))
-        self.down_attention = nn.ModuleList(AttentionBlock(width, context_dim, heads) for _ in range(num_blocks))
+        def attention(attends: bool) -> nn.Module:
+            return AttentionBlock(width, context_dim, heads) if attends else NoAttention()
+
+        # Blocks of every level in one list each, highest level first (a one-level UNet's names
+        # are those of the UNet before it had levels, so its checkpoints still load).
+        down_flags = [attends for attends in attention_levels for _ in range(num_blocks)]
+        self.down = nn.ModuleList(ResBlockWithCondition(width, width, cond_dim) for _ in down_flags)
+        self.down_attention = nn.ModuleList(attention(attends) for attends in down_flags)
+        self.downsample = nn.ModuleList(
+            nn.Conv2d(width, width, 3, stride=2, padding=1) for _ in attention_levels[1:]
+        )
         self.mid = ResBlockWithCondition(width, width, cond_dim)
-        self.mid_attention = AttentionBlock(width, context_dim, heads)
-        self.up = nn.ModuleList(ResBlockWithCondition(2 * width, width, cond_dim) for _ in range(num_blocks))
-        self.up_attention = nn.ModuleList(AttentionBlock(width, context_dim, heads) for _ in range(num_blocks))
+        self.mid_attention = attention(attention_levels[-1])
+        self.up = nn.ModuleList(ResBlockWithCondition(2 * width, width, cond_dim) for _ in down_flags)
+        self.up_attention = nn.ModuleList(attention(attends) for attends in down_flags[::-1])
+        self.upsample = nn.ModuleList(Upsample(width) for _ in attention_levels[1:])
         self.norm_out = group_norm(width)
         self.conv_out = nn.Conv2d(width, latent_channels, 3, padding=1)
         self.input_to_output = nn.Conv2d(latent_channels, latent_channels, 1)
@@ -131,10 +167,14 @@ class ConditionalUNet2D(nn.Module):
         cond = self.time_embedding(timesteps) + self.text_embedding(text_embedding)
         h = self.conv_in(x)
         skips = []
-        for block, attention in zip(self.down, self.down_attention):
+        for i, (block, attention) in enumerate(zip(self.down, self.down_attention)):
+            if i and i % self.num_blocks == 0:  # the first block of a lower level
+                h = self.downsample[i // self.num_blocks - 1](h)
             h = attention(block(h, cond), context, context_mask)
             skips.append(h)
         h = self.mid_attention(self.mid(h, cond), context, context_mask)
-        for block, attention in zip(self.up, self.up_attention):
+        for i, (block, attention) in enumerate(zip(self.up, self.up_attention)):
+            if i and i % self.num_blocks == 0:  # the first block of a higher level
+                h = self.upsample[i // self.num_blocks - 1](h)
             h = attention(block(torch.cat([h, skips.pop()], dim=1), cond), context, context_mask)
         return self.conv_out(F.silu(self.norm_out(h))) + self.input_to_output(x)

@@ -6,6 +6,7 @@
                                                               optimiser settings when resumable)
     <dir>/training_weights.safetensors                        the raw (non-averaged) weights  } resumable
     <dir>/training_state.safetensors                          optimiser moments and RNG states} only
+    <dir>/training_discriminator.safetensors                  the autoencoder stage's discriminator}
 
 A LoRA run (`base` given) writes the adapter instead of config.json and model.safetensors
 (see `multimodal/adapters.py`), and its training weights are the raw adapter tensors alone:
@@ -36,6 +37,7 @@ from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.paths import (
     ADAPTER_WEIGHTS,
+    TRAINING_DISCRIMINATOR,
     TRAINER_STATE,
     TRAINING_STATE,
     TRAINING_WEIGHTS,
@@ -44,6 +46,9 @@ from multimodal.paths import (
     folder_written_in_place,
     set_aside,
 )
+
+
+DISCRIMINATOR_OPTIMIZER = "discriminator_optimizer"  # its tensors' prefix in training_state.safetensors
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -74,23 +79,25 @@ def _restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> No
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimiser state dict into tensors (safetensors) and plain values (JSON)."""
+def _optimizer_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors (safetensors, named `prefix.…`) and plain values (JSON)."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}.{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+def _optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any], prefix: str = "optimizer") -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        if name.startswith("optimizer."):
+        if name.startswith(prefix + "."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = value
     for name, value in plain["scalars"].items():
@@ -107,11 +114,13 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     resumable: bool = True,
     base: Path | None = None,
+    discriminator: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> None:
     """Write a checkpoint folder atomically (temporary folder, then rename): what generation
     loads and the trainer's record, and with `resumable` what resuming needs besides (the raw
     weights, optimiser and RNG states: twice the size of the model again). With `base`, the
-    models carry LoRA adapters on that checkpoint, and only the adapters are written."""
+    models carry LoRA adapters on that checkpoint, and only the adapters are written. A run with an
+    autoencoder stage passes its `discriminator` and that one's optimiser."""
     with folder_written_in_place(directory) as temporary:
         if base is None:
             ema_model.save_pretrained(temporary)
@@ -124,8 +133,12 @@ def save_checkpoint(
             else:
                 save_file(adapter_state(model), str(temporary / TRAINING_WEIGHTS))
             optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
-            save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
             state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
+            if discriminator is not None:
+                save_model(discriminator[0], str(temporary / TRAINING_DISCRIMINATOR))
+                tensors, state["discriminator_optimizer"] = _optimizer_tensors(discriminator[1], DISCRIMINATOR_OPTIMIZER)
+                optimizer_tensors |= tensors
+            save_file({**optimizer_tensors, **_rng_tensors()}, str(temporary / TRAINING_STATE))
         (temporary / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n")
         if base is None:  # an adapter folder has no model of its own to describe
             write_model_card(temporary)  # again, now with how it was trained
@@ -206,9 +219,10 @@ def load_checkpoint(
     model: GenerativeMultimodalModel,
     ema_model: GenerativeMultimodalModel,
     optimizer: torch.optim.Optimizer,
+    discriminator: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> dict[str, Any]:
     """Restore raw and EMA weights (the adapters alone, for a LoRA run), optimiser and RNG
-    states; returns the trainer state."""
+    states, and the autoencoder stage's discriminator when given; returns the trainer state."""
     directory = Path(directory)
     device = str(model.device)
     if is_adapter(directory):
@@ -220,5 +234,10 @@ def load_checkpoint(
     tensors = load_file(str(directory / TRAINING_STATE))
     state = json.loads((directory / TRAINER_STATE).read_text())
     optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+    if discriminator is not None:
+        load_model(discriminator[0], str(directory / TRAINING_DISCRIMINATOR), strict=True, device=device)
+        discriminator[1].load_state_dict(
+            _optimizer_state(tensors, state["discriminator_optimizer"], DISCRIMINATOR_OPTIMIZER)
+        )
     _restore_rng(tensors, state["rng"])
     return state

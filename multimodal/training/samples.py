@@ -45,7 +45,8 @@ def write_curves(history: pd.DataFrame, path: Path) -> None:
         if column in history:
             accuracy.plot(history["epoch"], history[column], marker="o", label=column)
     accuracy.set(xlabel="epoch", ylabel="accuracy / recall", title="contrastive", ylim=(0, 1.02))
-    accuracy.legend()
+    if accuracy.lines:  # the autoencoder stage has no retrieval to plot
+        accuracy.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

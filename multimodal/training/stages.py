@@ -3,7 +3,10 @@
 A run is one stage ("joint": every part at once) or, with `diffusion_epochs`, two: "encoders"
 (every part but the diffusion UNet) and then "diffusion" (the two ways from text to the
 latent, the UNet and the fast path, on the frozen encoders, starting from the EMA weights
-that generation will use). A `Stage` is the one
+that generation will use). With `autoencoder_epochs`, an "autoencoder" stage comes first: the
+image encoder's latent path, its regulariser and the image decoder learn to reconstruct (L1,
+the regulariser's term, perceptual and adversarial losses), and every later stage keeps them
+frozen, so the latent the diffusion model learns is the autoencoder's. A `Stage` is the one
 owner of everything that differs between them: its losses and their weights (the same in
 training and validation, so the two curves compare), the parameters that learn, its
 learning-rate cycle, what DDP must be told, and its name in the progress bar and metrics.
@@ -17,10 +20,13 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from multimodal.config import TrainConfig
+from multimodal.models.image_encoder import LATENT_PATH
 
 
 # The parameters of the two ways from a text to the latent: the diffusion UNet and the fast path.
 TEXT_TO_LATENT = ("diffusion.", "image_decoder.embedding_to_latent.")
+# The parameters of the autoencoder: the latent path of the image encoder and the pixel decoder.
+AUTOENCODER = (*LATENT_PATH, "image_decoder.layers.")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Stage:
     peak_learning_rate: float
     start_from_ema: bool = False  # begin by copying the EMA weights into the trained model
     find_unused_parameters: bool = False  # for DDP: some learning parameters get no gradient
+    frozen: tuple[str, ...] = ()  # parameter-name prefixes that never learn in it (a trained autoencoder)
 
     @property
     def steps(self) -> int:
@@ -44,7 +51,8 @@ class Stage:
         return learning_rate(step - self.first_step, self.steps, self.warmup_steps, self.peak_learning_rate)
 
     def is_trained(self, parameter_name: str) -> bool:
-        return self.trains is None or parameter_name.startswith(self.trains)
+        chosen = self.trains is None or parameter_name.startswith(self.trains)
+        return chosen and not parameter_name.startswith(self.frozen)
 
     def apply(self, model: nn.Module, trainable: set[str]) -> None:
         """Let exactly this stage's parameters learn, among `trainable` (those that ever may:
@@ -64,18 +72,31 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -
 def plan_stages(config: TrainConfig, steps_per_epoch: int, loss_weights: dict[str, float]) -> list[Stage]:
     """The stages of a run, in order, cut at `max_steps` (a stage past it is left out).
     `loss_weights` are the model's weights of its losses in joint training."""
-    first_epochs = config.epochs * steps_per_epoch
-    total = first_epochs + config.diffusion_epochs * steps_per_epoch
-    if config.max_steps:
-        total = min(total, config.max_steps)
-    first_end = min(first_epochs, total)
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), first_end)
+    ends = [config.autoencoder_epochs, config.epochs, config.diffusion_epochs]
+    ends = [sum(ends[: i + 1]) * steps_per_epoch for i in range(3)]
+    total = min(ends[2], config.max_steps or ends[2])
+    autoencoder_end, first_end = (min(end, total) for end in ends[:2])
+    stages = []
+    if autoencoder_end > 0:
+        weights = {"reconstruction": 1.0} | {name: w for name, w in loss_weights.items() if name == "latent"}
+        weights |= {name: w for name, w in (("perceptual", config.perceptual_weight),
+                                            ("adversarial", config.adversarial_weight)) if w > 0}
+        warmup, lr = max(1, autoencoder_end // 20), config.autoencoder_learning_rate or config.learning_rate
+        stages.append(Stage("autoencoder", 0, autoencoder_end, weights, AUTOENCODER, warmup, lr))
+    if first_end == autoencoder_end:
+        return stages
+    # After an autoencoder stage its parts stay as it left them, and their losses stay constant.
+    frozen = AUTOENCODER if stages else ()
+    loss_weights = {name: w for name, w in loss_weights.items() if not (frozen and name in ("reconstruction", "latent"))}
+    length = first_end - autoencoder_end
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), length)
     lr = config.learning_rate
     if config.diffusion_epochs == 0:
-        return [Stage("joint", 0, first_end, dict(loss_weights), None, warmup, lr)]
+        return [*stages, Stage("joint", autoencoder_end, first_end, loss_weights, None, warmup, lr, frozen=frozen)]
     encoders = {name: weight for name, weight in loss_weights.items() if name != "diffusion"}
     # The UNet learns nothing in the first stage, so DDP must not wait for its gradients.
-    stages = [Stage("encoders", 0, first_end, encoders, None, warmup, lr, find_unused_parameters=True)]
+    stages.append(Stage("encoders", autoencoder_end, first_end, encoders, None, warmup, lr,
+                        find_unused_parameters=True, frozen=frozen))
     if total > first_end:
         length = total - first_end
         warmup, lr = max(1, length // 20), config.diffusion_learning_rate or lr

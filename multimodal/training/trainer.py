@@ -34,7 +34,8 @@ from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
-from multimodal.models import GenerativeMultimodalModel
+from multimodal.models import LOSSES, GenerativeMultimodalModel
+from multimodal.models.image_encoder import LATENT_PATH
 from multimodal.models.text_encoder import tokenize
 from multimodal.paths import METRICS_NAME, trained_data
 from multimodal.training.checkpoint import (
@@ -44,6 +45,7 @@ from multimodal.training.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
+from multimodal.training.autoencoder import AutoencoderObjective
 from multimodal.training.distributed import init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.samples import write_curves, write_sample_sheet
@@ -56,6 +58,13 @@ SHORT_NAMES = {
     "loss": "loss",
     "contrastive": "cont",
     "reconstruction": "rec",
+    "latent": "latent",
+    "perceptual": "perc",
+    "adversarial": "adv",
+    "adaptive_weight": "adv_weight",
+    "discriminator": "disc",
+    "codebook_usage": "codebook_usage",
+    "codebook_perplexity": "codebook_perplexity",
     "fast_path": "fast",
     "caption": "cap",
     "diffusion": "diff",
@@ -115,6 +124,10 @@ class Trainer:
             alpha = train_config.lora_alpha or train_config.lora_rank
             add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list, self._words())
 
+        # The autoencoder stage's perceptual network and discriminator (training-time modules).
+        self.objective = (
+            AutoencoderObjective(train_config, self.device, self.dist) if train_config.autoencoder_epochs else None
+        )
         torch.manual_seed(train_config.seed + self.dist.rank)
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
         self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
@@ -206,7 +219,7 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
         stage.apply(self.model, self.trainable)
         self.stage = stage
-        frozen_encoder = not any(stage.is_trained(name) for name in self.trainable if name.startswith("image_encoder."))
+        frozen_encoder = not any(stage.is_trained(name) for name in self.trainable if name.startswith(LATENT_PATH))
         encoder, cache = self.model.image_encoder, self.config.cache_images
         self.latent_cache = LatentCache(encoder.encode) if frozen_encoder and cache else None
         frozen_trunk = encoder.frozen_trunk and not frozen_encoder
@@ -219,6 +232,12 @@ class Trainer:
             )
 
     # -- checkpoints ----------------------------------------------------------------------
+    def _discriminator(self) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
+        """The autoencoder stage's discriminator and its optimiser, which latest/ keeps."""
+        if self.objective is None or self.objective.discriminator is None:
+            return None
+        return self.objective.discriminator, self.objective.optimizer
+
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -227,6 +246,7 @@ class Trainer:
             "history": self.history,
             "epoch_sums": self.epoch_sums,
             "nonfinite_total": self.nonfinite_total,
+            "autoencoder_objective": self.objective.state() if self.objective else None,
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
         }
@@ -235,7 +255,10 @@ class Trainer:
         """latest/ can be resumed from; best/ holds only what using the model needs."""
         directory = self.output_dir / name
         base = Path(self.config.init_from) if self.config.lora_rank else None
-        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base)
+        discriminator = self._discriminator()
+        save_checkpoint(
+            directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base, discriminator
+        )
         if name == "latest":
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
@@ -247,7 +270,10 @@ class Trainer:
         self.dist.barrier()
         if not is_resumable(latest):
             raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
-        state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer)
+        discriminator = self._discriminator()
+        state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer, discriminator)
+        if self.objective:
+            self.objective.load_state(state.get("autoencoder_objective") or {})
         self.step = state["step"]
         best = state.get("best") or {}
         self.best = {"stage": best.get("stage"), "val_loss": best.get("val_loss") or math.inf}
@@ -267,13 +293,16 @@ class Trainer:
         attention_mask = batch["attention_mask"].to(self.device)
         cache = self.text_cache
         states = cache.states(batch["captions"], input_ids, attention_mask) if cache is not None else None
+        weights = {name: weight for name, weight in stage.loss_weights.items() if name in LOSSES}
         with autocast(self.device, self.autocast):
             latents = latent_cache.latents(batch["image_ids"], images) if latent_cache is not None else None
             features = trunk_cache.latents(batch["image_ids"], images) if trunk_cache is not None else None
-            return model(
-                images, input_ids, attention_mask, text_states=states, loss_weights=stage.loss_weights, latents=latents,
-                trunk_features=features,
-            )
+            out = model(images, input_ids, attention_mask, text_states=states, loss_weights=weights, latents=latents,
+                        trunk_features=features)
+            if len(weights) < len(stage.loss_weights):  # the autoencoder stage's perceptual and adversarial losses
+                last_layer = self.model.image_decoder.last_layer if torch.is_grad_enabled() else None
+                out |= self.objective.losses(images, out, stage.loss_weights, self.step, last_layer)
+            return out
 
     def train_step(self, batches: list[dict]) -> dict[str, float] | None:
         """One optimiser step over `grad_accum` batches. Returns the step's metrics, averaged over
@@ -291,7 +320,10 @@ class Trainer:
             # DDP averages gradients once per step, on the last batch, not on every one.
             with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
                 out = self._forward(self.train_model, batch, stage, self.latent_cache, self.trunk_cache)
-                (out["loss"] / len(batches)).backward()
+                loss = out["loss"]
+                if "discriminator" in out and out["discriminator"].requires_grad:  # once it trains
+                    loss = loss + out["discriminator"]  # its gradients reach the discriminator alone
+                (loss / len(batches)).backward()
             names = [name for name in SHORT_NAMES if name in out]
             values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
             sums = values if sums is None else sums + values
@@ -309,11 +341,15 @@ class Trainer:
             group["lr"] = lr
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
+        if self.objective:
+            self.objective.step(lr, self.step)
         self.ema.update(self.model, self.step)
         return metrics | {"lr": lr}
 
     def _skip_nonfinite(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        if self.objective and self.objective.optimizer:
+            self.objective.optimizer.zero_grad(set_to_none=True)
         self.nonfinite_in_a_row += 1
         self.nonfinite_total += 1
         if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
@@ -338,10 +374,13 @@ class Trainer:
                 for name, short in SHORT_NAMES.items():
                     if name in out:
                         sums[short] = sums.get(short, 0.0) + out[name].float() * len(batch["captions"])
-                image_embeddings.append(out["image_embedding"].float().cpu())
-                text_embeddings.append(out["text_embedding"].float().cpu())
+                if "image_embedding" in out:  # the autoencoder stage makes no embeddings
+                    image_embeddings.append(out["image_embedding"].float().cpu())
+                    text_embeddings.append(out["text_embedding"].float().cpu())
                 captions += batch["captions"]
         metrics = {f"val_{k}": float(v) / len(captions) for k, v in sums.items()}
+        if not image_embeddings:
+            return metrics
         first = {}  # each distinct caption → the row of its first occurrence
         for row, caption in enumerate(captions):
             first.setdefault(caption, row)
@@ -486,10 +525,8 @@ class Trainer:
         sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
         if self.log is not None:
             self.log.epoch(self.step, row, sheet)
-        tqdm.write(
-            f"epoch {epoch + 1} ({stage.name}): val loss {row['val_loss']:.4f}  i2t R@1 {row['val_i2t_R@1']:.3f}  "
-            f"t2i R@1 {row['val_t2i_R@1']:.3f}"
-        )
+        recall = f"  i2t R@1 {row['val_i2t_R@1']:.3f}  t2i R@1 {row['val_t2i_R@1']:.3f}" if "val_i2t_R@1" in row else ""
+        tqdm.write(f"epoch {epoch + 1} ({stage.name}): val loss {row['val_loss']:.4f}{recall}")
         self.save()
         # best/ is the best epoch of the latest stage: a later stage's loss measures something
         # else, and its model is the one generation needs.
