@@ -73,3 +73,20 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def generator(checkpoint) -> ImageTextGenerator:
     return ImageTextGenerator(checkpoint, device="cpu")
+
+
+def run_recording(trainer, stop_at: int | None = None) -> list[dict]:
+    """Run `trainer`, recording each step's metrics; with `stop_at`, stop after that step as a
+    SIGTERM would (so a resumed run can be compared with an uninterrupted one)."""
+    seen, original = [], trainer.train_step
+
+    def step(batch):
+        metrics = original(batch)
+        seen.append(metrics)
+        if stop_at is not None and trainer.step + 1 == stop_at:
+            trainer.stop_signal = "SIGTERM"
+        return metrics
+
+    trainer.train_step = step
+    trainer.run()
+    return seen

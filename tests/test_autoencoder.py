@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import random_images, tiny_config
+from conftest import random_images, run_recording, tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.errors import ConfigError
@@ -107,21 +107,6 @@ def test_the_autoencoder_stage_comes_first_trains_its_parts_and_freezes_them_aft
     assert "reconstruction" not in encoders.loss_weights and "latent" not in encoders.loss_weights
     assert plan_stages(TrainConfig(autoencoder_epochs=1, adversarial_weight=0, perceptual_weight=0), 10,
                        weights)[0].loss_weights == {"reconstruction": 1.0, "latent": 1e-6}
-
-
-def run_recording(trainer: Trainer, stop_at: int | None = None) -> list[dict]:
-    seen, original = [], trainer.train_step
-
-    def step(batch):
-        metrics = original(batch)
-        seen.append(metrics)
-        if stop_at is not None and trainer.step + 1 == stop_at:
-            trainer.stop_signal = "SIGTERM"
-        return metrics
-
-    trainer.train_step = step
-    trainer.run()
-    return seen
 
 
 @pytest.mark.parametrize("regularizer", ["kl", "vq"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import run_recording, tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
@@ -181,26 +181,11 @@ def test_text_cache_stays_under_its_cap_and_recomputes_what_it_dropped():
 
 def test_resume_continues_the_step_count_schedule_and_losses(shapes_dir, tmp_path):
     """Stopped at step 3 and resumed, a run takes the same steps as an uninterrupted one."""
-
-    def record(trainer: Trainer, stop_at: int | None = None) -> list[dict]:
-        seen, original = [], trainer.train_step
-
-        def step(batch):
-            metrics = original(batch)
-            seen.append(metrics)
-            if stop_at is not None and trainer.step + 1 == stop_at:
-                trainer.stop_signal = "SIGTERM"
-            return metrics
-
-        trainer.train_step = step
-        trainer.run()
-        return seen
-
-    straight = record(tiny_trainer(shapes_dir, tmp_path / "straight"))
-    first = record(tiny_trainer(shapes_dir, tmp_path / "stopped"), stop_at=3)
+    straight = run_recording(tiny_trainer(shapes_dir, tmp_path / "straight"))
+    first = run_recording(tiny_trainer(shapes_dir, tmp_path / "stopped"), stop_at=3)
     resumed_trainer = tiny_trainer(shapes_dir, tmp_path / "stopped", resume=True)
     assert resumed_trainer.step == 3
-    second = record(resumed_trainer)
+    second = run_recording(resumed_trainer)
     assert resumed_trainer.step == 6
     assert len(first) == 3 and len(second) == 3
     for expected, actual in zip(straight, first + second):
