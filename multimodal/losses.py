@@ -42,15 +42,32 @@ class ContrastiveLoss(nn.Module):
         """1/τ, clamped at `max_logit_scale` as in CLIP so the logits cannot explode."""
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
-    def forward(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss and in-batch top-1 accuracies for unit-norm embeddings of matching pairs."""
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        negative_embeddings: torch.Tensor | None = None,
+        negative_valid: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Loss and in-batch top-1 accuracies for unit-norm embeddings of matching pairs.
+
+        `negative_embeddings` (B, K, D): hard negatives of each pair's caption (NegCLIP), extra
+        columns each image must rank below its own caption (where `negative_valid`, (B, K), is
+        True); the text→image direction is unchanged, as a negative caption has no image."""
         if self.training:  # the global batch trains; evaluation (e.g. on rank 0 alone) stays local
             image_embeddings = gather_with_grad(image_embeddings)
             text_embeddings = gather_with_grad(text_embeddings)
+            if negative_embeddings is not None:
+                negative_embeddings = gather_with_grad(negative_embeddings)
+                negative_valid = gather_with_grad(negative_valid.float()) > 0
         logits = self.logit_scale * image_embeddings.float() @ text_embeddings.float().t()
         labels = torch.arange(logits.shape[0], device=logits.device)
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        image_logits = logits
+        if negative_embeddings is not None:
+            own = self.logit_scale * (image_embeddings.float()[:, None] * negative_embeddings.float()).sum(-1)
+            image_logits = torch.cat([logits, own.masked_fill(~negative_valid, float("-inf"))], dim=1)
+        loss = (F.cross_entropy(image_logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
         with torch.no_grad():
-            i2t = (logits.argmax(dim=1) == labels).float().mean()
+            i2t = (image_logits.argmax(dim=1) == labels).float().mean()
             t2i = (logits.argmax(dim=0) == labels).float().mean()
         return {"loss": loss, "i2t_accuracy": i2t, "t2i_accuracy": t2i}

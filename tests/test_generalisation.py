@@ -16,11 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_config
+from conftest import run_recording, tiny_config
 from multimodal import GenerativeMultimodalModel
-from multimodal.data import CocoCaptionDataset, image_transform, to_pil
+from multimodal.config import TrainConfig
+from multimodal.data import CaptionCollator, CocoCaptionDataset, image_transform, to_pil
 from multimodal.data import scenes
 from multimodal.data.builtin import ensure_builtin_dataset
+from multimodal.data.hard_negatives import swapped_captions
 from multimodal.data.scenes_reader import parse_scene_caption, read_scene
 from multimodal.data.shapes import (
     COLORS,
@@ -40,6 +42,7 @@ from multimodal.evaluation import (
     evaluate_shapes,
     format_seen_unseen,
 )
+from multimodal.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUTS = scenes.all_layouts()
@@ -147,6 +150,59 @@ def test_the_reader_and_the_parser_invert_the_renderer_and_every_caption_form(in
     assert read_scene(scenes.render_scene(spec, 56, np.random.default_rng(index))) == spec
     for caption in scenes.captions_for(spec):
         assert parse_scene_caption(caption) == spec, caption
+
+
+@pytest.mark.parametrize("index", range(0, 540, 11))
+def test_hard_negatives_swap_the_objects_and_the_colours_in_every_caption_form(index):
+    spec = LAYOUTS[index]
+    mirror = scenes.SceneSpec(spec.second, spec.first, spec.arrangement)
+    recoloured = scenes.SceneSpec(
+        scenes.SceneObject(spec.first.shape, spec.second.color), scenes.SceneObject(spec.second.shape, spec.first.color),
+        spec.arrangement,
+    )
+    for caption in scenes.captions_for(spec):
+        found = [parse_scene_caption(text) for text in swapped_captions(caption)]
+        # Two objects of one shape: swapping their colours is the mirror, given once.
+        assert found == ([mirror] if spec.first.shape == spec.second.shape else [mirror, recoloured])
+    assert swapped_captions("a large red circle at the top") == []  # one object: nothing to swap
+    assert swapped_captions("a red circle above a red square") == []
+
+
+def test_the_collator_pads_missing_negatives_and_marks_them_invalid():
+    def tokenize(texts):
+        return {"input_ids": torch.zeros(len(texts), 2), "attention_mask": torch.ones(len(texts), 2)}
+
+    collate = CaptionCollator(tokenize, swapped_captions, 2)
+    items = [{"image": torch.zeros(3, 2, 2), "image_id": i, "caption": caption} for i, caption in enumerate([
+        "a red circle above a blue square", "a red circle above a blue circle", "a large red circle at the top",
+    ])]
+    batch = collate(items)
+    assert batch["negative_captions"] == [
+        "a blue square above a red circle", "a blue circle above a red square",
+        "a blue circle above a red circle", "a red circle above a blue circle",  # one swap, then the caption
+        "a large red circle at the top", "a large red circle at the top",  # none: the caption twice
+    ]
+    assert batch["negative_valid"].tolist() == [[True, True], [True, False], [False, False]]
+    assert batch["negative_input_ids"].shape[0] == 6
+
+
+def test_training_with_hard_negatives_ranks_them_in_the_contrastive_loss(tmp_path):
+    data = scenes.generate_scenes_dataset(tmp_path / "scenes", num_train=16, num_val=8, image_size=28, progress=False)
+
+    def first_step(hard_negatives: bool) -> tuple[dict, Trainer]:
+        torch.manual_seed(0)
+        trainer = Trainer(tiny_config(freeze_bert=True, image_size=28), TrainConfig(
+            preset="scenes", data_dir=str(data), output_dir=str(tmp_path / str(hard_negatives)), epochs=1,
+            batch_size=8, max_steps=1, num_workers=0, sample_every_epoch=False, hard_negatives=hard_negatives,
+        ))
+        return run_recording(trainer)[0], trainer
+
+    plain, _ = first_step(False)
+    with_negatives, trainer = first_step(True)
+    # The same batch, two more columns per image: the loss can only grow.
+    assert with_negatives["cont"] > plain["cont"] and with_negatives["diff"] == plain["diff"]
+    mirrored = [swapped_captions(caption)[0] for caption in trainer.train_set.captions]
+    assert any(caption in trainer.text_cache.store for caption in mirrored)  # BERT's states cached for them too
 
 
 @pytest.mark.parametrize("caption", [

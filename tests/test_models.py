@@ -212,6 +212,28 @@ def test_contrastive_loss_equals_a_reference_computation():
     assert out["i2t_accuracy"].item() == pytest.approx(expected_i2t.item())
 
 
+def test_hard_negatives_are_extra_columns_of_their_own_image_only():
+    torch.manual_seed(0)
+    images = F.normalize(torch.randn(3, 8), dim=-1)
+    texts = F.normalize(torch.randn(3, 8), dim=-1)
+    negatives = F.normalize(torch.randn(3, 2, 8), dim=-1)
+    valid = torch.tensor([[True, True], [True, False], [False, False]])
+    out = ContrastiveLoss(init_logit_scale=10.0)(images, texts, negatives, valid)
+
+    total = 0.0
+    for i in range(3):  # image i against every text and its own valid negatives; text i as before
+        row = [10 * float(images[i] @ texts[j]) for j in range(3)]
+        row += [10 * float(images[i] @ negatives[i, k]) for k in range(2) if valid[i, k]]
+        column = [10 * float(images[j] @ texts[i]) for j in range(3)]
+        total += -row[i] + math.log(sum(math.exp(v) for v in row))
+        total += -column[i] + math.log(sum(math.exp(v) for v in column))
+    assert out["loss"].item() == pytest.approx(total / 6, rel=1e-5)
+    # A negative closer to its image than the caption is counts as a miss.
+    captions = F.normalize(images + 0.1 * torch.randn(3, 8), dim=-1)  # each image's best text
+    caught = ContrastiveLoss(init_logit_scale=10.0)(images, captions, images[:, None].repeat(1, 2, 1), valid)
+    assert caught["i2t_accuracy"].item() == pytest.approx(1 / 3)  # only image 2, whose negatives are not valid
+
+
 def test_contrastive_loss_is_near_zero_for_aligned_separated_pairs():
     embeddings = torch.eye(6, 16)  # orthogonal unit vectors: each image matches only its text
     loss = ContrastiveLoss(init_logit_scale=100.0)

@@ -85,6 +85,10 @@ class GenerativeMultimodalModel(nn.Module):
         loss_weights: Mapping[str, float] | None = None,
         latents: torch.Tensor | None = None,
         trunk_features: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        negative_text_states: torch.Tensor | None = None,
+        negative_valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The weighted total ("loss") and each loss for a batch of matching (image, caption)
         pairs, the contrastive accuracies, the (detached) embeddings for retrieval, the
@@ -99,6 +103,9 @@ class GenerativeMultimodalModel(nn.Module):
         `latents` are the image encoder's z when the caller has them cached (frozen encoder), and
         `trunk_features` a frozen pretrained trunk's output (`ImageEncoder.trunk_features`).
         Asked for the autoencoder's losses alone, the model reads no text and makes no embeddings.
+        `negative_input_ids` / `negative_attention_mask` (B·K rows, K per caption, in caption
+        order; `negative_text_states` when cached) are hard negative captions the contrastive loss
+        ranks below each image's own where `negative_valid` (B, K) says (`ContrastiveLoss`).
         """
         weights = dict(self.loss_weights() if loss_weights is None else loss_weights)
         unknown = set(weights) - set(LOSSES)
@@ -121,7 +128,13 @@ class GenerativeMultimodalModel(nn.Module):
         if "latent" in weights:
             out["latent"] = terms["latent"]
         if "contrastive" in weights:
-            contrastive = self.contrastive(image_embedding, text_embedding)
+            negatives = None
+            if negative_input_ids is not None:
+                if negative_text_states is None:
+                    negative_text_states = self.text_encoder.token_states(negative_input_ids, negative_attention_mask)
+                negatives = self.text_encoder.project(negative_text_states, negative_attention_mask)
+                negatives = negatives.view(len(text_embedding), -1, negatives.shape[-1])
+            contrastive = self.contrastive(image_embedding, text_embedding, negatives, negative_valid)
             out["contrastive"] = contrastive["loss"]
             out["i2t_accuracy"] = contrastive["i2t_accuracy"]
             out["t2i_accuracy"] = contrastive["t2i_accuracy"]

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from multimodal.adapters import add_adapters
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.data import CaptionCollator, open_split
-from multimodal.data.replay import WithReplay
 from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
+from multimodal.data.hard_negatives import NEGATIVES_PER_CAPTION, swapped_captions
+from multimodal.data.replay import WithReplay
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import TrainingError
 from multimodal.metrics import retrieval_recall
@@ -147,7 +148,12 @@ class Trainer:
         self.text_cache = (
             TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if self.model_config.freeze_bert else None
         )
-        self.collate = CaptionCollator(partial(tokenize, self.model.tokenizer, max_length=self.model_config.max_text_length))
+        negatives = (
+            dict(negatives=swapped_captions, per_caption=NEGATIVES_PER_CAPTION) if train_config.hard_negatives else {}
+        )
+        self.collate = CaptionCollator(
+            partial(tokenize, self.model.tokenizer, max_length=self.model_config.max_text_length), **negatives
+        )
         self.autocast = autocast_dtype(train_config.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
@@ -294,11 +300,19 @@ class Trainer:
         cache = self.text_cache
         states = cache.states(batch["captions"], input_ids, attention_mask) if cache is not None else None
         weights = {name: weight for name, weight in stage.loss_weights.items() if name in LOSSES}
+        negatives = {}
+        if "negative_input_ids" in batch and "contrastive" in weights:
+            negatives = {name: batch[name].to(self.device)
+                         for name in ("negative_input_ids", "negative_attention_mask", "negative_valid")}
+            if cache is not None:
+                negatives["negative_text_states"] = cache.states(
+                    batch["negative_captions"], negatives["negative_input_ids"], negatives["negative_attention_mask"]
+                )
         with autocast(self.device, self.autocast):
             latents = latent_cache.latents(batch["image_ids"], images) if latent_cache is not None else None
             features = trunk_cache.latents(batch["image_ids"], images) if trunk_cache is not None else None
             out = model(images, input_ids, attention_mask, text_states=states, loss_weights=weights, latents=latents,
-                        trunk_features=features)
+                        trunk_features=features, **negatives)
             if len(weights) < len(stage.loss_weights):  # the autoencoder stage's perceptual and adversarial losses
                 last_layer = self.model.image_decoder.last_layer if torch.is_grad_enabled() else None
                 out |= self.objective.losses(images, out, stage.loss_weights, self.step, last_layer)
