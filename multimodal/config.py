@@ -176,6 +176,11 @@ class ModelConfig(_Config):
     caption_layers: int = option(4, "layers of the caption decoder", group="caption decoder")
     caption_heads: int = option(4, "attention heads of the caption decoder", group="caption decoder")
     caption_dropout: float = option(0.1, "dropout in the caption decoder", group="caption decoder")
+    caption_position_std: float = option(
+        0.02, "initial scale of the learned positions of the caption decoder's memory tokens (the latent's "
+        "cells): 1 lets it learn quickly which side an object is on (scenes); 0.02 leaves that to the latent, "
+        "which the UNet then also reads (shapes; docs/DESIGN.md)", group="caption decoder",
+    )
     max_caption_length: int = option(48, "longest caption the decoder reads or writes, in tokens", group="caption decoder")
 
     unet_width: int = option(256, "channels of the diffusion UNet", group="diffusion")
@@ -237,6 +242,8 @@ class ModelConfig(_Config):
                      "codebook_size", "vq_reseed_steps"):
             _require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
         _require(self.text_context_layers >= 0, "text_context_layers", f"cannot be negative, got {self.text_context_layers}")
+        _require(self.caption_position_std >= 0, "caption_position_std",
+                 f"cannot be negative, got {self.caption_position_std}")
         weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
         for name in weights:
             _require(getattr(self, name) >= 0, name, f"cannot be negative (0 leaves the loss out), got {getattr(self, name)}")
@@ -356,7 +363,7 @@ MODEL_PRESETS["shapes-holdout"] = MODEL_PRESETS["shapes"]
 # Two objects: the text embedding must say which colour goes with which shape and side. The
 # frozen MiniLM's mean pool gives a caption and its swap cosine 0.97 (docs/DESIGN.md), so a
 # trainable layer reads the token states in context first.
-MODEL_PRESETS["scenes"] = MODEL_PRESETS["shapes"] | dict(text_context_layers=1)
+MODEL_PRESETS["scenes"] = MODEL_PRESETS["shapes"] | dict(text_context_layers=1, caption_position_std=1.0)
 
 # Where each preset's data lives unless --data-dir says otherwise (relative to where train.py runs).
 DEFAULT_DATA_DIRS = {

@@ -20,6 +20,7 @@ from multimodal import (
     model_preset,
     train_preset,
 )
+from multimodal.config import model_preset
 from multimodal.errors import ConfigError
 from multimodal.losses import ContrastiveLoss
 from multimodal.models import CaptionDecoder, ConditionalUNet2D, ImageDecoder, ImageEncoder, TextEncoder
@@ -179,6 +180,17 @@ def test_text_context_layers_learn_on_a_frozen_bert_and_read_each_text_alone():
         alone = model.encode_text(["a red circle"])
         padded = model.encode_text(["a red circle", "a large blue square at the top and a small green circle below it"])
     torch.testing.assert_close(padded[:1], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_the_caption_decoders_memory_positions_start_at_the_configured_scale():
+    torch.manual_seed(0)
+    default = GenerativeMultimodalModel(tiny_config()).caption_decoder.memory_position
+    unit = GenerativeMultimodalModel(tiny_config(caption_position_std=1.0)).caption_decoder.memory_position
+    assert 0.015 < default.std().item() < 0.025 and 0.8 < unit.std().item() < 1.2
+    assert model_preset("scenes").caption_position_std == 1.0
+    assert model_preset("shapes").caption_position_std == 0.02
+    with pytest.raises(ConfigError, match="caption_position_std cannot be negative"):
+        tiny_config(caption_position_std=-1)
 
 
 def test_a_loss_weighted_zero_is_neither_computed_nor_reported():

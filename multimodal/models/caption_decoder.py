@@ -20,12 +20,11 @@ class CaptionDecoder(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> None:
         super().__init__()
         width = config.caption_width
-        # The 7×7 latent becomes 49 memory tokens, each with a learned position. The positions
-        # start at unit scale, as large as the projected features: at std 0.02 they were drowned,
-        # and on the scenes set the decoder took ~1,250 steps of 64 to learn which side an object
-        # is on, at std 1 under 500 (docs/DESIGN.md).
+        # The 7×7 latent becomes 49 memory tokens, each with a learned position, started at
+        # `caption_position_std` (docs/DESIGN.md: what each scale does to the scenes and shapes sets).
         self.memory_projection = nn.Linear(config.latent_channels, width)
-        self.memory_position = nn.Parameter(torch.randn(1, config.latent_size**2, width))
+        self.memory_position = nn.Parameter(torch.zeros(1, config.latent_size**2, width))
+        nn.init.normal_(self.memory_position, std=config.caption_position_std)
         self.lm = GPT2LMHeadModel(
             GPT2Config(
                 vocab_size=vocab_size,
