@@ -34,8 +34,7 @@ class CaptionCollator:
         if self.negatives is None:
             return batch
         found = [self.negatives(caption)[: self.per_caption] for caption in captions]
-        padding = [self.per_caption - len(ns) for ns in found]
-        negatives = [n for caption, ns, pad in zip(captions, found, padding) for n in ns + [caption] * pad]
+        negatives = [n for caption, ns in zip(captions, found) for n in ns + [caption] * (self.per_caption - len(ns))]
         tokens = self.tokenize(negatives)
         return batch | {
             "negative_captions": negatives,
