@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = cli.build_config(parser, lambda: ServeConfig(**cli.given(args, ServeConfig)), ServeConfig)
+    config = cli.config_from_flags(parser, args, ServeConfig)
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
     cli.check_device(parser, args.device)
     if config.data_dir and not Path(config.data_dir).is_dir():

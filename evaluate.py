@@ -95,7 +95,7 @@ def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    sampling = cli.config_from_flags(parser, args, SamplingConfig)
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     trained = Path(args.adapter) if args.adapter else checkpoint  # an adapter records its own data

@@ -90,7 +90,7 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    sampling = cli.config_from_flags(parser, args, SamplingConfig)
     check_options(parser, args, sampling)
     try:
         paths = output_paths(args)

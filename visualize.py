@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = cli.build_config(parser, lambda: VisualizeConfig(**cli.given(args, VisualizeConfig)), VisualizeConfig)
-    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    config = cli.config_from_flags(parser, args, VisualizeConfig)
+    sampling = cli.config_from_flags(parser, args, SamplingConfig)
     if not args.run.is_dir():
         parser.error(f"RUN_DIR {args.run} is not a folder")
     if not (args.run / METRICS_NAME).is_file():

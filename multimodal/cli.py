@@ -124,6 +124,12 @@ def build_config(parser: argparse.ArgumentParser, make: Callable[[], Any], *conf
         parser.error(str(error))
 
 
+def config_from_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, config_class: type) -> Any:
+    """`config_class` from the flags a person set (defaults for the rest), a bad value reported as
+    `build_config` does."""
+    return build_config(parser, lambda: config_class(**given(args, config_class)), config_class)
+
+
 # -- common flags and argument types ---------------------------------------------------------
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and device")

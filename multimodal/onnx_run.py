@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.prompts) == bool(args.caption):
         parser.error("give prompts to draw, or --caption IMAGE to caption, not both" if args.prompts else
                      "give a prompt to draw, or --caption IMAGE")
-    sampling = cli.build_config(parser, lambda: SamplingConfig(**cli.given(args, SamplingConfig)), SamplingConfig)
+    sampling = cli.config_from_flags(parser, args, SamplingConfig)
     paths = output_paths(parser, args) if args.prompts else []
     try:
         generator = OnnxGenerator(args.export_dir)

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def write_shapes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    config = cli.build_config(parser, lambda: ShapesConfig(**cli.given(args, ShapesConfig)), ShapesConfig)
+    config = cli.config_from_flags(parser, args, ShapesConfig)
     from multimodal.data.shapes import generate_shapes_dataset, parse_colors
     from multimodal.errors import DatasetLayoutError
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "shapes":
         return write_shapes(parser, args)
-    config = cli.build_config(parser, lambda: TrainConfig(**cli.given(args, TrainConfig)), TrainConfig)
+    config = cli.config_from_flags(parser, args, TrainConfig)
     options = {name: getattr(config, name) for name in DATA_FIELDS}
     from multimodal.errors import DatasetLayoutError
 
