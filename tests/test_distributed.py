@@ -81,16 +81,20 @@ def run_torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_torchrun_trains_writes_a_checkpoint_and_resumes(shapes_dir, tmp_path):  # noqa: F811
+    # An autoencoder stage with its discriminator (trained outside DDP, its gradients averaged by
+    # hand) first: 24 images / 4 per step = 6 steps, then the encoders stage.
+    autoencoder = ["--autoencoder-epochs", "1", "--perceptual-weight", "0", "--discriminator-width", "8"]
     common = ["--preset", "shapes", "--data-dir", str(shapes_dir), "--output-dir", str(tmp_path),
-              "--batch-size", "2", "--no-sample-every-epoch", *TINY_FLAGS]
+              "--batch-size", "2", "--no-sample-every-epoch", *TINY_FLAGS, *autoencoder]
     first = run_torchrun(*common, "--max-steps", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "× 2 processes" in first.stdout and first.stdout.count("steps 0 → 2") == 1  # rank 0 alone prints
     state = json.loads((tmp_path / "latest" / "trainer_state.json").read_text())
     assert state["step"] == 2
+    assert (tmp_path / "latest" / "training_discriminator.safetensors").is_file()
 
-    resumed = run_torchrun(*common, "--max-steps", "4", "--resume")
+    resumed = run_torchrun(*common, "--max-steps", "8", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "steps 2 → 4" in resumed.stdout
-    assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 4
+    assert "steps 2 → 8" in resumed.stdout and "(encoders)" in resumed.stdout
+    assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 8
     GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")

@@ -16,7 +16,8 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from multimodal import SamplingConfig
+from conftest import random_images, tiny_config
+from multimodal import GenerativeMultimodalModel, SamplingConfig
 from multimodal.export import TOLERANCE, export
 from multimodal.export import main as export_main
 from multimodal.onnx_run import OnnxGenerator
@@ -63,6 +64,27 @@ def test_every_graph_equals_pytorch_on_random_and_real_inputs(exported, checkpoi
     assert len(spec["sampler"]["alphas_cumprod"]) == len(spec["sampler"]["betas"]) == 100  # the tiny config's T
     assert spec["sampler"]["prediction_type"] == "v" and spec["sampler"]["guidance_scale"] == 3.0
     assert (exported / "tokenizer.json").read_bytes() == (checkpoint / "tokenizer.json").read_bytes()
+
+
+@pytest.mark.parametrize("regularizer", ["kl", "vq"])
+def test_a_regularised_latent_exports_and_the_graph_still_regularises(regularizer, tmp_path):
+    """The image encoder's graph keeps the autoencoder stage's regulariser: KL's mean, VQ's codes."""
+    torch.manual_seed(0)
+    model = GenerativeMultimodalModel(tiny_config(latent_regularizer=regularizer, codebook_size=64)).eval()
+    model.save_pretrained(tmp_path / "checkpoint")
+    export(tmp_path / "checkpoint", tmp_path / "onnx")
+    spec = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert max(max(d.values()) for d in spec["largest_difference_from_pytorch"].values()) <= TOLERANCE
+    images = random_images(2, 28)
+    latents, _ = OnnxGenerator(tmp_path / "onnx").run("image_encoder", images=images.numpy())
+    with torch.no_grad():
+        expected = model.image_encoder.encode(images)
+    np.testing.assert_allclose(latents, expected.numpy(), atol=TOLERANCE)
+    if regularizer == "vq":  # every position is one of the codebook's vectors
+        codebook = model.image_encoder.regularizer.quantizer.embedding.weight.detach().numpy()
+        vectors = latents.transpose(0, 2, 3, 1).reshape(-1, codebook.shape[1])
+        nearest = np.abs(vectors[:, None] - codebook[None]).max(axis=-1).min(axis=1)
+        assert nearest.max() <= TOLERANCE
 
 
 def test_the_runner_draws_the_pixels_pytorch_draws_from_the_same_noise(onnx, generator):
