@@ -272,3 +272,17 @@ def test_missing_coco_suggests_the_shapes_preset(tmp_path):
     result = run_train(*TINY_FLAGS, cwd=tmp_path)
     assert result.returncode == 2
     assert "--preset shapes" in result.stderr and "train2017" in result.stderr
+
+
+def test_a_sample_sheet_draws_a_caption_its_font_lacks_without_a_warning(tiny_model, tmp_path, monkeypatch):
+    """An untrained caption decoder writes any of BERT's words; matplotlib's fonts lack CJK."""
+    import warnings
+
+    from multimodal.training.samples import write_sample_sheet
+
+    monkeypatch.setattr(tiny_model, "generate_text_from_image", lambda images: ["二 ぶ 세"] * len(images))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        captions = write_sample_sheet(tiny_model, ["a red circle"], torch.zeros(1, 3, 28, 28), tmp_path / "sheet.png")
+    assert captions == ["二 ぶ 세"] and (tmp_path / "sheet.png").stat().st_size > 0
+    assert not [w for w in caught if "missing from font" in str(w.message)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 from typing import Any
@@ -79,8 +80,10 @@ def write_sample_sheet(
                 axis.set_title("\n".join(textwrap.wrap(texts[column], 22)), fontsize=8)
     axes[0][0].text(-0.1, 0.5, "text → image", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
     axes[1][0].text(-0.1, 0.5, "image → text", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
-    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with warnings.catch_warnings():  # an untrained decoder writes any of BERT's words, CJK too: a box is drawn
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
     plt.close(figure)
     return captions
