@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
+from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import learning_rate, plan_stages
 from multimodal.training.text_cache import TextFeatureCache
 from multimodal.training.trainer import default_num_workers
@@ -276,10 +278,6 @@ def test_missing_coco_suggests_the_shapes_preset(tmp_path):
 
 def test_a_sample_sheet_draws_a_caption_its_font_lacks_without_a_warning(tiny_model, tmp_path, monkeypatch):
     """An untrained caption decoder writes any of BERT's words; matplotlib's fonts lack CJK."""
-    import warnings
-
-    from multimodal.training.samples import write_sample_sheet
-
     monkeypatch.setattr(tiny_model, "generate_text_from_image", lambda images: ["二 ぶ 세"] * len(images))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
