@@ -20,7 +20,6 @@ from multimodal import (
     model_preset,
     train_preset,
 )
-from multimodal.config import model_preset
 from multimodal.errors import ConfigError
 from multimodal.losses import ContrastiveLoss
 from multimodal.models import CaptionDecoder, ConditionalUNet2D, ImageDecoder, ImageEncoder, TextEncoder
