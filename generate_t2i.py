@@ -104,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cli.set_threads(args.threads)
         inference = InferenceConfig(**cli.given(args, InferenceConfig))
-        generator = ImageTextGenerator(checkpoint, device=args.device, sampling=sampling, progress=not args.quiet,
+        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet,
                                        adapter=args.adapter, precision=inference.precision)
-        images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed)
+        # The flags given override the checkpoint's defaults (its preset's: SAMPLING_PRESETS).
+        images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
+                                              **cli.given(args, SamplingConfig))
         for image, path in zip([image for row in images for image in row], paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", metavar="RUN_DIR", type=Path,
                         help=f"a folder train.py wrote (--output-dir): its {METRICS_NAME} and best/ or latest/")
     cli.add_config_arguments(parser, VisualizeConfig)
-    cli.add_config_arguments(parser, SamplingConfig, skip=("use_diffusion",),
+    cli.add_config_arguments(parser, SamplingConfig, skip=("use_diffusion", "num_candidates"),
                              group_titles={"": "the trajectory's sampling"})
     cli.add_run_arguments(parser)
     return parser

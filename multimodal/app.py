@@ -1,6 +1,6 @@
 """The web demo: a trained checkpoint in three tabs of a Gradio page.
 
-    text → image   prompt, steps, guidance, sampler, seed, number of images, the fast preview
+    text → image   prompt, steps, guidance, sampler, seed, number of images, the fast preview, best of N
     image → text   an uploaded or example picture; greedy, beams or sampling; several captions
     search         a query ranks the validation images; an uploaded picture ranks their captions
 
@@ -41,6 +41,7 @@ DECODINGS = ("greedy", "beams", "sampling")
 MAX_PROMPT_CHARACTERS = 1000  # far past what the text encoder reads (its tokens are cut anyway)
 NUM_EXAMPLES = 6
 NUM_RESULTS = 12  # search results shown
+MAX_CANDIDATES = 8  # most pictures drawn per image asked (best of N): each is a whole drawing
 EMBED_BATCH = 64
 
 
@@ -162,12 +163,14 @@ class Demo:
 
     # -- the handlers ---------------------------------------------------------------------
     def text_to_image(self, prompt: str, steps: float, guidance: float, sampler: str, seed: float | None,
-                      count: float, preview: bool) -> list[Image.Image]:
+                      count: float, preview: bool, candidates: float = 1) -> list[Image.Image]:
+        """The pictures for a prompt; like steps and guidance, the candidates only count with diffusion."""
         if len(prompt or "") > MAX_PROMPT_CHARACTERS:
             raise refuse(f"A prompt of at most {MAX_PROMPT_CHARACTERS} characters, please.")
         with page_messages():
             sampling = SamplingConfig(num_inference_steps=int(steps), guidance_scale=float(guidance),
-                                      sampler=sampler, use_diffusion=not preview)
+                                      sampler=sampler, use_diffusion=not preview,
+                                      num_candidates=1 if preview else int(candidates))
             return self.generator.generate_from_text(prompt, num_images_per_prompt=int(count), seed=seed_of(seed),
                                                      sampling=sampling)[0]
 
@@ -241,12 +244,14 @@ def build_page(demo: Demo) -> gr.Blocks:
                         sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
                         seed = gr.Number(demo.seed, precision=0, label="Seed (empty: random)", minimum=0)
                         count = gr.Slider(1, config.max_images, value=1, step=1, label="Images")
+                        candidates = gr.Slider(1, MAX_CANDIDATES, value=defaults.num_candidates, step=1,
+                                               label="Best of (pictures drawn per image, the likeliest kept)")
                     preview = gr.Checkbox(False, label="Fast preview (no diffusion)", elem_id="t2i-preview")
                     draw = gr.Button("Generate", variant="primary", elem_id="t2i-run")
                     if prompts:
                         gr.Examples([[p] for p in prompts], inputs=[prompt], label="Examples from the data set")
                 images = gr.Gallery(label="Images", format="png", columns=4, elem_id="t2i-images")
-            inputs = [prompt, steps, guidance, sampler, seed, count, preview]
+            inputs = [prompt, steps, guidance, sampler, seed, count, preview, candidates]
             gr.on([draw.click, prompt.submit], demo.text_to_image, inputs, images, api_name="text_to_image", **run)
         with gr.Tab("Image → text", id="image-to-text"):
             with gr.Row():

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, suggest
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, sampling_preset, suggest
 from multimodal.data.builtin import BUILTIN_CONTENTS
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
@@ -152,7 +152,8 @@ class ImageTextGenerator:
     `checkpoint_dir` is a `save_pretrained` folder or a training run folder (its `best/`,
     else `latest/`, is used); None looks in `checkpoints/`, then `checkpoints/demo/`. The
     trainer writes the EMA weights as the checkpoint's `model.safetensors`, so generation uses
-    them. `sampling` sets the text→image defaults; `progress` shows progress bars for long work.
+    them. `sampling` sets the text→image defaults (default: those of the preset the checkpoint was
+    trained with, `SAMPLING_PRESETS`: best of 8 for scenes, else `SamplingConfig()`); `progress` shows progress bars for long work.
     `adapter` is a LoRA adapter folder (what `train.py --lora-rank` writes) applied on top; with
     no checkpoint named, its base is the one the adapter points to.
     `precision` is the autocast precision of every computation (auto: bf16 on CUDA, fp32 on the
@@ -183,9 +184,9 @@ class ImageTextGenerator:
 
             load_adapter(self.model, adapter, self.checkpoint_dir)
         self.transform = image_transform(self.model.config.image_size)
-        self.sampling = sampling or SamplingConfig()
         self.progress = progress
         self.trained_on = trained_preset(self.checkpoint_dir)  # "shapes", "coco", or None when unrecorded
+        self.sampling = sampling or sampling_preset(self.trained_on)
         self._said_outside = False
 
     # -- text → image ---------------------------------------------------------------------
@@ -200,7 +201,8 @@ class ImageTextGenerator:
     ) -> list[list[Image.Image]]:
         """`images[i][j]` is image j of prompt i, drawn as `sampling` (default: this generator's)
         with `options` (its field names: num_inference_steps, guidance_scale, sampler, eta,
-        guidance_rescale, use_diffusion) says. All prompts × images are one batched sampling
+        guidance_rescale, use_diffusion, num_candidates: best of N by the caption decoder) says.
+        All prompts × images are one batched sampling
         call whose noise comes from `generator`, or from a new one seeded with `seed`, so the same
         prompts, options and seed give the same pixels (bit for bit on the CPU).
         """

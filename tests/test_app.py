@@ -74,8 +74,8 @@ def client(served) -> Client:
     return Client(served[1], verbose=False)
 
 
-def t2i(client: Client, prompt: str, count: int = 1, **kwargs):
-    return client.predict(prompt, 2, 1.0, "ddim", 0, count, False, api_name="/text_to_image", **kwargs)
+def t2i(client: Client, prompt: str, count: int = 1, candidates: int = 1, **kwargs):
+    return client.predict(prompt, 2, 1.0, "ddim", 0, count, False, candidates, api_name="/text_to_image", **kwargs)
 
 
 def test_it_listens_on_localhost_only_by_default(served):
@@ -95,6 +95,7 @@ def test_text_to_image_gives_pngs_of_the_model_size_reproducibly(client):
     pictures = [Image.open(item["image"]) for item in first + second]
     assert all(picture.format == "PNG" and picture.size == (28, 28) for picture in pictures)
     assert np.array_equal(np.asarray(pictures[0]), np.asarray(pictures[2]))  # same seed, same pixels
+    assert len(t2i(client, "a large red circle on the left", count=2, candidates=3)) == 2  # best of 3, twice
 
 
 def test_image_to_text_writes_as_many_captions_as_asked(client, served):
@@ -137,7 +138,7 @@ def test_bad_input_is_a_message_in_the_page_and_the_next_request_works(client, s
                                        api_name="/image_to_text"),
         "greedy, three captions": lambda: client.predict(handle_file(good), "greedy", 3, 3, 0.8, 0.9, 0,
                                                          api_name="/image_to_text"),
-        "negative seed": lambda: client.predict("a red circle", 2, 1.0, "ddim", -3, 1, False,
+        "negative seed": lambda: client.predict("a red circle", 2, 1.0, "ddim", -3, 1, False, 1,
                                                 api_name="/text_to_image"),
     }
     with pytest.raises(AppError, match=re.escape(message)) as error:

@@ -360,11 +360,11 @@ def script_main(name: str):
 
 
 def test_t2i_cli_writes_the_same_image_as_the_api(generator, checkpoint, tmp_path):
-    args = ["a red circle", "--checkpoint", str(checkpoint), "--steps", "3", "--seed", "0"]
+    args = ["a red circle", "--checkpoint", str(checkpoint), "--steps", "3", "--seed", "0", "--candidates", "2"]
     result = run_script("generate_t2i.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["generated.png"]
-    expected = generator.text_to_image("a red circle", num_inference_steps=3, seed=0)
+    expected = generator.text_to_image("a red circle", num_inference_steps=3, seed=0, num_candidates=2)
     assert (tmp_path / "generated.png").read_bytes() == png_bytes(expected)
 
 
@@ -455,7 +455,7 @@ def test_bad_input_is_one_line_and_exit_code_2(
     "script, flags",
     [
         ("generate_t2i.py", ["--checkpoint", "--output", "--num-samples", "--steps", "--guidance-scale",
-                             "--sampler", "--eta", "--seed", "--no-diffusion", "--device"]),
+                             "--sampler", "--eta", "--seed", "--no-diffusion", "--candidates", "--device"]),
         ("generate_i2t.py", ["--checkpoint", "--num-captions", "--temperature", "--top-k", "--top-p",
                              "--repetition-penalty", "--num-beams", "--max-new-tokens", "--seed", "--json",
                              "--device"]),
@@ -469,3 +469,34 @@ def test_help_describes_every_flag(script, flags, capsys):
     assert all(flag in help_text for flag in flags)
     parser = runpy.run_path(str(ROOT / script))["build_parser"]()
     assert all(action.help for action in parser._actions)
+
+
+@pytest.fixture(scope="module")
+def scenes_checkpoint(checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint as if the scenes preset had trained it."""
+    folder = tmp_path_factory.mktemp("scenes") / "checkpoint"
+    shutil.copytree(checkpoint, folder)
+    (folder / "trainer_state.json").write_text(json.dumps({"train_config": {"preset": "scenes"}}))
+    return folder
+
+
+def test_a_presets_checkpoint_draws_with_its_sampling_defaults_and_flags_override_them(
+    scenes_checkpoint, tmp_path, monkeypatch
+):
+    scenes = ImageTextGenerator(scenes_checkpoint, device="cpu")
+    assert scenes.sampling == SamplingConfig(num_candidates=8)  # SAMPLING_PRESETS["scenes"]
+    best = scenes.text_to_image("a red circle on the left and a blue square on the right", seed=0,
+                                num_inference_steps=2)
+    single = scenes.text_to_image("a red circle on the left and a blue square on the right", seed=0,
+                                  num_inference_steps=2, num_candidates=1)
+    assert png_bytes(best) != png_bytes(single)
+
+    monkeypatch.chdir(tmp_path)
+    prompt_args = ["a red circle on the left and a blue square on the right", "--checkpoint", str(scenes_checkpoint)]
+    assert script_main("generate_t2i.py")([*prompt_args, "--steps", "2", "--seed", "0", "--quiet"]) == 0
+    assert (tmp_path / "generated.png").read_bytes() == png_bytes(best)  # the command line draws best of 8 too
+    flagged = [*prompt_args, "--steps", "2", "--seed", "0", "--candidates", "1", "--output", "one.png", "--quiet"]
+    assert script_main("generate_t2i.py")(flagged) == 0
+    assert (tmp_path / "one.png").read_bytes() == png_bytes(single)
+    # The fast preview draws one picture whatever the preset says.
+    assert script_main("generate_t2i.py")([*prompt_args, "--no-diffusion", "--output", "p.png", "--quiet"]) == 0

@@ -66,6 +66,7 @@ def test_train_config_validates_itself_and_round_trips():
         (dict(sampler="euler"), "sampler must be one of ddim, ddpm, dpm, got 'euler'"),
         (dict(sampler="dpm", eta=0.5), "eta is DDIM's noise; the dpm sampler does not use it"),
         (dict(guidance_rescale=1.5), "guidance_rescale must be in \\[0, 1\\]"),
+        (dict(num_candidates=0), "num_candidates must be at least 1, got 0"),
     ],
 )
 def test_sampling_config_refuses_values_that_cannot_work(options, message):
@@ -378,3 +379,35 @@ def test_caption_decoding_with_and_without_the_cache_agrees(tiny_model):
     images = random_images(2, tiny_model.config.image_size)
     tiny_model.eval()
     assert tiny_model.generate_text_from_image(images, use_cache=False) == tiny_model.generate_text_from_image(images)
+
+
+def test_caption_log_likelihood_is_each_captions_summed_token_log_probabilities(tiny_model):
+    tiny_model.eval()
+    captions = ["a red circle", "a large blue square at the top of the picture"]
+    z = tiny_model.encode_latent(random_images(2, tiny_model.config.image_size))
+    both = tiny_model.caption_log_likelihood(z, captions)
+    for row, caption in enumerate(captions):
+        tokens = tiny_model.text_encoder.tokenize([caption])
+        mean_loss = tiny_model.caption_decoder(z[row : row + 1], **tokens)  # averaged over the tokens after [CLS]
+        count = tokens["attention_mask"].sum() - 1
+        torch.testing.assert_close(both[row], -mean_loss * count)  # padding of the shorter row adds nothing
+    assert (both < 0).all()
+
+
+def test_best_of_n_keeps_each_prompts_likeliest_candidate(tiny_model):
+    tiny_model.eval()
+    prompts, n = ["a red circle", "a blue square"], 3
+    sampling = SamplingConfig(num_inference_steps=2)
+    # Every candidate, drawn as best of N draws them: prompt i's are rows i·N … i·N+N-1 of one batch.
+    every = tiny_model.generate_image_from_text(
+        [p for p in prompts for _ in range(n)], sampling, torch.Generator().manual_seed(0)
+    )
+    likelihood = tiny_model.caption_log_likelihood(
+        tiny_model.encode_latent(every), [p for p in prompts for _ in range(n)]
+    ).view(2, n)
+    assert likelihood.argmax(1).tolist() != [0, 0]  # else the test could not tell best from first
+    best = tiny_model.generate_image_from_text(
+        prompts, sampling.replace(num_candidates=n), torch.Generator().manual_seed(0)
+    )
+    for i in range(2):
+        torch.testing.assert_close(best[i], every[i * n + int(likelihood[i].argmax())])

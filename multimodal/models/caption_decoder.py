@@ -49,17 +49,33 @@ class CaptionDecoder(nn.Module):
         return self.memory_projection(z.flatten(2).transpose(1, 2)) + self.memory_position
 
     def forward(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced cross-entropy of the caption ([CLS] … [SEP]) given the image latent.
-        Position i predicts token i+1. The output layer (30,522 words wide) runs only where there
-        is a real next token, not on the padding: it is most of the decoder's cost."""
+        """Teacher-forced cross-entropy of the caption ([CLS] … [SEP]) given the image latent,
+        averaged over every caption token of the batch."""
+        logits, targets, _ = self._next_token_logits(z, input_ids, attention_mask)
+        return F.cross_entropy(logits.float(), targets)
+
+    def log_likelihood(self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """log p(caption | image) of each row (B,): the sum of its tokens' log-probabilities after
+        [CLS], [SEP] included. How likely the decoder finds a caption for an image is a judge of
+        whether the image shows it (generation's best-of-N and evaluation's reranking ask it)."""
+        logits, targets, rows = self._next_token_logits(z, input_ids, attention_mask)
+        token_log_p = -F.cross_entropy(logits.float(), targets, reduction="none")
+        return torch.zeros(len(z), device=z.device).index_add_(0, rows, token_log_p)
+
+    def _next_token_logits(
+        self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits where there is a real next token, those tokens, and the row each belongs to.
+        Position i predicts token i+1; the output layer (30,522 words wide) runs only there, not
+        on the padding: it is most of the decoder's cost."""
         input_ids = input_ids[:, : self.max_length]
         attention_mask = attention_mask[:, : self.max_length]
         hidden = self.lm.transformer(
             input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=self.memory(z)
         ).last_hidden_state
         has_target = attention_mask[:, 1:].bool()
-        logits = self.lm.lm_head(hidden[:, :-1][has_target])
-        return F.cross_entropy(logits.float(), input_ids[:, 1:][has_target])
+        rows = has_target.nonzero()[:, 0]
+        return self.lm.lm_head(hidden[:, :-1][has_target]), input_ids[:, 1:][has_target], rows
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:

@@ -5,7 +5,7 @@
     z ─► ImageDecoder ─► image'                          reconstruction
     the regulariser of z (KL or VQ, when there is one)    latent
     e_txt ─► ImageDecoder.get_latent_from_embedding ─► z  fast_path
-    z ─► CaptionDecoder ─► caption tokens                 caption
+    z ─► CaptionDecoder ─► caption tokens                 caption (and log p(caption | image), a judge)
     norm(stop_grad(z)) ─► LatentDiffusion(e_txt, h)      diffusion
 """
 
@@ -189,6 +189,21 @@ class GenerativeMultimodalModel(nn.Module):
         """Unit-norm image embeddings (B, embed_dim) for images in [-1, 1]."""
         return self.image_encoder(images.to(self.device))[1]
 
+    @torch.no_grad()
+    def encode_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """The spatial latent z (B, C, 7, 7) of images in [-1, 1]: what the decoders read."""
+        return self.image_encoder.encode(images.to(self.device))
+
+    @torch.no_grad()
+    def caption_log_likelihood(self, latents: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """log p(texts[i] | image i) under the caption decoder (B,), for image latents z
+        (`encode_latent`): how well a caption describes an image, as the model's own judge
+        (higher: better). Generation's best of N and evaluation's reranking ask it."""
+        if len(latents) != len(texts):
+            raise ValueError(f"{len(latents)} latents but {len(texts)} texts: one text per image")
+        tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(texts).items()}
+        return self.caption_decoder.log_likelihood(latents.to(self.device), tokens["input_ids"], tokens["attention_mask"])
+
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()
     def generate_image_from_text(
@@ -201,14 +216,24 @@ class GenerativeMultimodalModel(nn.Module):
         """Images (B, 3, H, W) in [-1, 1], one per text, drawn as `sampling` says (default:
         `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
         torch's global one). With `use_diffusion=False`, the fast preview: the latent comes
-        straight from the text embedding, and no noise is drawn. `progress`: a bar over the steps."""
+        straight from the text embedding, and no noise is drawn. With `num_candidates` N > 1 (and
+        diffusion), N pictures are drawn per text (text i's are rows i·N … i·N+N-1 of one batch) and the one
+        whose caption likelihood of the text is highest is kept (DALL·E's reranking, judged by our
+        own caption decoder). `progress`: a bar over the steps."""
         sampling = sampling or SamplingConfig()
-        condition = self.text_condition(texts)
+        n = sampling.num_candidates if sampling.use_diffusion else 1  # the preview draws no noise: one picture
+        drawn = [text for text in texts for _ in range(n)]
+        condition = self.text_condition(drawn)
         if sampling.use_diffusion:
             z = self.diffusion.sample(condition, sampling, generator, progress)
         else:
             z = self.image_decoder.get_latent_from_embedding(condition[0])
-        return self.image_decoder.decode_from_latent(z).clamp(-1, 1)
+        images = self.image_decoder.decode_from_latent(z).clamp(-1, 1)
+        if n == 1:
+            return images
+        likelihood = self.caption_log_likelihood(self.encode_latent(images), drawn).view(len(texts), n)
+        best = likelihood.argmax(dim=1) + torch.arange(len(texts), device=likelihood.device) * n
+        return images[best]
 
     @torch.no_grad()
     def generate_text_from_image(self, images: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:
@@ -216,7 +241,7 @@ class GenerativeMultimodalModel(nn.Module):
         (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty,
         num_return_sequences). With several return sequences, an image's captions are adjacent.
         Captions come back as plain text: no special tokens, no '##' pieces, normal spacing."""
-        z = self.image_encoder.encode(images.to(self.device))
+        z = self.encode_latent(images)
         ids = self.caption_decoder.generate(z, max_new_tokens=max_new_tokens, **decoding)
         return [clean_caption(text) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
