@@ -95,7 +95,7 @@ def write_sheet(model, val, path: Path, sampling: SamplingConfig, seed: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sampling = cli.config_from_flags(parser, args, SamplingConfig)
+    cli.config_from_flags(parser, args, SamplingConfig)  # a bad value is a usage error before anything loads
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     trained = Path(args.adapter) if args.adapter else checkpoint  # an adapter records its own data
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             inference = InferenceConfig(**cli.given(args, InferenceConfig))
             generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter,
                                            precision=inference.precision)
+            # The flags given override the checkpoint's defaults (its preset's: SAMPLING_PRESETS).
+            sampling = generator.sampling.replace(**cli.given(args, SamplingConfig))
             val = open_split(data_dir, "val", generator.model.config.image_size,
                              **{name: getattr(data, name) for name in DATA_FIELDS})
             computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
@@ -164,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
 
     adapted = f" with the adapter {args.adapter}" if args.adapter else ""
     print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
+    if "sampling" in settings:
+        best_of = f", best of {sampling.num_candidates} by the caption decoder" if sampling.num_candidates > 1 else ""
+        print(f"text → image: {sampling.sampler}, {sampling.num_inference_steps} steps, guidance "
+              f"{sampling.guidance_scale:g}{best_of}")
     print(format_table(metrics))
     if format_seen_unseen(metrics):
         print()

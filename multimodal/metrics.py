@@ -37,6 +37,18 @@ def attribute_accuracy(
     return scores
 
 
+def _hits(similarity: torch.Tensor, is_positive: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """How many queries (rows) rank a positive key in their top K, for each K.
+
+    Ties count against the query (a negative scoring as high as the best positive ranks
+    ahead of it), so collapsed embeddings score at chance, not 100%.
+    """
+    best = similarity.masked_fill(~is_positive, -math.inf).amax(dim=1, keepdim=True)
+    ahead = ((similarity >= best) & ~is_positive).sum(dim=1)
+    answerable = is_positive.any(dim=1)
+    return torch.stack([((ahead < k) & answerable).sum() for k in ks])
+
+
 def _recall_at_k(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -45,22 +57,30 @@ def _recall_at_k(
     chunk: int = 1024,
 ) -> dict[int, float]:
     """Fraction of queries (those with a positive) whose best positive key ranks in the top K.
-
-    Queries go through in chunks so that COCO's 5k × 25k similarities never sit in memory.
-
-    Ties count against the query (a negative scoring as high as the best positive ranks
-    ahead of it), so collapsed embeddings score at chance, not 100%.
-    """
-    hits = torch.zeros(len(ks), dtype=torch.long)
-    for start in range(0, len(queries), chunk):
-        similarity = queries[start : start + chunk] @ keys.T
-        is_positive = positive[start : start + chunk]
-        best = similarity.masked_fill(~is_positive, -math.inf).amax(dim=1, keepdim=True)
-        ahead = ((similarity >= best) & ~is_positive).sum(dim=1)
-        answerable = is_positive.any(dim=1)
-        hits += torch.stack([((ahead < k) & answerable).sum() for k in ks])
+    Queries go through in chunks so that COCO's 5k × 25k similarities never sit in memory."""
+    hits = sum(
+        _hits(queries[start : start + chunk] @ keys.T, positive[start : start + chunk], ks)
+        for start in range(0, len(queries), chunk)
+    )
     answerable_count = int(positive.any(dim=1).sum())
     return {k: hits[i].item() / answerable_count for i, k in enumerate(ks)}
+
+
+def positive_matrix(positives: Sequence[int | Sequence[int]], num_texts: int) -> torch.Tensor:
+    """(images, texts) booleans: True where text t is one of image i's correct texts."""
+    positive = torch.zeros(len(positives), num_texts, dtype=torch.bool)
+    for i, texts in enumerate(positives):
+        positive[i, [texts] if isinstance(texts, int) else list(texts)] = True
+    return positive
+
+
+def recall_of_scores(scores: torch.Tensor, positive: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """R@K of queries (rows of `scores`, any score where higher is better) against keys (its
+    columns), over the queries that have a positive key; 0 when none has. For rankings that
+    are not one cosine (a reranked list), where `retrieval_recall` takes embeddings."""
+    answerable_count = int(positive.any(dim=1).sum())
+    hits = _hits(scores.float().cpu(), positive, ks)
+    return {f"R@{k}": hits[i].item() / answerable_count if answerable_count else 0.0 for i, k in enumerate(ks)}
 
 
 def retrieval_recall(
@@ -80,9 +100,7 @@ def retrieval_recall(
         raise ValueError(f"{len(image_emb)} images but {len(positives)} lists of positives")
     image_emb = F.normalize(image_emb.detach().float().cpu(), dim=-1)
     text_emb = F.normalize(text_emb.detach().float().cpu(), dim=-1)
-    positive = torch.zeros(len(image_emb), len(text_emb), dtype=torch.bool)
-    for i, texts in enumerate(positives):
-        positive[i, [texts] if isinstance(texts, int) else list(texts)] = True
+    positive = positive_matrix(positives, len(text_emb))
 
     i2t = _recall_at_k(image_emb, text_emb, positive, ks)
     t2i = _recall_at_k(text_emb, image_emb, positive.T, ks)

@@ -56,6 +56,22 @@ def tiny_model() -> GenerativeMultimodalModel:
     return GenerativeMultimodalModel(tiny_config())
 
 
+class OneHotJudge:
+    """What evaluation asks of a model beyond its five parts, for a perfect model whose
+    `encode_image` / `encode_text` are one-hot vectors of what a picture shows or a caption says:
+    the latent is that one-hot vector too, and the caption log-likelihood is 0 where the caption
+    says what the picture shows and -1 elsewhere."""
+
+    device = torch.device("cpu")
+
+    def image_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latent = self.encode_image(images)
+        return latent, latent
+
+    def caption_log_likelihood(self, latents: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        return (latents * self.encode_text(texts)).sum(1) - 1
+
+
 def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, size, size, generator=generator) * 2 - 1

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_config
+from conftest import OneHotJudge, tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.data import (
     CocoCaptionDataset,
@@ -37,7 +37,9 @@ ATTRIBUTES = ("shape", "color", "size", "position")
 ACCURACIES = [f"{part}/{name}" for part in ("caption", "t2i", "t2i_fast") for name in (*ATTRIBUTES, "all")]
 SHAPES_KEYS = {"images", "prompts", *ACCURACIES} | {
     f"retrieval/{direction}_R@{k}" for direction in ("i2t", "t2i") for k in (1, 5)
-} | {f"seconds/{part}" for part in ("retrieval", "caption", "t2i", "t2i_fast", "total")}
+} | {f"retrieval_reranked/{direction}_R@1" for direction in ("i2t", "t2i")} | {
+    f"seconds/{part}" for part in ("retrieval", "retrieval_reranked", "caption", "t2i", "t2i_fast", "total")
+}
 
 
 def run_evaluate(*args: str) -> subprocess.CompletedProcess:
@@ -55,7 +57,7 @@ def test_pictures_drawn_right_score_one_and_wrong_ones_do_not():
     assert shifted["all"] == 0.0 and shifted["shape"] > 0.9  # neighbours differ in position (or more)
 
 
-class Oracle:
+class Oracle(OneHotJudge):
     """A perfect model: it reads pictures and captions exactly, so every metric must be 1."""
 
     config = SimpleNamespace(image_size=56)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_recording, tiny_config
+from conftest import OneHotJudge, run_recording, tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import CaptionCollator, CocoCaptionDataset, image_transform, to_pil
@@ -225,7 +225,7 @@ def test_the_reader_needs_two_objects():
 
 
 # -- evaluation of seen and unseen kinds apart ------------------------------------------------
-class SceneOracle:
+class SceneOracle(OneHotJudge):
     """A perfect scenes model: it reads pictures and captions exactly, so every metric is 1."""
 
     config = SimpleNamespace(image_size=56)
@@ -256,7 +256,8 @@ def test_evaluate_scenes_gives_a_perfect_model_full_marks_seen_and_unseen(tmp_pa
     metrics = evaluate_scenes(SceneOracle(), CocoCaptionDataset(data, "val", 56), batch_size=64, limit=60)
     assert metrics["images"] == metrics["prompts"] == 60
     for group in ("", "seen/", "unseen/"):  # the first 60 layouts hold some of both kinds
-        for name in ("t2i/both", "t2i_fast/both", "caption/both", "retrieval/i2t_R@1", "retrieval/t2i_R@1"):
+        for name in ("t2i/both", "t2i_fast/both", "caption/both", "retrieval/i2t_R@1", "retrieval/t2i_R@1",
+                     "retrieval_reranked/i2t_R@1", "retrieval_reranked/t2i_R@1"):
             assert metrics[f"{group}{name}"] == 1.0, f"{group}{name}"
     assert all(check_targets(metrics, SCENES_TARGETS).values())
     table = format_seen_unseen(metrics)
@@ -286,6 +287,35 @@ def test_scene_evaluation_tells_unseen_pairs_apart(tmp_path):
     assert 0 < unseen < 100
     assert metrics["seen/t2i/both"] == 1.0 and metrics["unseen/t2i/both"] == 0.0
     assert metrics["t2i/both"] == pytest.approx(1 - unseen / 100)
+
+
+class MirrorBlind(SceneOracle):
+    """Embeds a scene and its mirror (the objects' sides swapped) alike, as a bag of words
+    would; its latent and its caption likelihood still tell them apart."""
+
+    @staticmethod
+    def _unordered(spec: scenes.SceneSpec) -> scenes.SceneSpec:
+        return min(spec, scenes.SceneSpec(spec.second, spec.first, spec.arrangement), key=LAYOUTS.index)
+
+    def encode_image(self, images):
+        return self._one_hot([self._unordered(spec) for spec in self._read(images)])
+
+    def encode_text(self, texts):
+        return self._one_hot([self._unordered(parse_scene_caption(text)) for text in texts])
+
+    def image_encoder(self, images):
+        return self._one_hot(self._read(images)), self.encode_image(images)
+
+    def caption_log_likelihood(self, latents, texts):
+        return (latents * self._one_hot([parse_scene_caption(text) for text in texts])).sum(1) - 1
+
+
+def test_reranking_by_the_caption_decoder_tells_mirror_captions_apart(tmp_path):
+    data = scenes.generate_scenes_dataset(tmp_path, num_train=1, num_val=540, image_size=56, progress=False)
+    metrics = evaluate_scenes(MirrorBlind(), CocoCaptionDataset(data, "val", 56), batch_size=64, limit=60)
+    assert metrics["retrieval/i2t_R@1"] == 0.0  # an image's caption ties with its mirror, and ties count against
+    assert metrics["retrieval/t2i_R@1"] < 1.0
+    assert metrics["retrieval_reranked/i2t_R@1"] == 1.0 and metrics["retrieval_reranked/t2i_R@1"] == 1.0
 
 
 def test_shapes_holdout_evaluation_on_a_tiny_checkpoint_prints_both_columns(tmp_path):
