@@ -3,12 +3,15 @@
     python evaluate.py                                   # checkpoints/, else checkpoints/demo/
     python evaluate.py --checkpoint ck --limit 50 --steps 20   # a quick look
 
-Shapes: retrieval over the canonical captions of the set's colours (180 for the standard set), caption attribute accuracy, and text→image
-attribute accuracy with diffusion and with the fast path, against the targets a working model
-must reach. Scenes: the same with two objects (both right: colour, shape and place) over the
-540 layouts. Where training held some kinds out (shapes-holdout, scenes), every metric also
-for the kinds training saw and those it never did. Any other data set (COCO or any layout
-train.py reads): BLEU-4, CIDEr against every caption of an image, and retrieval R@1/5/10.
+Shapes: retrieval over the canonical captions of the set's colours (180 for the standard set),
+by cosine and with each query's 5 nearest reranked by the caption decoder; caption attribute
+accuracy; text→image attribute accuracy with diffusion and with the fast path; against the
+targets a working model must reach. Scenes: the same with two objects (both right: colour,
+shape and place) over the 540 layouts, drawn as the checkpoint's preset draws (best of 8 for
+scenes; flags override). Where training held some kinds out (shapes-holdout, scenes), every
+metric also for the kinds training saw and those it never did. Any other data set (COCO or
+any layout train.py reads): BLEU-4, CIDEr against every caption of an image, and retrieval
+R@1/5/10.
 Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output); a full run
 also puts it in the checkpoint's model card (README.md).
@@ -26,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
 from multimodal import cli  # noqa: E402
-from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig  # noqa: E402
+from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig, sampling_presets  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
 from multimodal.paths import is_shard_spec, trained_data, write_text_atomically  # noqa: E402
 
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sheet", type=Path, metavar="PNG",
                       help="also draw a sample sheet here (images generated for validation captions, and "
                       "validation images with their generated captions) and print three example captions")
-    cli.add_config_arguments(parser, SamplingConfig, skip=("use_diffusion",), group_titles={"": "text → image sampling"})
+    cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(), skip=("use_diffusion",),
+                            group_titles={"": "text → image sampling"})
     cli.add_common_arguments(parser)
     return parser
 

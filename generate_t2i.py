@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import InferenceConfig, SamplingConfig
+from multimodal.config import InferenceConfig, SamplingConfig, sampling_presets
 from multimodal.errors import InvalidInputError
 from multimodal.paths import image_file_names, image_format
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--num-samples", type=cli.positive_int, metavar="N", default=1,
                         help="images per prompt (default: 1)")
     output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
-    cli.add_config_arguments(parser, SamplingConfig, group_titles={"": "sampling"})
+    cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(), group_titles={"": "sampling"})
     cli.add_common_arguments(parser)
     cli.add_run_arguments(parser)
     return parser

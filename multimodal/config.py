@@ -297,9 +297,9 @@ class SamplingConfig(_Config):
     )
     num_candidates: int = option(
         1, "draw N pictures per image asked and keep the one the caption decoder finds likeliest to be "
-        "described by the prompt (best of N, as DALL·E reranked its samples: N times the work, and many more "
-        "pictures right where the model binds words to objects unreliably; the fast preview draws one). "
-        "Default: 1, or what the checkpoint's preset sets (scenes: 8)",
+        "described by the prompt (best of N, as DALL·E reranked its samples): N times the work, for many more "
+        "pictures right where the model binds words to objects unreliably; the fast preview draws one. The "
+        "default depends on the preset the checkpoint was trained with",
         flag="--candidates",
     )
 
@@ -685,6 +685,11 @@ def sampling_preset(name: str | None) -> SamplingConfig:
     """The `SamplingConfig` a checkpoint trained with preset `name` draws with (None, or a preset
     without its own: the defaults)."""
     return SamplingConfig(**SAMPLING_PRESETS.get(name or "", {}))
+
+
+def sampling_presets() -> dict[str, dict[str, Any]]:
+    """Each preset's sampling defaults (SamplingConfig fields), as `--help` lists them."""
+    return {name: sampling_preset(name).to_dict() for name in TRAIN_PRESETS}
 
 
 def train_preset(name: str, **overrides: Any) -> TrainConfig:
