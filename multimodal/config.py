@@ -676,8 +676,8 @@ TRAIN_PRESETS["scenes"] = TRAIN_PRESETS["shapes"] | dict(
 
 
 # How a preset's checkpoints draw by default (`ImageTextGenerator`, and so every command line):
-# flags and arguments still override each field. The scenes UNet gets both objects right in
-# ~40% of its pictures; best of 8, judged by the caption decoder, in ~91% (README).
+# flags and arguments still override each field. The scenes preset's UNet gets both objects
+# right in 40% of its pictures; best of 8, judged by the caption decoder, in 88% (README).
 SAMPLING_PRESETS: dict[str, dict[str, Any]] = {"scenes": dict(num_candidates=8)}
 
 
