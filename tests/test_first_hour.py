@@ -59,13 +59,14 @@ def shapes_checkpoint(checkpoint, tmp_path_factory) -> Path:
 
 
 # -- output paths -------------------------------------------------------------------------
-def test_a_trailing_slash_makes_a_folder_and_the_extension_picks_the_format(checkpoint, tmp_path):
+def test_a_trailing_slash_makes_a_folder_and_the_extension_picks_the_format(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main = runpy.run_path(str(ROOT / "generate_t2i.py"))["main"]  # in this process: a fresh one adds nothing here
     common = ["--checkpoint", str(checkpoint), "--no-diffusion", "--quiet"]
-    assert run("generate_t2i.py", "a red circle", "--output", "new/", *common, cwd=tmp_path).returncode == 0
+    assert main(["a red circle", "--output", "new/", *common]) == 0
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["a-red-circle_0.png"]
     for name, kind in [("pic.jpg", "JPEG"), ("pic.webp", "WEBP"), ("pic.png", "PNG")]:
-        result = run("generate_t2i.py", "a red circle", "--output", name, *common, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
+        assert main(["a red circle", "--output", name, *common]) == 0
         assert Image.open(tmp_path / name).format == kind
 
 
