@@ -347,10 +347,11 @@ def _evaluate_builtin(
     progress: bool,
 ) -> dict[str, float | int]:
     """Retrieval over the canonical captions of every kind (an image's positive is its kind's),
-    by cosine and reranked by the caption decoder; greedy captions parsed back; one picture per kind drawn from its canonical caption, by
-    diffusion as `sampling` says (noise from `seed`) and by the fast path, and read back. Where
-    the set held kinds out of training, every metric also for seen and unseen kinds apart.
-    `limit` keeps the first N validation images and the first N kinds."""
+    by cosine and reranked by the caption decoder; greedy captions parsed back; one picture per
+    kind drawn from its canonical caption, by diffusion as `sampling` says (noise from `seed`)
+    and by the fast path, and read back. Where the set held kinds out of training, every metric
+    also for seen and unseen kinds apart. `limit` keeps the first N validation images and the
+    first N kinds."""
     sampling = sampling or SamplingConfig()
     started = time.perf_counter()
     split = has_heldout(dataset)

@@ -152,8 +152,9 @@ class ImageTextGenerator:
     `checkpoint_dir` is a `save_pretrained` folder or a training run folder (its `best/`,
     else `latest/`, is used); None looks in `checkpoints/`, then `checkpoints/demo/`. The
     trainer writes the EMA weights as the checkpoint's `model.safetensors`, so generation uses
-    them. `sampling` sets the text→image defaults (default: those of the preset the checkpoint was
-    trained with, `SAMPLING_PRESETS`: best of 8 for scenes, else `SamplingConfig()`); `progress` shows progress bars for long work.
+    them. `sampling` sets the text→image defaults (default: those of the preset the checkpoint
+    was trained with, `SAMPLING_PRESETS`: best of 8 for scenes, else `SamplingConfig()`);
+    `progress` shows progress bars for long work.
     `adapter` is a LoRA adapter folder (what `train.py --lora-rank` writes) applied on top; with
     no checkpoint named, its base is the one the adapter points to.
     `precision` is the autocast precision of every computation (auto: bf16 on CUDA, fp32 on the
