@@ -106,7 +106,15 @@ def _evaluation_text(evaluation: dict[str, Any]) -> str:
             continue
         goal = f"≥ {targets[name]['goal']}" + ("" if targets[name]["met"] else " (missed)") if name in targets else ""
         rows.append(f"| {name} | {value:.4f} | {goal} |" if isinstance(value, float) else f"| {name} | {value} | {goal} |")
-    return f"Measured by `evaluate.py` on {scope} of `{evaluation.get('data_dir')}` ({settings.get('device')}):\n\n" + "\n".join(rows)
+    sampling = settings.get("sampling")
+    drawn = ""
+    if sampling:
+        candidates = sampling.get("num_candidates", 1)
+        best_of = f", the best of {candidates} by the caption decoder" if candidates > 1 else ""
+        drawn = (f" Text→image: {sampling.get('sampler')}, {sampling.get('num_inference_steps')} steps, guidance "
+                 f"{sampling.get('guidance_scale'):g}{best_of}.")
+    return (f"Measured by `evaluate.py` on {scope} of `{evaluation.get('data_dir')}` ({settings.get('device')}).{drawn}"
+            "\n\n" + "\n".join(rows))
 
 
 def write_model_card(directory: str | os.PathLike, evaluation: dict[str, Any] | None = None) -> Path:

@@ -68,6 +68,9 @@ def test_evaluation_adds_its_table_to_the_card(trained, tmp_path):
     assert "| caption/all | 0.2500 | ≥ 0.95 (missed) |" in body and "| images | 8 |  |" in body
     assert "seconds/" not in body  # timings depend on the machine, not the model
     assert not list(folder.glob(".*.tmp"))
+    sampling = {"sampler": "ddim", "num_inference_steps": 50, "guidance_scale": 3.0, "num_candidates": 8}
+    write_model_card(folder, results | {"settings": {"limit": None, "device": "cpu", "sampling": sampling}})
+    assert "Text→image: ddim, 50 steps, guidance 3, the best of 8 by the caption decoder." in card_header(folder)[1]
 
 
 def test_tensorboard_reads_the_runs_losses_metrics_and_samples(trained):
