@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     adapted = f" with the adapter {args.adapter}" if args.adapter else ""
     print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
     if "sampling" in settings:
-        best_of = f", best of {sampling.num_candidates} by the caption decoder" if sampling.num_candidates > 1 else ""
-        print(f"text → image: {sampling.sampler}, {sampling.num_inference_steps} steps, guidance "
-              f"{sampling.guidance_scale:g}{best_of}")
+        print(f"text → image: {sampling.describe()}")
     print(format_table(metrics))
     if format_seen_unseen(metrics):
         print()

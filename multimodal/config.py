@@ -317,6 +317,11 @@ class SamplingConfig(_Config):
         )
         _require(self.num_candidates >= 1, "num_candidates", f"must be at least 1, got {self.num_candidates}")
 
+    def describe(self) -> str:
+        """How diffusion draws, in words: what evaluate.py prints and model cards say."""
+        best_of = f", the best of {self.num_candidates} by the caption decoder" if self.num_candidates > 1 else ""
+        return f"{self.sampler}, {self.num_inference_steps} steps, guidance {self.guidance_scale:g}{best_of}"
+
 
 @dataclass
 class InferenceConfig(_Config):

@@ -155,7 +155,7 @@ class _EncodedImages:
 def _embed_and_caption(
     model: GenerativeMultimodalModel, loader: torch.utils.data.DataLoader, progress: bool
 ) -> _EncodedImages:
-    """Every image encoded and captioned in one pass (so each is read once)."""
+    """Every image encoded once, and captioned from that latent, in one pass."""
     latents, embeddings, captions, image_ids = [], [], [], []
     seconds = {"retrieval": 0.0, "caption": 0.0}
     for batch in tqdm(loader, desc="embed + caption images", unit="batch", disable=not progress):
@@ -165,7 +165,7 @@ def _embed_and_caption(
         latents.append(z.cpu())
         embeddings.append(embedding.cpu())
         embedded = time.perf_counter()
-        captions += model.generate_text_from_image(batch["image"])
+        captions += model.generate_text_from_latent(z)
         seconds["retrieval"] += embedded - start
         seconds["caption"] += time.perf_counter() - embedded
         image_ids += batch["image_id"].tolist()
@@ -208,8 +208,7 @@ def _draw_both_ways(
     seconds each took."""
     seconds = {}
     start = time.perf_counter()
-    best_of = f", best of {sampling.num_candidates}" if sampling.num_candidates > 1 else ""
-    label = f"text → image ({sampling.sampler}, {sampling.num_inference_steps} steps{best_of})"
+    label = f"text → image ({sampling.describe()})"
     diffusion = _draw(model, prompts, batch_size, label if progress else None, sampling.replace(use_diffusion=True),
                       seed)
     seconds["t2i"] = time.perf_counter() - start

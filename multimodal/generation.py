@@ -203,9 +203,9 @@ class ImageTextGenerator:
         """`images[i][j]` is image j of prompt i, drawn as `sampling` (default: this generator's)
         with `options` (its field names: num_inference_steps, guidance_scale, sampler, eta,
         guidance_rescale, use_diffusion, num_candidates: best of N by the caption decoder) says.
-        All prompts × images are one batched sampling
-        call whose noise comes from `generator`, or from a new one seeded with `seed`, so the same
-        prompts, options and seed give the same pixels (bit for bit on the CPU).
+        All prompts × images are one batched sampling call whose noise comes from `generator`, or
+        from a new one seeded with `seed`, so the same prompts, options and seed give the same
+        pixels (bit for bit on the CPU).
         """
         prompts = check_prompts(prompts)
         sampling = sampling_config(sampling or self.sampling, options)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from multimodal.config import SamplingConfig
 from multimodal.paths import CONFIG_NAME, read_trainer_state, write_text_atomically
 
 CARD_NAME = "README.md"
@@ -107,12 +108,7 @@ def _evaluation_text(evaluation: dict[str, Any]) -> str:
         goal = f"≥ {targets[name]['goal']}" + ("" if targets[name]["met"] else " (missed)") if name in targets else ""
         rows.append(f"| {name} | {value:.4f} | {goal} |" if isinstance(value, float) else f"| {name} | {value} | {goal} |")
     sampling = settings.get("sampling")
-    drawn = ""
-    if sampling:
-        candidates = sampling.get("num_candidates", 1)
-        best_of = f", the best of {candidates} by the caption decoder" if candidates > 1 else ""
-        drawn = (f" Text→image: {sampling.get('sampler')}, {sampling.get('num_inference_steps')} steps, guidance "
-                 f"{sampling.get('guidance_scale'):g}{best_of}.")
+    drawn = f" Text→image: {SamplingConfig.from_dict(sampling).describe()}." if sampling else ""
     return (f"Measured by `evaluate.py` on {scope} of `{evaluation.get('data_dir')}` ({settings.get('device')}).{drawn}"
             "\n\n" + "\n".join(rows))
 

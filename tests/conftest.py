@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, ModelConfig  # noqa: E402
 
@@ -57,16 +58,30 @@ def tiny_model() -> GenerativeMultimodalModel:
 
 
 class OneHotJudge:
-    """What evaluation asks of a model beyond its five parts, for a perfect model whose
-    `encode_image` / `encode_text` are one-hot vectors of what a picture shows or a caption says:
-    the latent is that one-hot vector too, and the caption log-likelihood is 0 where the caption
-    says what the picture shows and -1 elsewhere."""
+    """A perfect model of a built-in set, as evaluation sees it: `_read` names what a picture
+    shows and `_parse` what a caption says (one of `kinds`, whose canonical caption is
+    `caption`); embeddings and latents are one-hot vectors over the kinds, captions are the
+    canonical ones, and the caption log-likelihood is 0 where the caption says what the picture
+    shows and -1 elsewhere."""
 
     device = torch.device("cpu")
+    kinds: list
+
+    def _one_hot(self, kinds: list) -> torch.Tensor:
+        return F.one_hot(torch.tensor([self.kinds.index(kind) for kind in kinds]), len(self.kinds)).float()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self._one_hot(self._read(images))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self._one_hot([self._parse(text) for text in texts])
 
     def image_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.encode_image(images)
         return latent, latent
+
+    def generate_text_from_latent(self, latents: torch.Tensor) -> list[str]:
+        return [self.caption(self.kinds[int(index)]) for index in latents.argmax(1)]
 
     def caption_log_likelihood(self, latents: torch.Tensor, texts: list[str]) -> torch.Tensor:
         return (latents * self.encode_text(texts)).sum(1) - 1

@@ -217,9 +217,9 @@ class GenerativeMultimodalModel(nn.Module):
         `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
         torch's global one). With `use_diffusion=False`, the fast preview: the latent comes
         straight from the text embedding, and no noise is drawn. With `num_candidates` N > 1 (and
-        diffusion), N pictures are drawn per text (text i's are rows i·N … i·N+N-1 of one batch) and the one
-        whose caption likelihood of the text is highest is kept (DALL·E's reranking, judged by our
-        own caption decoder). `progress`: a bar over the steps."""
+        diffusion), N pictures are drawn per text (text i's are rows i·N … i·N+N-1 of one batch)
+        and the one whose caption likelihood of the text is highest is kept (DALL·E's reranking,
+        judged by our own caption decoder). `progress`: a bar over the steps."""
         sampling = sampling or SamplingConfig()
         n = sampling.num_candidates if sampling.use_diffusion else 1  # the preview draws no noise: one picture
         drawn = [text for text in texts for _ in range(n)]
@@ -241,8 +241,12 @@ class GenerativeMultimodalModel(nn.Module):
         (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty,
         num_return_sequences). With several return sequences, an image's captions are adjacent.
         Captions come back as plain text: no special tokens, no '##' pieces, normal spacing."""
-        z = self.encode_latent(images)
-        ids = self.caption_decoder.generate(z, max_new_tokens=max_new_tokens, **decoding)
+        return self.generate_text_from_latent(self.encode_latent(images), max_new_tokens, **decoding)
+
+    @torch.no_grad()
+    def generate_text_from_latent(self, latents: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:
+        """`generate_text_from_image` for image latents z (`encode_latent`), when the caller has them."""
+        ids = self.caption_decoder.generate(latents.to(self.device), max_new_tokens=max_new_tokens, **decoding)
         return [clean_caption(text) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     # -- checkpoints ----------------------------------------------------------------------
