@@ -28,10 +28,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
-from multimodal import cli  # noqa: E402
+from multimodal import cli, presets  # noqa: E402
 from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig, sampling_presets  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
-from multimodal.paths import is_shard_spec, trained_data, write_text_atomically  # noqa: E402
+from multimodal.files import write_text_atomically  # noqa: E402
+from multimodal.paths import is_shard_spec  # noqa: E402
+from multimodal.provenance import trained_data  # noqa: E402
 
 RESULTS_NAME = "evaluation.json"
 SHEET_COLUMNS = 8
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sheet", type=Path, metavar="PNG",
                       help="also draw a sample sheet here (images generated for validation captions, and "
                       "validation images with their generated captions) and print three example captions")
-    cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(), skip=("use_diffusion",),
+    cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(),
                             group_titles={"": "text → image sampling"})
     cli.add_common_arguments(parser)
     return parser
@@ -113,60 +115,51 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--data-dir {data_dir} is not a folder")
     data = cli.build_config(parser, lambda: TrainConfig(**(options | cli.given(args, TrainConfig))), TrainConfig)
     # The libraries load only once the arguments are good: --help and usage errors are instant.
-    from multimodal.data import DatasetLayoutError, open_split
+    from multimodal.data import open_split
+    from multimodal.data.builtin import builtin_params
     from multimodal.data.layouts import resolve_format
     from multimodal.evaluation import (
-        SCENES_TARGETS,
-        SHAPES_HOLDOUT_TARGETS,
-        SHAPES_TARGETS,
+        BUILTIN_DRIVERS,
         builtin_dataset_kind,
         check_targets,
-        evaluate_coco,
-        evaluate_scenes,
-        evaluate_shapes,
+        evaluate_captions,
         format_seen_unseen,
         format_table,
         format_targets,
-        has_heldout,
     )
 
-    try:
-        with cli.friendly_errors(parser.prog):
-            # Images left out change what the numbers mean: say so (one line each).
-            warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
-            from multimodal.generation import ImageTextGenerator
+    with cli.friendly_errors(parser.prog):
+        # Images left out change what the numbers mean: say so (one line each).
+        warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
+        from multimodal.generation import ImageTextGenerator
 
-            inference = InferenceConfig(**cli.given(args, InferenceConfig))
-            generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter,
-                                           precision=inference.precision)
-            # The flags given override the checkpoint's defaults (its preset's: SAMPLING_PRESETS).
-            sampling = generator.sampling.replace(**cli.given(args, SamplingConfig))
-            val = open_split(data_dir, "val", generator.model.config.image_size,
-                             **{name: getattr(data, name) for name in DATA_FIELDS})
-            computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
-            settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device),
-                        "precision": inference.precision, "dtype": computed_in}
-            seed = 0 if args.seed is None else args.seed
-            with generator.computing():
-                dataset = builtin_dataset_kind(val)
-                if dataset is not None:
-                    evaluate_builtin = evaluate_shapes if dataset == "shapes" else evaluate_scenes
-                    if dataset == "scenes":
-                        targets = SCENES_TARGETS
-                    else:
-                        targets = SHAPES_HOLDOUT_TARGETS if has_heldout(val) else SHAPES_TARGETS
-                    settings |= {"sampling": sampling.to_dict(), "seed": seed}
-                    metrics = evaluate_builtin(
-                        generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
-                        limit=args.limit, progress=True,
-                    )
-                else:
-                    dataset, targets = resolve_format(data_dir, data.data_format), {}
-                    metrics = evaluate_coco(generator.model, val, batch_size=args.batch_size, limit=args.limit,
+        inference = InferenceConfig(**cli.given(args, InferenceConfig))
+        generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter,
+                                       precision=inference.precision)
+        # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
+        sampling = generator.sampling_config(**cli.given(args, SamplingConfig))
+        val = open_split(data_dir, "val", generator.model.config.image_size,
+                         **{name: getattr(data, name) for name in DATA_FIELDS})
+        computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
+        settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device),
+                    "precision": inference.precision, "dtype": computed_in}
+        seed = 0 if args.seed is None else args.seed
+        with generator.computing():
+            dataset = builtin_dataset_kind(val)
+            if dataset is not None:
+                # A built-in set is judged by its own kind's judge, against the targets of the
+                # preset that draws it (as its params file records it).
+                preset = presets.of_builtin_set(dataset, builtin_params(dataset, data_dir))
+                targets = dict(preset.targets) if preset else {}
+                settings |= {"sampling": sampling.to_dict(), "seed": seed}
+                metrics = BUILTIN_DRIVERS[dataset](
+                    generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
+                    limit=args.limit, progress=True,
+                )
+            else:
+                dataset, targets = resolve_format(data_dir, data.data_format), {}
+                metrics = evaluate_captions(generator.model, val, batch_size=args.batch_size, limit=args.limit,
                                             progress=True)
-    except DatasetLayoutError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
 
     adapted = f" with the adapter {args.adapter}" if args.adapter else ""
     print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from multimodal import cli
 from multimodal.config import InferenceConfig, SamplingConfig, sampling_presets
 from multimodal.errors import InvalidInputError
-from multimodal.paths import image_file_names, image_format
+from multimodal.images import image_file_names, image_format
 
 DEFAULT_FILE = Path("generated.png")
 DEFAULT_FOLDER = Path("generated")
@@ -41,17 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--num-samples", type=cli.positive_int, metavar="N", default=1,
                         help="images per prompt (default: 1)")
     output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--diffusion", action=argparse.BooleanOptionalAction, default=True,
+                          help="draw by diffusion (the default); --no-diffusion: the fast preview, decoded straight from "
+                          "the text embedding")
     cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(), group_titles={"": "sampling"})
     cli.add_common_arguments(parser)
     cli.add_run_arguments(parser)
     return parser
 
 
-def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace, sampling: SamplingConfig) -> None:
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Options that would change nothing are refused (or, when harmless, warned about once)."""
-    if sampling.use_diffusion:
+    if args.diffusion:
         return
-    ignored = [name for name in cli.given(args, SamplingConfig) if name != "use_diffusion"]
+    ignored = list(cli.given(args, SamplingConfig))
     if ignored:
         flags = ", ".join(cli.flag_of(next(f for f in dataclasses.fields(SamplingConfig) if f.name == n)) for n in ignored)
         parser.error(f"{flags} set how diffusion samples; --no-diffusion does not sample")
@@ -90,8 +94,8 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sampling = cli.config_from_flags(parser, args, SamplingConfig)
-    check_options(parser, args, sampling)
+    cli.config_from_flags(parser, args, SamplingConfig)  # a bad value is a usage error before anything loads
+    check_options(parser, args)
     try:
         paths = output_paths(args)
     except InvalidInputError as error:
@@ -106,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         inference = InferenceConfig(**cli.given(args, InferenceConfig))
         generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet,
                                        adapter=args.adapter, precision=inference.precision)
-        # The flags given override the checkpoint's defaults (its preset's: SAMPLING_PRESETS).
+        # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
         images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
-                                              **cli.given(args, SamplingConfig))
+                                              use_diffusion=args.diffusion, **cli.given(args, SamplingConfig))
         for image, path in zip([image for row in images for image in row], paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:

@@ -14,15 +14,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed packages, never the hub
 
-from multimodal import cli  # noqa: E402
-from multimodal.config import (  # noqa: E402
-    MODEL_PRESETS,
-    TRAIN_PRESETS,
-    ModelConfig,
-    TrainConfig,
-    model_preset,
-    train_preset,
-)
+from multimodal import cli, presets  # noqa: E402
+from multimodal.config import ModelConfig, TrainConfig, model_preset, train_preset  # noqa: E402
 
 MODEL_GROUPS = {group: f"model: {group}" for group in ("images", "text", "caption decoder", "diffusion", "losses")}
 TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "autoencoder": "the autoencoder stage",
@@ -34,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the multimodal model: contrastive image and text encoders, the image decoder, the "
         "caption decoder and latent diffusion. All parts train at once, or (--diffusion-epochs, as the shapes "
         "preset does) every part but diffusion first, then the diffusion UNet alone. Writes <output-dir>/latest/ "
-        "and best/ checkpoints, metrics.csv, curves.png and samples/epoch_NNN.png. Defaults depend on --preset.",
+        "and best/ checkpoints, metrics.csv, curves.png and samples/epoch_NNN.png. Defaults depend on --preset:\n"
+        + "\n".join(f"  {preset.name:<15} {preset.summary}" for preset in presets.PRESETS.values()),
         epilog="examples:\n"
         "  python train.py --preset shapes                # the built-in shapes set, generated on first use\n"
         "  python train.py --data-dir /data/coco2017 --batch-size 128 --epochs 30 --freeze-bert\n"
@@ -45,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from <output-dir>/latest exactly where it stopped")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
-    presets = {name: train_preset(name).to_dict() | {"preset": "coco"} for name in TRAIN_PRESETS}  # --preset's own default
-    cli.add_config_arguments(parser, TrainConfig, defaults=presets, group_titles=TRAIN_GROUPS)
-    models = {name: model_preset(name).to_dict() for name in MODEL_PRESETS}
+    trains = {name: train_preset(name).to_dict() | {"preset": "coco"} for name in presets.names()}  # --preset's own default
+    cli.add_config_arguments(parser, TrainConfig, defaults=trains, group_titles=TRAIN_GROUPS)
+    models = {name: model_preset(name).to_dict() for name in presets.names()}
     cli.add_config_arguments(parser, ModelConfig, defaults=models, skip=("bert_config",), group_titles=MODEL_GROUPS)
     return parser
 

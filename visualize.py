@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 from multimodal import cli  # noqa: E402
 from multimodal.config import DATA_FIELDS, SamplingConfig, TrainConfig, VisualizeConfig  # noqa: E402
 from multimodal.errors import CheckpointError  # noqa: E402
-from multimodal.paths import METRICS_NAME, is_shard_spec, resolve_checkpoint, trained_data  # noqa: E402
+from multimodal.paths import METRICS_NAME, is_shard_spec, resolve_checkpoint  # noqa: E402
+from multimodal.provenance import trained_data  # noqa: E402
 
 OUTPUT_NAME = "visualize"  # the PNGs' folder inside the run, unless --output-dir says otherwise
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
+    from multimodal import plots
     from multimodal import visualization as draw
     from multimodal.data import open_split
     from multimodal.device import pick_device
@@ -85,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         captions = [item["caption"] for item in items]
         output.mkdir(parents=True, exist_ok=True)
         written = [
-            draw.loss_curves(history, output / "loss_curves.png"),
-            draw.codebook_curves(history, output / "codebook.png"),
+            plots.loss_curves(history, output / "loss_curves.png"),
+            plots.codebook_curves(history, output / "codebook.png"),
             draw.reconstructions(model, images[: config.num_images], output / "reconstructions.png"),
             draw.latent_statistics(model, images, output / "latent_statistics.png"),
             draw.denoising_trajectory(model, config.prompt or captions[0], sampling, config.trajectory_frames,

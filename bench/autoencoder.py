@@ -27,8 +27,8 @@ from skimage.metrics import structural_similarity
 from bench.data import COCO_MINI
 from multimodal.config import TrainConfig, model_preset
 from multimodal.data import open_split
+from multimodal.plots import pyplot
 from multimodal.training import Trainer
-from multimodal.training.samples import pyplot
 
 IMAGE_SIZE = 112
 WIDTH = 16  # of the encoder, decoder and discriminator: a quarter of the coco preset's, so a CPU row takes minutes

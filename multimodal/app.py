@@ -26,12 +26,13 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
-from multimodal.config import SAMPLERS, SamplingConfig, ServeConfig  # noqa: E402
+from multimodal.config import SAMPLERS, ServeConfig  # noqa: E402
 from multimodal.data import CaptionDataset, open_split  # noqa: E402
 from multimodal.data.transforms import load_rgb  # noqa: E402
-from multimodal.errors import InvalidInputError  # noqa: E402
-from multimodal.generation import ImageTextGenerator, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
-from multimodal.paths import is_shard_spec, trained_data  # noqa: E402
+from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
+from multimodal.generation import ImageTextGenerator  # noqa: E402
+from multimodal.paths import is_shard_spec  # noqa: E402
+from multimodal.provenance import trained_data  # noqa: E402
 
 # System fonts only: gradio's default theme would fetch its fonts, and a demo must work offline.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -168,11 +169,12 @@ class Demo:
         if len(prompt or "") > MAX_PROMPT_CHARACTERS:
             raise refuse(f"A prompt of at most {MAX_PROMPT_CHARACTERS} characters, please.")
         with page_messages():
-            sampling = SamplingConfig(num_inference_steps=int(steps), guidance_scale=float(guidance),
-                                      sampler=sampler, use_diffusion=not preview,
-                                      num_candidates=1 if preview else int(candidates))
-            return self.generator.generate_from_text(prompt, num_images_per_prompt=int(count), seed=seed_of(seed),
-                                                     sampling=sampling)[0]
+            # The sliders on top of the checkpoint's own defaults (its preset's), as the command lines do.
+            return self.generator.generate_from_text(
+                prompt, num_images_per_prompt=int(count), seed=seed_of(seed), use_diffusion=not preview,
+                num_inference_steps=int(steps), guidance_scale=float(guidance), sampler=sampler,
+                num_candidates=1 if preview else int(candidates),
+            )[0]
 
     def image_to_text(self, image: str | None, decoding: str, count: float, beams: float, temperature: float,
                       top_p: float, seed: float | None) -> str:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from multimodal.config import InferenceConfig
-from multimodal.errors import ConfigError, InvalidInputError, TrainingError
+from multimodal.config.options import choices_of
+from multimodal.errors import (
+    ConfigError,
+    InvalidInputError,
+    OutsideTrainingDataWarning,
+    PromptTruncatedWarning,
+    SlowPrecisionWarning,
+    TrainingError,
+)
 
 # Nothing here imports torch, transformers or diffusers at the top: parsing arguments, --help
 # and usage errors answer at once; the libraries load when a command really runs.
@@ -101,7 +109,7 @@ def add_config_arguments(
         if kind is bool:
             groups[title].add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            choices = field.metadata.get("choices")
+            choices = choices_of(field)
             metavar = None if choices else {int: "N", float: "F", str: "TEXT"}[kind]
             groups[title].add_argument(flag, dest=field.name, type=kind, choices=choices, metavar=metavar, help=help_text)
 
@@ -239,7 +247,6 @@ def friendly_errors(prog: str) -> Iterator[None]:
     be read or written → one line on stderr and exit code 2."""
     from diffusers.utils import logging as diffusers_logging
 
-    from multimodal.generation import OutsideTrainingDataWarning, PromptTruncatedWarning, SlowPrecisionWarning
     from multimodal.logs import quiet_transformers
 
     verbosity = diffusers_logging.get_verbosity()

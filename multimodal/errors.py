@@ -1,4 +1,5 @@
-"""The errors a person can cause, each with a message that says what to do.
+"""The errors a person can cause, each with a message that says what to do, and the warnings
+the command lines show in one line.
 
 They live here, in a module that imports nothing, so that the command lines can catch them
 (and print one line, exit code 2) without loading torch.
@@ -35,3 +36,15 @@ class DeviceUnavailableError(InvalidInputError):
 
 class TrainingError(RuntimeError):
     """A run that cannot go on; the message says why and what was kept."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt longer than the text encoder takes: only its beginning is used."""
+
+
+class OutsideTrainingDataWarning(UserWarning):
+    """An input unlike anything the checkpoint was trained on: its output means little."""
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision this machine can only emulate, many times slower than fp32."""

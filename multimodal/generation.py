@@ -25,15 +25,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, sampling_preset, suggest
-from multimodal.data.builtin import BUILTIN_CONTENTS
+from multimodal import presets
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, preset_sampling, suggest
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
-from multimodal.errors import InvalidInputError
-from multimodal.images import save_image
+from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning, SlowPrecisionWarning
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.paths import adapter_base, image_file_names, image_format, resolve_checkpoint, trained_preset
+from multimodal.images import image_file_names, image_format, save_image
+from multimodal.paths import adapter_base, resolve_checkpoint
+from multimodal.provenance import trained_preset
 
 CAPTION_BATCH = 32  # images captioned per forward pass
 
@@ -43,18 +44,6 @@ _FIXED_GENERATION_OPTIONS = {
     "output_scores", "output_logits", "output_attentions", "output_hidden_states", "transformers_version",
     "_from_model_config", "max_length",
 }
-
-
-class PromptTruncatedWarning(UserWarning):
-    """A prompt longer than the text encoder takes: only its beginning is used."""
-
-
-class OutsideTrainingDataWarning(UserWarning):
-    """An input unlike anything the checkpoint was trained on: its output means little."""
-
-
-class SlowPrecisionWarning(UserWarning):
-    """A precision this machine can only emulate, many times slower than fp32."""
 
 
 def looks_like_shapes_picture(image: Image.Image) -> bool:
@@ -96,17 +85,6 @@ def check_prompts(prompts: Sequence[str] | str) -> list[str]:
         if not prompt.strip():
             raise InvalidInputError(f"a prompt must not be empty, got {prompt!r}")
     return prompts
-
-
-def sampling_config(base: SamplingConfig, options: dict[str, Any]) -> SamplingConfig:
-    """`base` with `options` (SamplingConfig field names) applied; a misspelt name gets a suggestion."""
-    for name in options:
-        if name not in SamplingConfig.field_names():
-            raise InvalidInputError(
-                f"unknown option {name!r}{suggest(name, SamplingConfig.field_names())}; text→image takes "
-                f"{', '.join(SamplingConfig.field_names())}, num_images_per_prompt, seed and generator"
-            )
-    return base.replace(**options)
 
 
 def decoding_options(num_captions: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +131,7 @@ class ImageTextGenerator:
     else `latest/`, is used); None looks in `checkpoints/`, then `checkpoints/demo/`. The
     trainer writes the EMA weights as the checkpoint's `model.safetensors`, so generation uses
     them. `sampling` sets the text→image defaults (default: those of the preset the checkpoint
-    was trained with, `SAMPLING_PRESETS`: best of 8 for scenes, else `SamplingConfig()`);
+    was trained with, multimodal/presets.py: best of 8 for scenes, else `SamplingConfig()`);
     `progress` shows progress bars for long work.
     `adapter` is a LoRA adapter folder (what `train.py --lora-rank` writes) applied on top; with
     no checkpoint named, its base is the one the adapter points to.
@@ -187,10 +165,24 @@ class ImageTextGenerator:
         self.transform = image_transform(self.model.config.image_size)
         self.progress = progress
         self.trained_on = trained_preset(self.checkpoint_dir)  # "shapes", "coco", or None when unrecorded
-        self.sampling = sampling or sampling_preset(self.trained_on)
+        self.sampling = sampling or preset_sampling(self.trained_on)
         self._said_outside = False
 
     # -- text → image ---------------------------------------------------------------------
+    def sampling_config(self, sampling: SamplingConfig | None = None, **options: Any) -> SamplingConfig:
+        """How this generator draws: `sampling` (default: the generator's own, which is the
+        checkpoint's preset's unless it was given one) with `options` (SamplingConfig field
+        names) on top. The one place sampling options meet: generation, evaluate.py, the page
+        and the command lines all ask it; a misspelt name gets a suggestion."""
+        names = SamplingConfig.field_names()
+        for name in options:
+            if name not in names:
+                raise InvalidInputError(
+                    f"unknown option {name!r}{suggest(name, names)}; text→image takes {', '.join(names)}, "
+                    "num_images_per_prompt, seed, generator and use_diffusion"
+                )
+        return (sampling or self.sampling).replace(**options)
+
     def generate_from_text(
         self,
         prompts: Sequence[str] | str,
@@ -198,17 +190,19 @@ class ImageTextGenerator:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         sampling: SamplingConfig | None = None,
+        use_diffusion: bool = True,
         **options: Any,
     ) -> list[list[Image.Image]]:
-        """`images[i][j]` is image j of prompt i, drawn as `sampling` (default: this generator's)
-        with `options` (its field names: num_inference_steps, guidance_scale, sampler, eta,
-        guidance_rescale, use_diffusion, num_candidates: best of N by the caption decoder) says.
-        All prompts × images are one batched sampling call whose noise comes from `generator`, or
-        from a new one seeded with `seed`, so the same prompts, options and seed give the same
-        pixels (bit for bit on the CPU).
+        """`images[i][j]` is image j of prompt i, drawn as `self.sampling_config(sampling,
+        **options)` says (options: num_inference_steps, guidance_scale, sampler, eta,
+        guidance_rescale, num_candidates: best of N by the caption decoder). All prompts × images
+        are one batched sampling call whose noise comes from `generator`, or from a new one seeded
+        with `seed`, so the same prompts, options and seed give the same pixels (bit for bit on
+        the CPU). `use_diffusion=False` is the fast preview instead: the latent decoded straight
+        from the text embedding, no noise drawn, the same picture every time.
         """
         prompts = check_prompts(prompts)
-        sampling = sampling_config(sampling or self.sampling, options)
+        sampling = self.sampling_config(sampling, **options)
         if num_images_per_prompt < 1:
             raise InvalidInputError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
         if seed is not None and generator is not None:
@@ -219,7 +213,8 @@ class ImageTextGenerator:
         self._warn_if_truncated(prompts)
         texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
         with self.computing():
-            pixels = self.model.generate_image_from_text(texts, sampling, generator, progress=self.progress)
+            pixels = self.model.generate_image_from_text(texts, sampling, generator, progress=self.progress,
+                                                         use_diffusion=use_diffusion)
         images = [to_pil(image) for image in pixels]
         n = num_images_per_prompt
         return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -343,12 +338,13 @@ class ImageTextGenerator:
 
     def _say_if_outside_training_data(self, image: Image.Image) -> None:
         """Once per generator: a checkpoint of a built-in set given a picture unlike them."""
-        if self.trained_on not in BUILTIN_CONTENTS or self._said_outside or looks_like_shapes_picture(image):
+        preset = presets.find(self.trained_on)
+        if preset is None or preset.builtin is None or self._said_outside or looks_like_shapes_picture(image):
             return
         self._said_outside = True
         warnings.warn(
             f"{self.checkpoint_dir} was trained on the built-in {self.trained_on} set only "
-            f"({BUILTIN_CONTENTS[self.trained_on]}): it describes every picture as such",
+            f"({preset.builtin.contents}): it describes every picture as such",
             OutsideTrainingDataWarning,
             stacklevel=4,
         )

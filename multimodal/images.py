@@ -1,5 +1,6 @@
 """Pictures in and out without torch: reading any file, PIL image or array as 8-bit RGB, the
-resize and crop every model input goes through, and writing a picture safely.
+resize and crop every model input goes through, the names of generated pictures, and writing
+a picture safely.
 
 Torch-free on purpose: the ONNX runner (`multimodal.onnx_run`) reads and writes pictures
 exactly as the PyTorch code does, without importing torch.
@@ -8,16 +9,49 @@ exactly as the PyTorch code does, without importing torch.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from multimodal.errors import InvalidInputError
-from multimodal.paths import image_format
+from multimodal.files import file_written_in_place
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+# Image formats a generated picture can be written in, by file extension (PIL's names).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format a file name asks for by its extension (png, jpg, webp); others are refused."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        found = f"{suffix!r}" if suffix else "a name without an extension"
+        raise InvalidInputError(f"{path}: cannot write an image as {found}; use {', '.join(IMAGE_FORMATS)}")
+    return IMAGE_FORMATS[suffix]
+
+
+def slugify(text: str, max_length: int = 60) -> str:
+    """A file-name-safe form of a prompt: 'A red circle!' → 'a-red-circle' (Unicode letters stay)."""
+    slug = re.sub(r"[^\w]+", "-", text.lower()).strip("-_")
+    return slug[:max_length].rstrip("-_") or "prompt"
+
+
+def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png") -> list[list[str]]:
+    """`names[i][j]`: `<prompt slug>_<j><extension>` for image j of prompt i; prompts with the
+    same slug get a numbered suffix so that no file overwrites another."""
+    names, used = [], set()
+    for prompt in prompts:
+        slug, n = slugify(prompt), 2
+        while slug in used:
+            slug, n = f"{slugify(prompt)}-{n}", n + 1
+        used.add(slug)
+        names.append([f"{slug}_{j}{extension}" for j in range(count)])
+    return names
 
 
 def resize_and_crop(image_size: int) -> Callable[[Image.Image], Image.Image]:
@@ -114,7 +148,6 @@ def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = Fa
     if path.exists() and not overwrite:
         raise InvalidInputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
-    temporary.replace(path)
+    with file_written_in_place(path) as temporary:
+        image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
     return path

@@ -1,5 +1,5 @@
 """Metrics of generated output against the truth: retrieval R@K, BLEU and CIDEr, attribute
-accuracy. Plain functions of tensors and strings; `evaluation.py` runs them over a data set."""
+accuracy. Plain functions of tensors and strings; `multimodal/evaluation/` runs them over a data set."""
 
 from __future__ import annotations
 

@@ -18,25 +18,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from multimodal import presets
 from multimodal.config import SamplingConfig
-from multimodal.paths import CONFIG_NAME, read_trainer_state, write_text_atomically
+from multimodal.presets import ModelCard
+from multimodal.files import write_text_atomically
+from multimodal.paths import CONFIG_NAME
+from multimodal.provenance import read_trainer_state
 
 CARD_NAME = "README.md"
 
-# What each preset's data set is, what the card's header calls it, and an example prompt.
-DATASETS = {
-    "shapes": ("shapes", "the built-in shapes set of 56×56 pictures of one coloured circle, square or triangle on black",
-               "a large red circle on the left"),
-    "coco": ("coco", "COCO 2017 captions", "a dog running on the beach"),
-}
-METRICS = {"shapes": ["recall", "accuracy"], "coco": ["recall", "bleu", "cider"]}
-LIMITATIONS = {
-    "shapes": "It knows only the shapes set: given a photograph it still describes a coloured shape, and it draws "
-    "nothing but one shape on black.",
-    "coco": "A small model trained on about 118,000 captioned photos: pictures come from a 7×7 latent and are "
-    "blurry, captions are short and generic, and it repeats the biases of COCO's photos and captions.",
-}
-UNKNOWN = ("unknown", "a data set this checkpoint does not record", "a small blue square at the top")
+# A checkpoint whose trainer recorded no preset (or one this version does not know).
+UNKNOWN = ModelCard(
+    dataset="unknown", described="a data set this checkpoint does not record", prompt="a photo of a dog",
+    metrics=("recall",), limitations="Unknown training data: test it on yours before use.",
+)
 
 
 def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | None = None,
@@ -45,10 +40,10 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
     (trainer_state.json, None for a plain save_pretrained) and evaluate.py's results."""
     train_config = (trainer_state or {}).get("train_config") or {}
     preset = train_config.get("preset")
-    dataset, described, prompt = DATASETS.get(preset, UNKNOWN)
+    card = getattr(presets.find(preset), "card", UNKNOWN)
     header = ["---", "library_name: multimodal", "pipeline_tag: text-to-image", "tags:"]
     header += [f"- {tag}" for tag in ("text-to-image", "image-to-text", "image-captioning", "latent-diffusion", "clip")]
-    header += ["datasets:", f"- {dataset}", "metrics:"] + [f"- {m}" for m in METRICS.get(preset, ["recall"])] + ["---"]
+    header += ["datasets:", f"- {card.dataset}", "metrics:"] + [f"- {m}" for m in card.metrics] + ["---"]
 
     size = config["image_size"]
     lines = header + [
@@ -68,7 +63,7 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         history = trainer_state.get("history") or []
         last = history[-1] if history else {}
         lines.append(
-            f"Preset `{preset}`, on {described}, read from `{train_config.get('data_dir')}`: {trainer_state.get('step')} "
+            f"Preset `{preset}`, on {card.described}, read from `{train_config.get('data_dir')}`: {trainer_state.get('step')} "
             f"optimiser steps, {trainer_state.get('epoch')} epochs ({train_config.get('epochs')} of every part"
             + (f", then {train_config['diffusion_epochs']} of diffusion alone" if train_config.get("diffusion_epochs") else "")
             + f"), batch {train_config.get('batch_size')}, peak learning rate {train_config.get('learning_rate')}, "
@@ -86,13 +81,13 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         "```python",
         "from multimodal import ImageTextGenerator",
         'generator = ImageTextGenerator("path/to/this-folder")',
-        f'caption = generator.image_to_text(generator.text_to_image("{prompt}", seed=0))',
+        f'caption = generator.image_to_text(generator.text_to_image("{card.prompt}", seed=0))',
         "```",
         "",
     ]
     if evaluation:
         lines += ["## Evaluation", "", _evaluation_text(evaluation), ""]
-    lines += ["## Limitations", "", LIMITATIONS.get(preset, "Unknown training data: test it on yours before use."), ""]
+    lines += ["## Limitations", "", card.limitations, ""]
     return "\n".join(lines)
 
 

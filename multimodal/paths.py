@@ -11,23 +11,18 @@
     <adapter>/base_checkpoint.json          the checkpoint it was trained from
     <export>/export.json, *.onnx            an ONNX export (`python -m multimodal.export`)
 
-and the names of generated image files, which --data-dir names WebDataset shards, and writing a
-folder so that a crash never leaves half of it. Imports nothing heavy, so the command lines can
-check every path before torch loads.
+and which --data-dir names WebDataset shards. Imports nothing heavy, so the command lines can
+check every path before torch loads. Writing files whole is `files.py`'s; what a checkpoint
+records of its training, `provenance.py`'s; the names of generated pictures, `images.py`'s.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
 
-from multimodal.config import DATA_FIELDS, default_data_dir
-from multimodal.errors import CheckpointError, InvalidInputError
+from multimodal.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -105,65 +100,6 @@ def adapter_base(adapter: str | os.PathLike) -> Path:
     return Path(read_base_pointer(adapter)["base_checkpoint"])
 
 
-def being_written(target: Path) -> Path:
-    """Where a new version of folder `target` is written before it is renamed into place."""
-    return target.with_name(f".{target.name}.tmp")
-
-
-def set_aside(target: Path) -> Path:
-    """Where the old version of folder `target` waits while the new one is renamed into place."""
-    return target.with_name(f".{target.name}.old")
-
-
-@contextmanager
-def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
-    """A fresh temporary folder beside `target` to write into. When the block ends well it
-    replaces `target` (the old one is moved aside, then removed), so a crash never leaves half a
-    folder; when it raises, the temporary folder is removed and `target` is as it was."""
-    target = Path(target)
-    temporary = being_written(target)
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    previous = set_aside(target)
-    shutil.rmtree(previous, ignore_errors=True)
-    if target.exists():
-        target.rename(previous)
-    temporary.rename(target)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """The trainer's record in a checkpoint written by train.py (None for a plain save_pretrained folder)."""
-    try:
-        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def trained_data(checkpoint: str | os.PathLike) -> tuple[Path, dict]:
-    """The data set the checkpoint was trained on and how it was read (its layout, columns and
-    validation fraction), as its trainer state records them (the data folder as an absolute
-    path since this version; older runs record the preset, or nothing: shapes)."""
-    state = read_trainer_state(checkpoint) or {}
-    train_config = state.get("train_config") if isinstance(state.get("train_config"), dict) else {}
-    options = {name: train_config[name] for name in DATA_FIELDS if name in train_config}
-    if train_config.get("data_dir"):
-        return Path(train_config["data_dir"]), options
-    return default_data_dir(train_config.get("preset", "shapes")), options
-
-
-def trained_preset(checkpoint: str | os.PathLike) -> str | None:
-    """The preset a trainer-written checkpoint was trained with (None when it does not say)."""
-    train_config = (read_trainer_state(checkpoint) or {}).get("train_config")
-    return train_config.get("preset") if isinstance(train_config, dict) else None
-
-
 # WebDataset shards: what `--data-dir` names when it is not a dataset folder.
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -180,44 +116,3 @@ def is_shard_spec(data_dir: str | os.PathLike) -> bool:
         for folder in (root, root / "train")
         if folder.is_dir()
     )
-
-
-# Image formats a generated picture can be written in, by file extension (PIL's names).
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-
-
-def image_format(path: str | os.PathLike) -> str:
-    """The format a file name asks for by its extension (png, jpg, webp); others are refused."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in IMAGE_FORMATS:
-        found = f"{suffix!r}" if suffix else "a name without an extension"
-        raise InvalidInputError(f"{path}: cannot write an image as {found}; use {', '.join(IMAGE_FORMATS)}")
-    return IMAGE_FORMATS[suffix]
-
-
-def slugify(text: str, max_length: int = 60) -> str:
-    """A file-name-safe form of a prompt: 'A red circle!' → 'a-red-circle' (Unicode letters stay)."""
-    slug = re.sub(r"[^\w]+", "-", text.lower()).strip("-_")
-    return slug[:max_length].rstrip("-_") or "prompt"
-
-
-def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png") -> list[list[str]]:
-    """`names[i][j]`: `<prompt slug>_<j><extension>` for image j of prompt i; prompts with the
-    same slug get a numbered suffix so that no file overwrites another."""
-    names, used = [], set()
-    for prompt in prompts:
-        slug, n = slugify(prompt), 2
-        while slug in used:
-            slug, n = f"{slugify(prompt)}-{n}", n + 1
-        used.add(slug)
-        names.append([f"{slug}_{j}{extension}" for j in range(count)])
-    return names
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` beside `path` and rename it into place: a reader never sees half a file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-    return path

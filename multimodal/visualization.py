@@ -1,9 +1,9 @@
-"""Pictures of a trained run, for looking inside it (`visualize.py` draws them all).
+"""Pictures of what a trained model computes, for looking inside a run (`visualize.py` draws
+them, beside the curves of its metrics.csv that `multimodal.plots` draws).
 
-Each function writes one PNG and returns its path: the loss curves of every stage (from
-metrics.csv), validation images beside their reconstructions, the latent's per-channel
-statistics, the denoising trajectory of one prompt, a 2-D map of the image and text embeddings,
-and, where the run recorded them (a VQ latent), the codebook's usage and perplexity.
+Each function writes one PNG (atomically, through `plots.save_figure`) and returns its path:
+validation images beside their reconstructions, the latent's per-channel statistics, the
+denoising trajectory of one prompt and a 2-D map of the image and text embeddings.
 """
 
 from __future__ import annotations
@@ -11,61 +11,14 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from multimodal.config import SamplingConfig
 from multimodal.data.transforms import to_pil
 from multimodal.models import GenerativeMultimodalModel
-from multimodal.training.samples import pyplot
-
-CODEBOOK_MARK = "codebook"  # metrics.csv columns with this in their name describe a VQ codebook
-NOT_LOSSES = ("i2t", "t2i", "lr", "images_per_s", CODEBOOK_MARK)  # columns of metrics.csv that are not losses
-
-
-def _save(figure: Any, path: Path) -> Path:
-    """Write the figure beside `path` and rename it into place: never half a PNG."""
-    plt = pyplot()
-    figure.tight_layout()
-    partial = path.with_name(f".{path.name}.partial")
-    figure.savefig(partial, dpi=100, format="png")
-    plt.close(figure)
-    partial.replace(path)
-    return path
-
-
-def loss_curves(history: pd.DataFrame, path: Path) -> Path:
-    """One panel per training stage: every loss it reports, training and validation, per epoch
-    (each stage's losses are its own, so stages are not drawn on one axis)."""
-    plt = pyplot()
-    stages = list(dict.fromkeys(history["stage"])) if "stage" in history else ["joint"]
-    figure, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
-    for axis, stage in zip(axes[0], stages):
-        rows = history[history["stage"] == stage] if "stage" in history else history
-        for column in rows.columns:
-            is_loss = column.startswith(("train_", "val_")) and not any(mark in column for mark in NOT_LOSSES)
-            if is_loss and rows[column].notna().any():
-                style = "-" if column.startswith("train_") else "--"
-                axis.plot(rows["epoch"], rows[column], style, marker="o", markersize=3, label=column)
-        axis.set(xlabel="epoch", ylabel="loss", title=f"stage: {stage}")
-        axis.legend(fontsize=7)
-    return _save(figure, path)
-
-
-def codebook_curves(history: pd.DataFrame, path: Path) -> Path | None:
-    """The codebook's usage and perplexity per epoch, or None when the run has no codebook."""
-    columns = [column for column in history.columns if CODEBOOK_MARK in column and history[column].notna().any()]
-    if not columns:
-        return None
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.6), squeeze=False)
-    for axis, column in zip(axes[0], columns):
-        axis.plot(history["epoch"], history[column], marker="o", markersize=3)
-        axis.set(xlabel="epoch", title=column)
-    return _save(figure, path)
+from multimodal.plots import pyplot, save_figure
 
 
 @torch.no_grad()
@@ -80,7 +33,7 @@ def reconstructions(model: GenerativeMultimodalModel, images: torch.Tensor, path
             axes[row][column].axis("off")
     axes[0][0].set_title("validation image", fontsize=8, loc="left")
     axes[1][0].set_title("reconstruction", fontsize=8, loc="left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 @torch.no_grad()
@@ -101,7 +54,7 @@ def latent_statistics(model: GenerativeMultimodalModel, images: torch.Tensor, pa
     stds.plot(channels, model.diffusion.latent_std.cpu().numpy(), "r.", markersize=3, label="running (diffusion)")
     stds.set(xlabel="channel", ylabel="standard deviation")
     stds.legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 @torch.no_grad()
@@ -125,7 +78,7 @@ def denoising_trajectory(
         axis.axis("off")
     figure.suptitle("\n".join(textwrap.wrap(f"{sampling.sampler}, guidance {sampling.guidance_scale:g}: {prompt}", 90)),
                     fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _layout(method: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -155,4 +108,4 @@ def embedding_map(
     axis.scatter(*text_points.T, s=14, marker="^", label="their captions")
     axis.set(title=f"image and text embeddings ({method.upper()}, {len(images)} pairs)", xticks=[], yticks=[])
     axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configurations that build in a fraction of a second."""
+"""Shared fixtures and helpers: tiny configurations that build in a fraction of a second, a tiny
+shapes set and trainer, and train.py run as a command with the tiny model's flags."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -14,6 +18,19 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, ModelConfig  # noqa: E402
+from multimodal.config import TrainConfig  # noqa: E402
+from multimodal.data import generate_shapes_dataset  # noqa: E402
+from multimodal.training import Trainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_MINI = REPO.parent / "shared" / "coco-mini"
+# train.py's flags for the model of tiny_config() (with a frozen BERT), for runs as a command.
+TINY_FLAGS = (
+    "--image-size 28 --latent-channels 32 --encoder-width 8 --decoder-width 8 --embed-dim 32 "
+    "--proj-hidden-dim 64 --pool-channels 4 --caption-width 32 --caption-layers 1 --caption-heads 2 "
+    "--unet-width 32 --unet-blocks 1 --unet-heads 2 --num-timesteps 100 --freeze-bert --num-workers 0 "
+    "--image-encoder simple_cnn"
+).split()
 
 # A random-initialised BERT that uses the bundled vocabulary: real tokenizer, tiny network.
 TINY_BERT = dict(
@@ -55,6 +72,31 @@ def tiny_config(**overrides) -> ModelConfig:
 def tiny_model() -> GenerativeMultimodalModel:
     torch.manual_seed(0)
     return GenerativeMultimodalModel(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> Path:
+    return generate_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=24, num_val=8, image_size=28, progress=False)
+
+
+def tiny_trainer(shapes_dir: Path, output_dir: Path, resume: bool = False, **overrides) -> Trainer:
+    values = dict(
+        preset="shapes", data_dir=str(shapes_dir), output_dir=str(output_dir), epochs=2, batch_size=8,
+        learning_rate=1e-3, warmup_epochs=1, num_workers=0, sample_every_epoch=False,
+    )
+    return Trainer(tiny_config(freeze_bert=True), TrainConfig(**(values | overrides)), resume=resume)
+
+
+def run_train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class OneHotJudge:

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from conftest import random_images, tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, SamplingConfig
 from multimodal.adapters import merge
-from multimodal.config import LORA_TARGETS, TrainConfig
+from multimodal.adapters.targets import LORA_TARGETS
+from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset, parse_caption_attributes, read_shape_attributes
 from multimodal.errors import ConfigError, TrainingError
 from multimodal.training import Trainer

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import random_images, run_recording, tiny_config
+from conftest import COCO_MINI, TINY_FLAGS, random_images, run_recording, run_train, tiny_config, tiny_trainer
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.errors import ConfigError
@@ -18,7 +18,6 @@ from multimodal.paths import TRAINING_DISCRIMINATOR
 from multimodal.training import Trainer
 from multimodal.training.autoencoder import adaptive_weight
 from multimodal.training.stages import plan_stages
-from test_training import COCO_MINI, TINY_FLAGS, run_train, shapes_dir, tiny_trainer  # noqa: F401  (the fixture and helpers)
 
 
 def test_vq_passes_gradients_straight_through_and_trains_the_chosen_codes():
@@ -110,7 +109,7 @@ def test_the_autoencoder_stage_comes_first_trains_its_parts_and_freezes_them_aft
 
 
 @pytest.mark.parametrize("regularizer", ["kl", "vq"])
-def test_the_autoencoder_stage_trains_and_resumes_mid_stage_exactly(shapes_dir, tmp_path, regularizer):  # noqa: F811
+def test_the_autoencoder_stage_trains_and_resumes_mid_stage_exactly(shapes_dir, tmp_path, regularizer):
     def trainer(output, resume=False):
         torch.manual_seed(0)
         return Trainer(
@@ -148,7 +147,7 @@ def test_the_autoencoder_stage_trains_and_resumes_mid_stage_exactly(shapes_dir, 
     assert "val_i2t_R@1" not in metrics  # the stage makes no embeddings
 
 
-def test_the_discriminator_waits_for_its_start_step(shapes_dir, tmp_path):  # noqa: F811
+def test_the_discriminator_waits_for_its_start_step(shapes_dir, tmp_path):
     trainer = tiny_trainer(shapes_dir, tmp_path, autoencoder_epochs=1, epochs=1, max_steps=3, perceptual_weight=0,
                            discriminator_start=10, discriminator_width=8)
     before = {k: v.clone() for k, v in trainer.objective.discriminator.state_dict().items()}
@@ -158,7 +157,7 @@ def test_the_discriminator_waits_for_its_start_step(shapes_dir, tmp_path):  # no
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_14_by_14_latent_trains_a_step_with_attention_at_7_only(shapes_dir, tmp_path):  # noqa: F811
+def test_a_14_by_14_latent_trains_a_step_with_attention_at_7_only(shapes_dir, tmp_path):
     config = tiny_config(image_size=28, latent_size=14, freeze_bert=True)
     trainer = Trainer(config, TrainConfig(preset="shapes", data_dir=str(shapes_dir), output_dir=str(tmp_path),
                                           max_steps=1, batch_size=8, num_workers=0, sample_every_epoch=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +15,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import random_images, tiny_config
+from conftest import REPO, TINY_FLAGS, free_port, random_images, tiny_config
 from multimodal import GenerativeMultimodalModel
-from test_training import REPO, TINY_FLAGS, shapes_dir  # noqa: F401  (shapes_dir is a fixture)
 
 BATCH = 4  # per process
 CAPTIONS = [f"a {colour} shape" for colour in ["red", "green", "blue", "yellow", "black", "white", "pink", "brown"]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_model() -> GenerativeMultimodalModel:
@@ -80,7 +72,7 @@ def run_torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_torchrun_trains_writes_a_checkpoint_and_resumes(shapes_dir, tmp_path):  # noqa: F811
+def test_torchrun_trains_writes_a_checkpoint_and_resumes(shapes_dir, tmp_path):
     # An autoencoder stage with its discriminator (trained outside DDP, its gradients averaged by
     # hand) first: 24 images / 4 per step = 6 steps, then the encoders stage.
     autoencoder = ["--autoencoder-epochs", "1", "--perceptual-weight", "0", "--discriminator-width", "8"]

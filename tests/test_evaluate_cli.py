@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import OneHotJudge, tiny_config
-from multimodal import GenerativeMultimodalModel
+from multimodal import GenerativeMultimodalModel, presets
 from multimodal.data import (
     CocoCaptionDataset,
     ShapeSpec,
@@ -28,7 +28,15 @@ from multimodal.data import (
     render_shape,
     to_pil,
 )
-from multimodal.evaluation import SHAPES_TARGETS, check_targets, evaluate_shapes, format_targets, score_shape_images
+from multimodal.evaluation import (
+    check_targets,
+    evaluate_shapes,
+    format_table,
+    format_targets,
+    score_shape_images,
+)
+
+SHAPES_TARGETS = presets.get("shapes").targets
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "coco-mini"
@@ -40,12 +48,26 @@ SHAPES_KEYS = {"images", "prompts", *ACCURACIES} | {
 } | {f"retrieval_reranked/{direction}_R@1" for direction in ("i2t", "t2i")} | {
     f"seconds/{part}" for part in ("retrieval", "retrieval_reranked", "caption", "t2i", "t2i_fast", "total")
 }
+COCO_KEYS = {"images", "captions", "caption/BLEU-4", "caption/CIDEr"} | {
+    f"retrieval/{direction}_R@{k}" for direction in ("i2t", "t2i") for k in (1, 5, 10)
+} | {f"seconds/{part}" for part in ("retrieval", "caption", "total")}
 
 
 def run_evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "evaluate.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
+
+
+def assert_printed_and_consistent(metrics: dict, stdout: str, ks: tuple[int, ...]) -> None:
+    """The metrics written are the table printed; recall grows with K within [0, 1]; the parts'
+    seconds add up to at most the total."""
+    assert format_table(metrics) in stdout
+    for direction in ("i2t", "t2i"):
+        recalls = [metrics[f"retrieval/{direction}_R@{k}"] for k in ks]
+        assert 0.0 <= recalls[0] and recalls == sorted(recalls) and recalls[-1] <= 1.0, (direction, recalls)
+    parts = sum(value for name, value in metrics.items() if name.startswith("seconds/") and name != "seconds/total")
+    assert 0.0 < parts <= metrics["seconds/total"]
 
 
 # -- scoring, without a model ---------------------------------------------------------------
@@ -70,7 +92,8 @@ class Oracle(OneHotJudge):
     def _parse(self, text: str) -> ShapeSpec:
         return ShapeSpec(**parse_caption_attributes(text))
 
-    def generate_image_from_text(self, texts: list[str], sampling=None, generator=None) -> torch.Tensor:
+    def generate_image_from_text(self, texts: list[str], sampling=None, generator=None,
+                                 use_diffusion=True) -> torch.Tensor:
         rng = np.random.default_rng(0)
         specs = [ShapeSpec(**parse_caption_attributes(text)) for text in texts]
         return torch.stack([image_transform(56)(render_shape(spec, 56, rng)) for spec in specs])
@@ -112,6 +135,7 @@ def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder
         assert 0.0 <= metrics[name] <= 1.0, name
     assert set(results["targets"]) == set(SHAPES_TARGETS)
     assert "t2i/all" in result.stdout and "targets met" in result.stdout
+    assert_printed_and_consistent(metrics, result.stdout, (1, 5))
 
 
 def test_a_full_evaluation_puts_its_table_in_the_model_card_and_a_quick_look_does_not(run_folder):
@@ -136,9 +160,13 @@ def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
     assert result.returncode == 0, result.stderr
     results = json.loads((run_folder / "best" / "evaluation-limit-8.json").read_text())
     metrics = results["metrics"]
-    assert results["dataset"] == "coco" and metrics["images"] == 8 and metrics["captions"] >= 40
-    for name in ("caption/BLEU-4", "caption/CIDEr", "retrieval/i2t_R@10", "retrieval/t2i_R@10"):
-        assert metrics[name] >= 0.0, name
+    assert results["dataset"] == "coco" and set(metrics) == COCO_KEYS and results["targets"] == {}
+    first = list(CocoCaptionDataset(COCO_MINI, "val").references.values())[:8]
+    assert metrics["images"] == 8 and metrics["captions"] == sum(len(captions) for captions in first)
+    assert_printed_and_consistent(metrics, result.stdout, (1, 5, 10))
+    assert metrics["retrieval/t2i_R@10"] == 1.0  # 8 images: a caption ranks them all, its own among them
+    assert 0.0 <= metrics["caption/BLEU-4"] <= 1.0 and 0.0 <= metrics["caption/CIDEr"] <= 10.0
+    assert "targets met" not in result.stdout
 
 
 @pytest.mark.parametrize("problem", ["checkpoint", "data"])

@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import random_images, tiny_config
 from multimodal import GenerativeMultimodalModel, SamplingConfig
 from multimodal.export import TOLERANCE, export
-from multimodal.export import main as export_main
+from multimodal.export.__main__ import main as export_main
 from multimodal.onnx_run import OnnxGenerator
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

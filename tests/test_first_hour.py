@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 from multimodal.data import generate_shapes_dataset
-from multimodal.generation import OutsideTrainingDataWarning
+from multimodal.errors import OutsideTrainingDataWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

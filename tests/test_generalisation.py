@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import OneHotJudge, run_recording, tiny_config
-from multimodal import GenerativeMultimodalModel
+from multimodal import GenerativeMultimodalModel, presets
 from multimodal.config import TrainConfig
 from multimodal.data import CaptionCollator, CocoCaptionDataset, image_transform, to_pil
 from multimodal.data import scenes
@@ -34,8 +34,6 @@ from multimodal.data.shapes import (
     is_heldout,
 )
 from multimodal.evaluation import (
-    SCENES_TARGETS,
-    SHAPES_HOLDOUT_TARGETS,
     check_targets,
     evaluate_scenes,
     evaluate_shapes,
@@ -237,7 +235,7 @@ class SceneOracle(OneHotJudge):
     def _parse(self, text: str) -> scenes.SceneSpec:
         return parse_scene_caption(text)
 
-    def generate_image_from_text(self, texts, sampling=None, generator=None):
+    def generate_image_from_text(self, texts, sampling=None, generator=None, use_diffusion=True):
         rng = np.random.default_rng(0)
         specs = [parse_scene_caption(text) for text in texts]
         return torch.stack([image_transform(56)(scenes.render_scene(spec, 56, rng)) for spec in specs])
@@ -251,7 +249,7 @@ def test_evaluate_scenes_gives_a_perfect_model_full_marks_seen_and_unseen(tmp_pa
         for name in ("t2i/both", "t2i_fast/both", "caption/both", "retrieval/i2t_R@1", "retrieval/t2i_R@1",
                      "retrieval_reranked/i2t_R@1", "retrieval_reranked/t2i_R@1"):
             assert metrics[f"{group}{name}"] == 1.0, f"{group}{name}"
-    assert all(check_targets(metrics, SCENES_TARGETS).values())
+    assert all(check_targets(metrics, presets.get("scenes").targets).values())
     table = format_seen_unseen(metrics)
     assert table.splitlines()[0].split() == ["metric", "all", "seen", "unseen"] and "t2i/both" in table
 
@@ -261,7 +259,7 @@ class WrongOnUnseen(SceneOracle):
 
     heldout = scenes.heldout_pairs()
 
-    def generate_image_from_text(self, texts, sampling=None, generator=None):
+    def generate_image_from_text(self, texts, sampling=None, generator=None, use_diffusion=True):
         rng = np.random.default_rng(0)
         specs = []
         for spec in (parse_scene_caption(text) for text in texts):
@@ -329,7 +327,7 @@ def test_shapes_holdout_evaluation_on_a_tiny_checkpoint_prints_both_columns(tmp_
     header = next(line for line in result.stdout.splitlines() if line.split()[:4] == ["metric", "all", "seen", "unseen"])
     assert header
     targets = json.loads((run / "best" / "evaluation-limit-20.json").read_text())["targets"]
-    assert set(targets) == set(SHAPES_HOLDOUT_TARGETS)
+    assert set(targets) == set(presets.get("shapes-holdout").targets)
 
 
 def test_shapes_evaluation_splits_seen_and_unseen(tmp_path):

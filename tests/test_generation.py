@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 from multimodal import ImageTextGenerator, SamplingConfig
-from multimodal.errors import InvalidInputError
 from multimodal.device import autocast_dtype
-from multimodal.generation import PromptTruncatedWarning, SlowPrecisionWarning, decoding_options
+from multimodal.errors import InvalidInputError, PromptTruncatedWarning, SlowPrecisionWarning
+from multimodal.generation import decoding_options
 from multimodal.captions import clean_caption
-from multimodal.paths import slugify
+from multimodal.images import slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 COCO_VAL = ROOT.parent / "shared" / "coco-mini" / "val2017"
@@ -484,7 +484,7 @@ def test_a_presets_checkpoint_draws_with_its_sampling_defaults_and_flags_overrid
     scenes_checkpoint, tmp_path, monkeypatch
 ):
     scenes = ImageTextGenerator(scenes_checkpoint, device="cpu")
-    assert scenes.sampling == SamplingConfig(num_candidates=8)  # SAMPLING_PRESETS["scenes"]
+    assert scenes.sampling == SamplingConfig(num_candidates=8)  # the scenes preset's sampling
     best = scenes.text_to_image("a red circle on the left and a blue square on the right", seed=0,
                                 num_inference_steps=2)
     single = scenes.text_to_image("a red circle on the left and a blue square on the right", seed=0,

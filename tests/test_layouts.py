@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import COCO_MINI, REPO, TINY_FLAGS, free_port, run_train, tiny_config
 from multimodal.config import TrainConfig
 from multimodal.data import detect_layout, open_split, read_layout
 from multimodal.data.__main__ import main as data_main
@@ -23,8 +23,6 @@ from multimodal.data.convert import convert
 from multimodal.data.layouts import hold_out
 from multimodal.data.webdataset_source import CAPTION_KEYS, IMAGE_KEYS, captions_of, sample_id, scan_shard, shard_lists
 from multimodal.training import Trainer
-from test_distributed import free_port
-from test_training import COCO_MINI, REPO, TINY_FLAGS, run_train
 
 LAYOUTS = ("coco", "imagefolder", "paired", "captions-txt", "webdataset")
 

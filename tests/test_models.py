@@ -291,6 +291,21 @@ def test_diffusion_loss_with_known_noise_equals_the_hand_computation(prediction_
     assert loss.item() == pytest.approx(((prediction - target) ** 2).mean().item(), rel=1e-4)
 
 
+def test_compute_diffusion_loss_is_the_forward_diffusion_loss_and_trains_only_the_unet():
+    torch.manual_seed(0)
+    model = GenerativeMultimodalModel(tiny_config()).eval()
+    images = random_images(4, 28)
+    tokens = model.text_encoder.tokenize(["a red circle", "a blue square", "a green triangle", "a red square"])
+    torch.manual_seed(1)  # the same timesteps and noise in both calls
+    loss = model.compute_diffusion_loss(images, tokens["input_ids"], tokens["attention_mask"])
+    torch.manual_seed(1)
+    out = model(images, tokens["input_ids"], tokens["attention_mask"], loss_weights={"diffusion": 1.0, "fast_path": 1.0})
+    assert loss.item() == pytest.approx(out["diffusion"].item(), rel=1e-6)
+    loss.backward()
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained == {"diffusion"}
+
+
 def test_latent_statistics_follow_the_training_latents():
     model = GenerativeMultimodalModel(tiny_config(latent_stats_momentum=0.5)).train()
     z = torch.randn(64, model.config.latent_channels, 7, 7) * 3 + 2

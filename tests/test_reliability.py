@@ -41,11 +41,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import multimodal.training.checkpoint as checkpoint_module
-from conftest import tiny_config
+from conftest import REPO, TINY_FLAGS, run_train, tiny_config, tiny_trainer
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 from multimodal.data import load_rgb
-from multimodal.errors import InvalidInputError
-from multimodal.generation import PromptTruncatedWarning
+from multimodal.errors import InvalidInputError, PromptTruncatedWarning
 from multimodal.training import TrainingError
 from multimodal.training.checkpoint import (
     is_resumable,
@@ -54,7 +53,6 @@ from multimodal.training.checkpoint import (
     recover_checkpoint,
     save_checkpoint,
 )
-from test_training import REPO, TINY_FLAGS, run_train, shapes_dir, tiny_trainer  # noqa: F401 (a fixture)
 
 PACKAGE = REPO / "multimodal"
 SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py", "app.py")]
@@ -147,7 +145,7 @@ def test_keep_last_keeps_step_copies_of_the_last_k_saves(tiny_model, tmp_path):
     assert _step_of(tmp_path / "step_0000008") == 8
 
 
-def test_trainer_keeps_the_last_k_saves_as_step_folders(shapes_dir, tmp_path):  # noqa: F811
+def test_trainer_keeps_the_last_k_saves_as_step_folders(shapes_dir, tmp_path):
     tiny_trainer(shapes_dir, tmp_path, epochs=1, save_every=1, keep_last=2).run()
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000002", "step_0000003"]
     assert _step_of(tmp_path / "step_0000003") == _step_of(tmp_path / "latest") == 3
@@ -187,7 +185,7 @@ def _long_run_flags(data: Path, output: Path, *extra: str) -> list[str]:
     ids=["SIGTERM to the trainer", "Ctrl-C: SIGINT to the trainer and its data worker"],
 )
 def test_a_signal_finishes_the_step_saves_latest_and_exits_0(
-    shapes_dir, tmp_path, signal_name, workers, group  # noqa: F811
+    shapes_dir, tmp_path, signal_name, workers, group
 ):
     data = shutil.copytree(shapes_dir, tmp_path / "data")
     corrupt = sorted((data / "train2017").iterdir())[5]
@@ -213,7 +211,7 @@ def test_a_signal_finishes_the_step_saves_latest_and_exits_0(
     assert f"unreadable image {corrupt}" in stderr
 
 
-def test_kill_9_loses_at_most_the_steps_since_the_last_save(shapes_dir, tmp_path):  # noqa: F811
+def test_kill_9_loses_at_most_the_steps_since_the_last_save(shapes_dir, tmp_path):
     output = tmp_path / "run"
     log = tmp_path / "train"
     process = _start_train(*_long_run_flags(shapes_dir, output, "--save-every", "2"), log=log)
@@ -232,7 +230,7 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_save(shapes_dir, tmp_path
     assert _step_of(output / "latest") == saved + 2
 
 
-def test_nonfinite_losses_are_skipped_counted_and_too_many_stop_the_run(shapes_dir, tmp_path):  # noqa: F811
+def test_nonfinite_losses_are_skipped_counted_and_too_many_stop_the_run(shapes_dir, tmp_path):
     trainer = tiny_trainer(shapes_dir, tmp_path, epochs=3, max_nonfinite_steps=3, save_every=1000)
     forward, calls = trainer.model.forward, []
 
@@ -411,7 +409,7 @@ def _refuse(*args, **kwargs):
     raise AssertionError("something was unpickled")
 
 
-def test_loading_and_resuming_never_unpickle(shapes_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_loading_and_resuming_never_unpickle(shapes_dir, tmp_path, monkeypatch):
     tiny_trainer(shapes_dir, tmp_path).save()
     for module, name in ((torch, "load"), (torch.serialization, "load"), (pickle, "load"), (pickle, "loads")):
         monkeypatch.setattr(module, name, _refuse)

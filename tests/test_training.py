@@ -4,52 +4,19 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import run_recording, tiny_config
+from conftest import COCO_MINI, TINY_FLAGS, run_recording, run_train, tiny_config, tiny_trainer
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
-from multimodal.data import generate_shapes_dataset
-from multimodal.training import Trainer
 from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import learning_rate, plan_stages
 from multimodal.training.text_cache import TextFeatureCache
 from multimodal.training.trainer import default_num_workers
-
-REPO = Path(__file__).resolve().parents[1]
-COCO_MINI = REPO.parent / "shared" / "coco-mini"
-TINY_FLAGS = (
-    "--image-size 28 --latent-channels 32 --encoder-width 8 --decoder-width 8 --embed-dim 32 "
-    "--proj-hidden-dim 64 --pool-channels 4 --caption-width 32 --caption-layers 1 --caption-heads 2 "
-    "--unet-width 32 --unet-blocks 1 --unet-heads 2 --num-timesteps 100 --freeze-bert --num-workers 0 "
-    "--image-encoder simple_cnn"
-).split()
-
-
-def run_train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory) -> Path:
-    return generate_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=24, num_val=8, image_size=28, progress=False)
-
-
-def tiny_trainer(shapes_dir: Path, output_dir: Path, resume: bool = False, **overrides) -> Trainer:
-    values = dict(
-        preset="shapes", data_dir=str(shapes_dir), output_dir=str(output_dir), epochs=2, batch_size=8,
-        learning_rate=1e-3, warmup_epochs=1, num_workers=0, sample_every_epoch=False,
-    )
-    return Trainer(tiny_config(freeze_bert=True), TrainConfig(**(values | overrides)), resume=resume)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():

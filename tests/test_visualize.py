@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset
 from multimodal.training import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
 

@@ -168,9 +168,10 @@ class GenerativeMultimodalModel(nn.Module):
         attention_mask: torch.Tensor,
         text_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The diffusion loss alone for a batch, with the encoders frozen: what the diffusion
-        stage of training optimises, in one call (to train or measure the UNet on new data)."""
-        return self(images, input_ids, attention_mask, text_states, loss_weights={"diffusion": 1.0})["loss"]
+        """The diffusion loss alone for a batch of (image, caption) pairs, the encoders run
+        without gradients: to measure the UNet on data of one's own, or to train it alone. (The
+        trainer's diffusion stage asks `forward` for this loss and the fast path's together.)"""
+        return self(images, input_ids, attention_mask, text_states, loss_weights={"diffusion": 1.0})["diffusion"]
 
     # -- encoding -------------------------------------------------------------------------
     def text_condition(self, texts: list[str]) -> Condition:
@@ -212,19 +213,21 @@ class GenerativeMultimodalModel(nn.Module):
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        use_diffusion: bool = True,
     ) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1], one per text, drawn as `sampling` says (default:
         `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
         torch's global one). With `use_diffusion=False`, the fast preview: the latent comes
-        straight from the text embedding, and no noise is drawn. With `num_candidates` N > 1 (and
-        diffusion), N pictures are drawn per text (text i's are rows i·N … i·N+N-1 of one batch)
-        and the one whose caption likelihood of the text is highest is kept (DALL·E's reranking,
-        judged by our own caption decoder). `progress`: a bar over the steps."""
+        straight from the text embedding, no noise is drawn and `sampling` is not read. With
+        `num_candidates` N > 1 (and diffusion), N pictures are drawn per text (text i's are rows
+        i·N … i·N+N-1 of one batch) and the one whose caption likelihood of the text is highest is
+        kept (DALL·E's reranking, judged by our own caption decoder). `progress`: a bar over the
+        steps."""
         sampling = sampling or SamplingConfig()
-        n = sampling.num_candidates if sampling.use_diffusion else 1  # the preview draws no noise: one picture
+        n = sampling.num_candidates if use_diffusion else 1  # the preview draws no noise: one picture
         drawn = [text for text in texts for _ in range(n)]
         condition = self.text_condition(drawn)
-        if sampling.use_diffusion:
+        if use_diffusion:
             z = self.diffusion.sample(condition, sampling, generator, progress)
         else:
             z = self.image_decoder.get_latent_from_embedding(condition[0])

@@ -1,4 +1,5 @@
-"""Training: the loop, its stages and checkpoints, the text-feature cache and the run's pictures."""
+"""Training: the loop, its stages and checkpoints, the caches of what frozen parts compute and
+the run's sample sheets."""
 
 from multimodal.errors import TrainingError
 from multimodal.training.trainer import Trainer

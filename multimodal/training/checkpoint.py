@@ -9,7 +9,7 @@
     <dir>/training_discriminator.safetensors                  the autoencoder stage's discriminator}
 
 A LoRA run (`base` given) writes the adapter instead of config.json and model.safetensors
-(see `multimodal/adapters.py`), and its training weights are the raw adapter tensors alone:
+(see `multimodal/adapters/`), and its training weights are the raw adapter tensors alone:
 the base is read again from its own folder.
 
 Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
@@ -35,6 +35,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from multimodal.adapters import adapter_state, is_adapter, load_adapter_state, save_adapter
 from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
+from multimodal.files import being_written, folder_written_in_place, set_aside
 from multimodal.paths import (
     ADAPTER_WEIGHTS,
     TRAINING_DISCRIMINATOR,
@@ -42,9 +43,6 @@ from multimodal.paths import (
     TRAINING_STATE,
     TRAINING_WEIGHTS,
     WEIGHTS_NAME,
-    being_written,
-    folder_written_in_place,
-    set_aside,
 )
 
 

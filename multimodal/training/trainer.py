@@ -1,5 +1,6 @@
 """The training loop. One class whose `run()` reads top to bottom: set up, then for each
-epoch train, validate, write the pictures and checkpoints.
+epoch train, validate, write the pictures and checkpoints. Its `__init__` is a sequence of the
+builders before it: the model, the data, the adapters, the optimiser, the caches; then the stages.
 
 Exact resumption is a design goal: the data order and each image's caption derive from
 (seed, epoch, index), the checkpoint holds the RNG states, and validation and sampling run
@@ -38,7 +39,9 @@ from multimodal.metrics import retrieval_recall
 from multimodal.models import LOSSES, GenerativeMultimodalModel
 from multimodal.models.image_encoder import LATENT_PATH
 from multimodal.models.text_encoder import tokenize
-from multimodal.paths import METRICS_NAME, trained_data
+from multimodal.paths import METRICS_NAME
+from multimodal.provenance import trained_data
+from multimodal.plots import training_curves
 from multimodal.training.checkpoint import (
     is_resumable,
     keep_step_copies,
@@ -47,12 +50,13 @@ from multimodal.training.checkpoint import (
     save_checkpoint,
 )
 from multimodal.training.autoencoder import AutoencoderObjective
-from multimodal.training.distributed import init_distributed
+from multimodal.training.distributed import Distributed, init_distributed
 from multimodal.training.ema import ExponentialMovingAverage
-from multimodal.training.samples import write_curves, write_sample_sheet
+from multimodal.training.latent_cache import LatentCache
+from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import Stage, plan_stages
 from multimodal.training.tensorboard import TensorBoardLog
-from multimodal.training.text_cache import LatentCache, TextFeatureCache
+from multimodal.training.text_cache import TextFeatureCache
 
 # Short names of what a step reports, for the progress bar and metrics.csv.
 SHORT_NAMES = {
@@ -87,92 +91,161 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# -- what a run is built from: the model, its data, adapters, optimiser and caches ---------
+def build_model(
+    model_config: ModelConfig | None, init_from: str | None, device: torch.device
+) -> GenerativeMultimodalModel:
+    """A new model of `model_config`, or the model of the checkpoint `init_from`."""
+    if init_from is None:
+        return GenerativeMultimodalModel(model_config).to(device)
+    return GenerativeMultimodalModel.from_pretrained(init_from, device=device)
+
+
+def get_data(config: TrainConfig, image_size: int, dist: Distributed) -> tuple[Dataset, Dataset]:
+    """The training and validation splits of `config.data_dir` (rank 0 writes a built-in set
+    first), with --replay-images images of an earlier set mixed into the training split."""
+    data_dir = Path(config.data_dir)
+    if is_builtin(config.preset) and dist.is_main:
+        ensure_builtin_dataset(config.preset, data_dir, image_size, config.seed)
+    dist.barrier()  # the other processes wait for rank 0 to write the data
+    layout = dict(data_format=config.data_format, caption_column=config.caption_column,
+                  image_column=config.image_column, val_fraction=config.val_fraction, seed=config.seed,
+                  cache_images=config.cache_images)
+    train_set = open_split(data_dir, "train", image_size, all_pairs=config.all_pairs, **layout)
+    val_set = open_split(data_dir, "val", image_size, **layout)
+    if config.replay_images:
+        train_set = with_replay(train_set, config, image_size)
+    return train_set, val_set
+
+
+def with_replay(train_set: Dataset, config: TrainConfig, image_size: int) -> WithReplay:
+    """The training split with --replay-images images of the earlier data set mixed in."""
+    if isinstance(train_set, IterableDataset):
+        raise TrainingError("--replay-images mixes images into a data set read up front; WebDataset shards stream "
+                            "theirs: convert them to an image folder first")
+    if config.replay_data is not None:
+        earlier_dir, options = Path(config.replay_data), {}
+    else:
+        earlier_dir, options = trained_data(config.init_from)
+    if not earlier_dir.exists():
+        raise TrainingError(f"--replay-images: the data set {earlier_dir} is not there; name one with --replay-data")
+    earlier = open_split(earlier_dir, "train", image_size, seed=config.seed, cache_images=config.cache_images,
+                         **options)
+    if isinstance(earlier, IterableDataset):
+        raise TrainingError(f"--replay-data {earlier_dir}: WebDataset shards stream their images; "
+                            "convert them to an image folder first")
+    return WithReplay(train_set, earlier, config.replay_images, config.seed)
+
+
+def add_lora(model: GenerativeMultimodalModel, config: TrainConfig, train_set: Dataset) -> None:
+    """LoRA adapters of rank --lora-rank on --lora-targets; the caption decoder's rows for the
+    words of the training captions train too."""
+    if isinstance(train_set, IterableDataset):
+        raise TrainingError("--lora-rank needs the captions up front (the caption decoder's rows for their "
+                            "words train); WebDataset shards stream them: convert to an image folder first")
+    alpha = config.lora_alpha or config.lora_rank
+    add_adapters(model, config.lora_rank, alpha, config.lora_targets_list, caption_words(model, train_set))
+
+
+def caption_words(model: GenerativeMultimodalModel, train_set: Dataset) -> list[int]:
+    """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
+    captions = sorted({c for captions in train_set.references.values() for c in captions})
+    return sorted({token for ids in model.tokenizer(captions)["input_ids"] for token in ids})
+
+
+def create_optimizer(model: GenerativeMultimodalModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: weight decay on the matrices, none on biases and norms."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        fused=device.type in ("cuda", "cpu"),  # one kernel for all parameters (CPU: 4× the for-loop)
+    )
+
+
+def compile_model(model: GenerativeMultimodalModel) -> None:
+    """torch.compile the image encoder, decoder and UNet in place, so that parameter names (and
+    so checkpoints) stay those of the plain model."""
+    for part in (model.image_encoder, model.image_decoder, model.diffusion.unet):
+        part.compile()
+
+
+def create_text_cache(model: GenerativeMultimodalModel, config: TrainConfig) -> TextFeatureCache | None:
+    """The cache of a frozen BERT's token states (--text-cache-mb); None when BERT trains."""
+    if not model.config.freeze_bert:
+        return None
+    return TextFeatureCache(model.text_encoder, config.text_cache_mb * 2**20)
+
+
+def create_collator(model: GenerativeMultimodalModel, config: TrainConfig) -> CaptionCollator:
+    """Batches of tokenised captions, with --hard-negatives swapped captions beside them."""
+    negatives = dict(negatives=swapped_captions, per_caption=NEGATIVES_PER_CAPTION) if config.hard_negatives else {}
+    return CaptionCollator(partial(tokenize, model.tokenizer, max_length=model.config.max_text_length), **negatives)
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig, resume: bool = False) -> None:
         """`model_config` builds a new model; with `train_config.init_from` it is None and the
         model is that checkpoint's (with LoRA adapters when `lora_rank` is set)."""
         # The data folder is recorded as an absolute path, so evaluate.py finds it from anywhere.
-        self.config = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
-        self.output_dir = Path(train_config.output_dir)
-        self.dist, self.device = init_distributed(train_config.device)
-        seed_everything(train_config.seed)
+        self.config = c = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
+        self.output_dir = Path(c.output_dir)
+        self.dist, self.device = init_distributed(c.device)
+        seed_everything(c.seed)
 
         # Every process builds the same initial weights (the data sets draw no random numbers);
         # after that each draws its own noise.
-        if train_config.init_from is None:
-            self.model = GenerativeMultimodalModel(model_config).to(self.device)
-        else:
-            self.model = GenerativeMultimodalModel.from_pretrained(train_config.init_from, device=self.device)
+        self.model = build_model(model_config, c.init_from, self.device)
         self.model_config = self.model.config
-
-        data_dir = Path(self.config.data_dir)
-        size = self.model_config.image_size
-        if is_builtin(train_config.preset) and self.dist.is_main:
-            ensure_builtin_dataset(train_config.preset, data_dir, size, train_config.seed)
-        self.dist.barrier()  # the other processes wait for rank 0 to write the data
-        c = train_config
-        layout = dict(data_format=c.data_format, caption_column=c.caption_column, image_column=c.image_column,
-                      val_fraction=c.val_fraction, seed=c.seed, cache_images=c.cache_images)
-        self.train_set = open_split(data_dir, "train", size, all_pairs=c.all_pairs, **layout)
-        self.val_set = open_split(data_dir, "val", size, **layout)
+        self.train_set, self.val_set = get_data(c, self.model_config.image_size, self.dist)
         self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards
-        if c.replay_images:
-            self.train_set = self._with_replay(size)
-        if train_config.lora_rank:
-            if self.streamed:
-                raise TrainingError("--lora-rank needs the captions up front (the caption decoder's rows for their "
-                                    "words train); WebDataset shards stream them: convert to an image folder first")
-            alpha = train_config.lora_alpha or train_config.lora_rank
-            add_adapters(self.model, train_config.lora_rank, alpha, train_config.lora_targets_list, self._words())
-
+        if c.lora_rank:
+            add_lora(self.model, c, self.train_set)
         # The autoencoder stage's perceptual network and discriminator (training-time modules).
-        self.objective = (
-            AutoencoderObjective(train_config, self.device, self.dist) if train_config.autoencoder_epochs else None
-        )
-        torch.manual_seed(train_config.seed + self.dist.rank)
+        self.objective = AutoencoderObjective(c, self.device, self.dist) if c.autoencoder_epochs else None
+        torch.manual_seed(c.seed + self.dist.rank)
+
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
-        self.ema = ExponentialMovingAverage(self.model, train_config.ema_decay)
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": train_config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=train_config.learning_rate,
-            fused=self.device.type in ("cuda", "cpu"),  # one kernel for all parameters (CPU: 4× the for-loop)
-        )
-        if train_config.compile:
-            # In place, so parameter names (and so checkpoints) stay those of the plain model.
-            for part in (self.model.image_encoder, self.model.image_decoder, self.model.diffusion.unet):
-                part.compile()
-        self.text_cache = (
-            TextFeatureCache(self.model.text_encoder, train_config.text_cache_mb * 2**20) if self.model_config.freeze_bert else None
-        )
-        negatives = (
-            dict(negatives=swapped_captions, per_caption=NEGATIVES_PER_CAPTION) if train_config.hard_negatives else {}
-        )
-        self.collate = CaptionCollator(
-            partial(tokenize, self.model.tokenizer, max_length=self.model_config.max_text_length), **negatives
-        )
-        self.autocast = autocast_dtype(train_config.precision, self.device)
+        self.ema = ExponentialMovingAverage(self.model, c.ema_decay)
+        self.optimizer = create_optimizer(self.model, c, self.device)
+        if c.compile:
+            compile_model(self.model)
+        self.text_cache = create_text_cache(self.model, c)
+        self.collate = create_collator(self.model, c)
+        self.autocast = autocast_dtype(c.precision, self.device)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
-        self.images_per_step = train_config.batch_size * self.dist.world_size * train_config.grad_accum
+        self.images_per_step = c.batch_size * self.dist.world_size * c.grad_accum
+        self.steps_per_epoch = self._count_steps_per_epoch()
+        self.stages = plan_stages(c, self.steps_per_epoch, self.model.loss_weights())
+        self.total_steps = self.stages[-1].end_step
+
+        self._start_at_step_zero()
+        if resume:
+            self._resume()
+
+    def _count_steps_per_epoch(self) -> int:
+        """Optimiser steps in one pass over the training split (a TrainingError if not one)."""
+        c = self.config
         if self.streamed:
             # A stream cannot wrap around: an epoch is the full steps every process has data for.
             # Each loader worker drops its last, partial batch (the contrastive loss gathers
             # equal batches from every process), up to batch_size - 1 samples a worker.
             usable = self.train_set.share - max(1, self.num_workers) * (c.batch_size - 1)
-            self.steps_per_epoch = max(0, usable) // (c.batch_size * c.grad_accum)
+            steps = max(0, usable) // (c.batch_size * c.grad_accum)
         else:
-            self.steps_per_epoch = math.ceil(len(self.train_set) / self.images_per_step)
-        if self.steps_per_epoch == 0:
+            steps = math.ceil(len(self.train_set) / self.images_per_step)
+        if steps == 0:
             fewer = " or, for shards, --num-workers" if self.streamed else ""
             raise TrainingError(f"{len(self.train_set)} training samples do not fill one step of "
                                 f"{self.images_per_step}; lower --batch-size{fewer}")
-        self.stages = plan_stages(train_config, self.steps_per_epoch, self.model.loss_weights())
-        self.total_steps = self.stages[-1].end_step
+        return steps
 
+    def _start_at_step_zero(self) -> None:
+        """The loop's state before its first step (`_resume` then loads a checkpoint's)."""
         self.step = 0
         self.stage: Stage | None = None  # the stage the model is set up for; entered at the first step
         self.best: dict[str, Any] = {"stage": None, "val_loss": math.inf}
@@ -186,31 +259,6 @@ class Trainer:
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
         self.trunk_cache: LatentCache | None = None  # or when only a frozen pretrained trunk is fixed
         self.log: TensorBoardLog | None = None  # with --report-to tensorboard, while run() runs
-        if resume:
-            self._resume()
-
-    def _with_replay(self, size: int) -> WithReplay:
-        """The training split with --replay-images images of the earlier data set mixed in."""
-        c = self.config
-        if self.streamed:
-            raise TrainingError("--replay-images mixes images into a data set read up front; WebDataset shards stream "
-                                "theirs: convert them to an image folder first")
-        if c.replay_data is not None:
-            earlier_dir, options = Path(c.replay_data), {}
-        else:
-            earlier_dir, options = trained_data(c.init_from)
-        if not earlier_dir.exists():
-            raise TrainingError(f"--replay-images: the data set {earlier_dir} is not there; name one with --replay-data")
-        earlier = open_split(earlier_dir, "train", size, seed=c.seed, cache_images=c.cache_images, **options)
-        if isinstance(earlier, IterableDataset):
-            raise TrainingError(f"--replay-data {earlier_dir}: WebDataset shards stream their images; "
-                                "convert them to an image folder first")
-        return WithReplay(self.train_set, earlier, c.replay_images, c.seed)
-
-    def _words(self) -> list[int]:
-        """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
-        captions = sorted({c for captions in self.train_set.references.values() for c in captions})
-        return sorted({token for ids in self.model.tokenizer(captions)["input_ids"] for token in ids})
 
     def stage_of(self, step: int) -> Stage:
         """The stage that trains step `step` (the last stage for steps past the end)."""
@@ -225,17 +273,24 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
         stage.apply(self.model, self.trainable)
         self.stage = stage
-        frozen_encoder = not any(stage.is_trained(name) for name in self.trainable if name.startswith(LATENT_PATH))
-        encoder, cache = self.model.image_encoder, self.config.cache_images
-        self.latent_cache = LatentCache(encoder.encode) if frozen_encoder and cache else None
-        frozen_trunk = encoder.frozen_trunk and not frozen_encoder
-        self.trunk_cache = LatentCache(encoder.trunk_features) if frozen_trunk and cache else None
+        self.latent_cache, self.trunk_cache = self._image_caches(stage)
         if self.dist.enabled:
             self.train_model = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=stage.find_unused_parameters,
             )
+
+    def _image_caches(self, stage: Stage) -> tuple[LatentCache | None, LatentCache | None]:
+        """With --cache-images, what `stage` computes from the images without training it, once
+        per image: the latent of a frozen encoder, or else the features of a frozen pretrained
+        trunk. Returns (latent cache, trunk cache), None for each not kept."""
+        if not self.config.cache_images:
+            return None, None
+        encoder = self.model.image_encoder
+        if not any(stage.is_trained(name) for name in self.trainable if name.startswith(LATENT_PATH)):
+            return LatentCache(encoder.encode), None
+        return None, (LatentCache(encoder.trunk_features) if encoder.frozen_trunk else None)
 
     # -- checkpoints ----------------------------------------------------------------------
     def _discriminator(self) -> tuple[torch.nn.Module, torch.optim.Optimizer] | None:
@@ -535,7 +590,7 @@ class Trainer:
         self.epoch_sums = {}
         self.history.append(row)
         pd.DataFrame(self.history).to_csv(self.output_dir / METRICS_NAME, index=False)
-        write_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
+        training_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
         sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
         if self.log is not None:
             self.log.epoch(self.step, row, sheet)

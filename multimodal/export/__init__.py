@@ -20,56 +20,30 @@ the runner's captions); a step with cache inputs is not exported yet. Graphs are
 exporter: the dynamo exporter writes opset 18 and cannot convert these graphs down to 17)
 and checked with ONNX Runtime on random and on real inputs before anything is kept: every
 output must equal PyTorch's within 1e-3. `multimodal.onnx_run` is the runner.
+
+    __init__.py   the export: graphs written, checked with ONNX Runtime, export.json
+    graphs.py     the parts of the model as modules for torch.onnx, with inputs to check them on
+    __main__.py   the command line, python -m multimodal.export
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from multimodal import cli
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS, ExportConfig, SamplingConfig
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS, SamplingConfig
 from multimodal.errors import InvalidInputError
-from multimodal.paths import EXPORT_NAME, folder_written_in_place
+from multimodal.files import folder_written_in_place
+from multimodal.paths import EXPORT_NAME
 
 OPSET = 17
 TOLERANCE = 1e-3  # largest difference from PyTorch an exported output may have (fp32)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.ArgumentParser(
-        prog="python -m multimodal.export",
-        description="Export a checkpoint to ONNX graphs plus export.json, checked against PyTorch with "
-        "ONNX Runtime; python -m multimodal.onnx_run runs them without PyTorch.",
-        epilog="example:\n  python -m multimodal.export checkpoints/demo onnx/\n"
-        '  python -m multimodal.onnx_run onnx/ "a large red circle on the left" --output circle.png',
-    )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder, or a training run folder")
-    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="folder to write the export into")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
-    cli.add_config_arguments(parser, ExportConfig)
-    return parser
-
-
-def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path, overwrite: bool) -> None:
-    """OUT_DIR must be new, or an earlier export (or empty) with --overwrite: nothing else is replaced."""
-    if out_dir.exists() and not out_dir.is_dir():
-        parser.error(f"OUT_DIR {out_dir} is a file")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            parser.error(f"{out_dir} already exists; pass --overwrite to replace it")
-        if not (out_dir / EXPORT_NAME).is_file():
-            parser.error(f"{out_dir} holds files that are not an export (no {EXPORT_NAME}); "
-                         "--overwrite replaces only an earlier export: choose another OUT_DIR")
-
-
-# -- checking and writing -----------------------------------------------------------------
 def largest_difference(session: Any, graph: Any, inputs: dict[str, Any]) -> float:
     """The largest absolute difference between ONNX Runtime's outputs and PyTorch's."""
     import numpy as np
@@ -151,7 +125,7 @@ def export(checkpoint: Path, out_dir: Path, precision: str = "fp32") -> dict:
     import torch
 
     from multimodal.models import GenerativeMultimodalModel
-    from multimodal.onnx_graphs import graphs, real_inputs
+    from multimodal.export.graphs import graphs, real_inputs
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
     model = GenerativeMultimodalModel.from_pretrained(checkpoint).to(dtype).eval()
@@ -178,21 +152,3 @@ def export(checkpoint: Path, out_dir: Path, precision: str = "fp32") -> dict:
         description = describe(model, precision, checkpoint, differences)
         (folder / EXPORT_NAME).write_text(json.dumps(description, indent=1) + "\n")
     return description
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    settings = ExportConfig(**cli.given(args, ExportConfig))
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint)
-    check_out_dir(parser, args.out_dir, args.overwrite)
-    with cli.friendly_errors(parser.prog):
-        description = export(checkpoint, args.out_dir, settings.precision)  # torch loads only now
-    for name, difference in description["largest_difference_from_pytorch"].items():
-        print(f"{name}.onnx: largest difference from PyTorch {max(difference.values()):.1e} (random and real inputs)")
-    print(f"wrote {args.out_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

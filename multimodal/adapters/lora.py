@@ -1,15 +1,6 @@
-"""LoRA adapters: teach a trained checkpoint something new in a small file beside it.
-
-    <adapter>/adapter_config.json          peft's LoraConfig (rank, alpha, target modules)
-    <adapter>/adapter_model.safetensors    peft's adapter weights (lora_A / lora_B)
-    <adapter>/base_checkpoint.json         the base checkpoint: its path and its weights' SHA-256
-
-peft injects the low-rank layers into our own modules (parameter names stay ours, with
-`base_layer` / `lora_A` / `lora_B` inserted), so training stages and the EMA work unchanged.
-An adapter loads only onto the base it was trained from: the base's weights are fingerprinted,
-and another base is refused with one line. `merge` folds an adapter into its base and writes a
-plain checkpoint (`python -m multimodal.adapters merge ADAPTER OUTPUT`).
-"""
+"""The LoRA code, with peft: add adapters to a model, save them beside a pointer to their base,
+load them onto that base only, and merge them into it (`multimodal.adapters` names the layout
+of an adapter folder)."""
 
 from __future__ import annotations
 
@@ -17,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -183,27 +173,3 @@ def merge(adapter: Path, output: Path, base: Path | None = None, overwrite: bool
         shutil.rmtree(output)
     temporary.rename(output)
     return output
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m multimodal.adapters merge ADAPTER OUTPUT [--base DIR]`."""
-    from multimodal import cli
-
-    parser = cli.ArgumentParser(
-        prog="python -m multimodal.adapters",
-        description="Merge a LoRA adapter (what train.py --lora-rank writes) into its base checkpoint.",
-        epilog="example:\n  python -m multimodal.adapters merge checkpoints/orange-lora/best checkpoints/orange-merged",
-    )
-    parser.add_argument("command", choices=("merge",), help="merge: write base + adapter as one plain checkpoint")
-    parser.add_argument("adapter", type=Path, help="the adapter folder (adapter_config.json, adapter_model.safetensors)")
-    parser.add_argument("output", type=Path, help="the checkpoint folder to write")
-    parser.add_argument("--base", type=Path, help="the base checkpoint (default: the one the adapter points to)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    args = parser.parse_args(argv)
-    with cli.friendly_errors(parser.prog):
-        print(merge(args.adapter, args.output, args.base, args.overwrite))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The model's configuration: everything needed to build a `GenerativeMultimodalModel`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from multimodal import presets
+from multimodal.config.options import Config, option, require
+from multimodal.errors import ConfigError
+
+PREDICTION_TYPES = ("epsilon", "v", "sample")
+NOISE_SCHEDULES = ("linear", "cosine")
+# The image encoder's trunk (multimodal/models/image_encoder.py); the last two are ImageNet-shaped
+# networks whose trunk may be frozen, and efficientnet_lite0 comes with its ImageNet weights.
+IMAGE_ENCODERS = ("simple_cnn", "resnet50", "efficientnet_lite0")
+EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads the latent z
+PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
+# What sits between the image encoder's features and the latent z (models/latent_regularizer.py).
+LATENT_REGULARIZERS = ("none", "kl", "vq")
+
+
+def num_stride2_stages(image_size: int, latent_size: int) -> int:
+    """How many stride-2 stages take `image_size` down to `latent_size` (image = latent * 2^k)."""
+    k, size = 0, image_size
+    while size > latent_size and size % 2 == 0:
+        size //= 2
+        k += 1
+    if size != latent_size or k == 0:
+        raise ConfigError(
+            "image_size",
+            f"must be {latent_size}·2^k with k ≥ 1 (e.g. {latent_size * 8}, {latent_size * 16}, {latent_size * 32}), "
+            f"got {image_size}",
+        )
+    return k
+
+
+@dataclass
+class ModelConfig(Config):
+    """Everything needed to build a `GenerativeMultimodalModel`."""
+
+    image_size: int = option(224, "image side in pixels; must be 7·2^k (56, 112, 224, …)", group="images")
+    latent_channels: int = option(256, "channels of the shared spatial latent z", group="images")
+    latent_size: int = option(7, "side of the spatial latent z", group="images")
+    image_encoder: str = option(
+        "simple_cnn", "image encoder: the small CNN from scratch, a ResNet-50 trunk, or EfficientNet-Lite0 with "
+        "ImageNet weights (image size 32 × latent size: 224 px for 7×7)", group="images", choices=IMAGE_ENCODERS,
+    )
+    freeze_image_trunk: bool = option(
+        False, "keep the resnet50 or efficientnet_lite0 trunk fixed (in eval mode; its features cached with "
+        "--cache-images): only the 1×1 convolution to the latent and the parts after it learn (simple_cnn has no "
+        "trunk: all of it learns)", group="images",
+    )
+    resnet_weights: str | None = option(None, "a .safetensors file of ResNet-50 weights for the trunk", group="images")
+    encoder_width: int = option(64, "first stage of the CNN encoder; doubles per stage", group="images")
+    decoder_width: int = option(64, "last stage of the transposed-CNN decoder; doubles per stage inwards", group="images")
+    embed_dim: int = option(512, "size of the shared image-text embedding", group="images")
+    proj_hidden_dim: int = option(1024, "hidden width of the embedding heads", group="images")
+    pool_channels: int = option(32, "channels the image head keeps per position (1×1 conv, then flatten)", group="images")
+    embedding_pooling: str = option(
+        "flatten", "how the image head reads z: flatten keeps where things are (the shapes sets need it), mean "
+        "averages the positions away (photographs: fewer weights to fit)", group="images", choices=EMBEDDING_POOLINGS,
+    )
+    latent_regularizer: str = option(
+        "none", "the latent z: the encoder's features as they are; kl: a diagonal Gaussian (sampled in training, "
+        "its mean at inference) pulled towards N(0, 1); vq: the nearest entry of a learned codebook",
+        group="images", choices=LATENT_REGULARIZERS,
+    )
+    codebook_size: int = option(8192, "entries of the VQ codebook (--latent-regularizer vq)", group="images")
+    vq_commitment: float = option(0.25, "VQ commitment cost: how hard the encoder is pulled to its code",
+                                  group="images")
+    vq_reseed_steps: int = option(
+        200, "a VQ code no training batch chose for this many steps is re-seeded from an encoder output",
+        group="images",
+    )
+
+    text_encoder: str | None = option(
+        None, "a transformers name or local folder for BERT (default: the bundled MiniLM)", group="text"
+    )
+    bert_config: dict[str, Any] | None = option(None, "build BERT from this config, randomly initialised", group="text")
+    freeze_bert: bool = option(False, "keep BERT fixed and cache its features", group="text")
+    text_context_layers: int = option(
+        0, "trainable Transformer layers over BERT's token states before they are pooled into the text embedding: "
+        "a frozen BERT's mean pool barely tells a caption from the one with its two objects swapped", group="text",
+    )
+    max_text_length: int = option(32, "tokens of a caption BERT reads (longer ones are cut)", group="text")
+
+    caption_width: int = option(256, "width of the caption decoder (a GPT-2)", group="caption decoder")
+    caption_layers: int = option(4, "layers of the caption decoder", group="caption decoder")
+    caption_heads: int = option(4, "attention heads of the caption decoder", group="caption decoder")
+    caption_dropout: float = option(0.1, "dropout in the caption decoder", group="caption decoder")
+    caption_position_std: float = option(
+        0.02, "initial scale of the learned positions of the caption decoder's memory tokens (the latent's "
+        "cells): 1 lets it learn quickly which side an object is on (scenes); 0.02 leaves that to the latent, "
+        "which the UNet then also reads (shapes; docs/DESIGN.md)", group="caption decoder",
+    )
+    max_caption_length: int = option(48, "longest caption the decoder reads or writes, in tokens", group="caption decoder")
+
+    unet_width: int = option(256, "channels of the diffusion UNet", group="diffusion")
+    unet_blocks: int = option(2, "residual blocks on each side of the UNet", group="diffusion")
+    unet_heads: int = option(4, "attention heads in the UNet", group="diffusion")
+    attention_resolutions: str = option(
+        "7", "comma-separated sides at which the UNet attends; it halves the latent while the side is even (a "
+        "14×14 latent: levels 14 and 7), and each must be one of those levels", group="diffusion",
+    )
+    num_timesteps: int = option(1000, "diffusion training timesteps", group="diffusion")
+    noise_schedule: str = option("cosine", "beta schedule of the noise", group="diffusion", choices=NOISE_SCHEDULES)
+    prediction_type: str = option(
+        "v", "what the UNet predicts: the noise, the velocity v or the clean latent", group="diffusion",
+        choices=PREDICTION_TYPES,
+    )
+    cond_drop: float = option(0.1, "fraction of captions dropped in training, for guidance", group="diffusion")
+    latent_stats_momentum: float = option(0.01, "momentum of the running latent statistics", group="diffusion")
+
+    init_logit_scale: float = option(1 / 0.07, "initial contrastive inverse temperature", group="losses")
+    max_logit_scale: float = option(100.0, "largest contrastive inverse temperature", group="losses")
+    contrastive_weight: float = option(1.0, "weight of the contrastive loss", group="losses")
+    recon_weight: float = option(0.5, "weight of the pixel reconstruction loss (L1)", group="losses")
+    fast_path_weight: float = option(
+        0.5, "weight of the fast path's loss (the latent predicted from the text embedding)", group="losses"
+    )
+    caption_weight: float = option(1.0, "weight of the captioning loss", group="losses")
+    diffusion_weight: float = option(0.1, "weight of the diffusion loss when it trains jointly", group="losses")
+    kl_weight: float = option(
+        1e-6, "weight of the KL term (--latent-regularizer kl); the term is summed over the latent and divided by "
+        "the image's pixel values, so it stands to the mean L1 as in latent diffusion", group="losses",
+    )
+    codebook_weight: float = option(1.0, "weight of the VQ codebook and commitment term (--latent-regularizer vq)",
+                                    group="losses")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """As for every config, and a checkpoint written before `image_encoder` existed (its
+        `use_simple_cnn`) still loads."""
+        if "use_simple_cnn" in values:
+            values = dict(values)
+            values["image_encoder"] = "simple_cnn" if values.pop("use_simple_cnn") else "resnet50"
+        return super().from_dict(values)
+
+    def validate(self) -> None:
+        num_stride2_stages(self.image_size, self.latent_size)
+        require(
+            self.image_encoder != "efficientnet_lite0" or self.image_size == PRETRAINED_STRIDE * self.latent_size,
+            "image_size",
+            f"must be {PRETRAINED_STRIDE} × latent_size ({PRETRAINED_STRIDE * self.latent_size}) for "
+            f"efficientnet_lite0, got {self.image_size}",
+        )
+        require(0.0 <= self.cond_drop < 1.0, "cond_drop", f"must be in [0, 1), got {self.cond_drop}")
+        require(
+            self.max_caption_length >= self.max_text_length,
+            "max_caption_length",
+            f"must be at least max_text_length ({self.max_text_length}), got {self.max_caption_length}",
+        )
+        for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length",
+                     "codebook_size", "vq_reseed_steps"):
+            require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
+        require(self.text_context_layers >= 0, "text_context_layers", f"cannot be negative, got {self.text_context_layers}")
+        require(self.caption_position_std >= 0, "caption_position_std",
+                 f"cannot be negative, got {self.caption_position_std}")
+        weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
+        for name in weights:
+            require(getattr(self, name) >= 0, name, f"cannot be negative (0 leaves the loss out), got {getattr(self, name)}")
+        require(any(getattr(self, name) > 0 for name in weights), "contrastive_weight",
+                 "and the other loss weights cannot all be 0: nothing would train")
+        for name in ("vq_commitment", "kl_weight", "codebook_weight"):
+            require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
+        levels = self.unet_levels
+        wanted = ", ".join(map(str, levels))
+        try:
+            attending = self.attention_resolutions_list
+        except ValueError:
+            raise ConfigError("attention_resolutions", f"must be comma-separated sides among {wanted}, "
+                              f"got {self.attention_resolutions!r}") from None
+        for side in attending:
+            require(side in levels, "attention_resolutions",
+                     f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent ({wanted})")
+
+    @property
+    def unet_levels(self) -> list[int]:
+        """The sides the UNet works at: the latent's, halved while it is even."""
+        levels = [self.latent_size]
+        while levels[-1] % 2 == 0:
+            levels.append(levels[-1] // 2)
+        return levels
+
+    @property
+    def attention_resolutions_list(self) -> list[int]:
+        return [int(side) for side in self.attention_resolutions.split(",") if side.strip()]
+
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The `ModelConfig` of a named preset (multimodal/presets.py), with field overrides."""
+    preset = presets.get(name)
+    ModelConfig.check_names(overrides)
+    return ModelConfig(**{**preset.model, **overrides})

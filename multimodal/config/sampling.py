@@ -1,0 +1,85 @@
+"""How generation draws and computes: text→image sampling, and the precision of every call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from multimodal import presets
+from multimodal.config.options import Config, option, require
+
+SAMPLERS = ("ddim", "ddpm", "dpm")
+SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what generation and evaluation may compute in
+DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
+
+
+@dataclass
+class SamplingConfig(Config):
+    """How text→image diffusion draws a picture, as one value (what transformers'
+    GenerationConfig is for captions). The command lines, `ImageTextGenerator` and the model
+    pass it along whole; the fast preview, which does not sample, is the caller's choice
+    (`use_diffusion=False`), not a way of sampling."""
+
+    num_inference_steps: int = option(
+        50, "denoising steps: 10-20 for a preview, 30-50 usually, up to 100 for the best", flag="--steps"
+    )
+    guidance_scale: float = option(
+        3.0, "how closely to follow the prompt: 1 the conditional prediction alone, 0 ignores the prompt"
+    )
+    sampler: str = option("ddim", "the diffusion sampler (diffusers' scheduler)", choices=SAMPLERS)
+    eta: float = option(0.0, "DDIM's noise: 0 deterministic, 1 like DDPM (ddim only)")
+    guidance_rescale: float = option(
+        0.0, "in [0, 1]: pull a guided prediction's spread back to the conditional one's (tames high guidance)"
+    )
+    num_candidates: int = option(
+        1, "draw N pictures per image asked and keep the one the caption decoder finds likeliest to be "
+        "described by the prompt (best of N, as DALL·E reranked its samples): N times the work, for many more "
+        "pictures right where the model binds words to objects unreliably; the fast preview draws one. The "
+        "default depends on the preset the checkpoint was trained with",
+        flag="--candidates",
+    )
+
+    def validate(self) -> None:
+        require(self.num_inference_steps >= 1, "num_inference_steps", f"must be at least 1, got {self.num_inference_steps}")
+        require(self.guidance_scale >= 0, "guidance_scale", f"must be 0 or more, got {self.guidance_scale}")
+        require(self.eta >= 0, "eta", f"must be 0 or more, got {self.eta}")
+        require(
+            self.eta == 0 or self.sampler in SAMPLERS_WITH_ETA,
+            "eta",
+            f"is DDIM's noise; the {self.sampler} sampler does not use it (use --sampler ddim or leave eta at 0)",
+        )
+        require(
+            0 <= self.guidance_rescale <= 1, "guidance_rescale", f"must be in [0, 1], got {self.guidance_rescale}"
+        )
+        require(self.num_candidates >= 1, "num_candidates", f"must be at least 1, got {self.num_candidates}")
+
+    def describe(self) -> str:
+        """How diffusion draws, in words: what evaluate.py prints and model cards say."""
+        best_of = f", the best of {self.num_candidates} by the caption decoder" if self.num_candidates > 1 else ""
+        return f"{self.sampler}, {self.num_inference_steps} steps, guidance {self.guidance_scale:g}{best_of}"
+
+
+@dataclass
+class InferenceConfig(Config):
+    """How generation and evaluation compute, whatever they draw or write: `ImageTextGenerator`
+    takes its fields as arguments and the command lines build their flags from them."""
+
+    precision: str = option(
+        "auto", "autocast precision; auto: bf16 on CUDA, fp32 on the CPU (where the same seed gives the same "
+        "pixels); bf16 on a CPU without bf16 units is emulated and slow", group="model and device",
+        choices=PRECISIONS,
+    )
+
+
+def preset_sampling(preset: str | None) -> SamplingConfig:
+    """How a checkpoint trained with `preset` draws unless told otherwise: the preset's
+    sampling defaults (None, or a preset without its own: `SamplingConfig()`). Callers' options
+    go on top through `ImageTextGenerator.sampling_config`."""
+    found = presets.find(preset)
+    return SamplingConfig(**(found.sampling if found else {}))
+
+
+def sampling_presets() -> dict[str, dict[str, Any]]:
+    """Each preset's sampling defaults (SamplingConfig fields), as `--help` lists them."""
+    return {name: preset_sampling(name).to_dict() for name in presets.names()}

@@ -1,0 +1,65 @@
+"""Writing a file or a folder whole or not at all: a reader, or a run that crashes midway,
+never sees half of one. Everything the package writes for a person (checkpoints, exports,
+pictures, tables, model cards) goes through here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def being_written(target: Path) -> Path:
+    """Where a new version of `target` (a file or a folder) is written before it is renamed into place."""
+    return target.with_name(f".{target.name}.tmp")
+
+
+def set_aside(target: Path) -> Path:
+    """Where the old version of folder `target` waits while the new one is renamed into place."""
+    return target.with_name(f".{target.name}.old")
+
+
+@contextmanager
+def file_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `target` to write one file to. When the block ends well it
+    replaces `target` in one rename; when it raises, the temporary file is removed and `target`
+    is as it was."""
+    target = Path(target)
+    temporary = being_written(target)
+    try:
+        yield temporary
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside `target` to write into. When the block ends well it
+    replaces `target` (the old one is moved aside, then removed), so a crash never leaves half a
+    folder; when it raises, the temporary folder is removed and `target` is as it was."""
+    target = Path(target)
+    temporary = being_written(target)
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    previous = set_aside(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    temporary.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` whole: a reader never sees half a file."""
+    with file_written_in_place(path) as temporary:
+        temporary.write_text(text)
+    return Path(path)
