@@ -1,19 +1,24 @@
 """The results as docs/BENCHMARKS.md: the targets first, then each device's details.
 
-The document carries its own numbers as JSON in an HTML comment at the end, so a CPU run and
-a GPU run written to different files can be combined later without measuring again.
+The raw numbers are kept beside the document as JSON (bench/results.json for
+docs/BENCHMARKS.md, NAME.json for any other NAME.md), so a CPU run and a GPU run written to
+different files can be combined later without measuring again; the document holds only the
+rendered text.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENT = ROOT / "docs" / "BENCHMARKS.md"
+RESULTS = ROOT / "bench" / "results.json"
 DEVICES = {"cpu": "CPU", "cuda": "GPU"}
 COCO_EPOCH_IMAGES = 118_287
 REPORTED_EPOCH_MINUTES = (30, 40)  # reported for a model of this kind on one GPU
-MARKER = "bench-results"
 DATA_PART = "data (main process)"
 PART_ORDER = (
     DATA_PART, "BERT", "BERT (cache warm)", "BERT (cache cold)", "image encoder", "image encoder (no grad)",
@@ -21,18 +26,46 @@ PART_ORDER = (
 )
 
 
-# -- storing the numbers in the document -----------------------------------------------------
+# -- storing the numbers beside the document ------------------------------------------------
+def results_path(path: Path) -> Path:
+    """Where the raw results of the document `path` are kept: bench/results.json for
+    docs/BENCHMARKS.md, NAME.json beside any other NAME.md; a .json path is itself."""
+    if path.suffix == ".json":
+        return path
+    return RESULTS if path.resolve() == DOCUMENT else path.with_suffix(".json")
+
+
 def read_results(path: Path) -> dict[str, dict]:
-    """{device: results} stored in a document this module wrote; {} for any other file."""
-    if not path.is_file():
-        return {}
-    found = re.search(rf"<!-- {MARKER}\n(.*)\n-->", path.read_text(), re.S)
-    return json.loads(found.group(1)) if found else {}
+    """{device: results} stored for the document `path` (or in the results file `path`); {} if none."""
+    source = results_path(path)
+    return json.loads(source.read_text()) if source.is_file() else {}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file in `path`'s folder, then rename it into place: a crash
+    leaves the old file or the new one, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; the result is an ordinary file
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def write_document(path: Path, results: dict[str, dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results) + f"\n<!-- {MARKER}\n{json.dumps(results, indent=1)}\n-->\n")
+    """The raw results to results_path(path), then the rendered document to `path`."""
+    if path.suffix == ".json":
+        raise ValueError(f"{path} would be the results file; give the Markdown document (.md)")
+    source = results_path(path)
+    write_atomically(source, json.dumps(results, indent=1) + "\n")
+    shown = source.resolve().relative_to(ROOT) if source.resolve().is_relative_to(ROOT) else source.name
+    write_atomically(path, render(results, f"[{shown}]({os.path.relpath(source.resolve(), path.resolve().parent)})"))
 
 
 # -- numbers --------------------------------------------------------------------------------
@@ -316,7 +349,7 @@ def text_cache_details(results: dict) -> str:
              num(row["cache_mb"]), num(row["rss_before_mb"]), num(row["peak_rss_mb"]), num(row["seconds"])]
             for row in results.get("text_cache", [])]
     if not rows:
-        return "not measured (`--quick` leaves it out)"
+        return "not measured in this run (`--quick` leaves it out)"
     return table(["cap (--text-cache-mb)", "distinct captions", "cached at the end", "cache MB", "RSS before MB",
                   "peak RSS MB", "s"], rows) + (
         "\n\n`TextFeatureCache` fed every caption once, in batches of 256, each configuration in a fresh "
@@ -426,11 +459,14 @@ def onnx_section(onnx: dict) -> str:
     ])  # fmt: skip
 
 
-def render(results: dict[str, dict]) -> str:
+def render(results: dict[str, dict], raw: str) -> str:
+    """The document; `raw` is where its raw results are, as Markdown."""
     parts = [
         "# Benchmarks",
         "Speed of the model's hot paths against this machine's own limit and against diffusers, "
         "and the targets they are held to. Written by `python -m bench`; do not edit by hand.",
+        f"The raw results are in {raw}; `python -m bench` measures again and rewrites both, "
+        "`python -m bench --merge FILE` adds another run's columns without measuring.",
         "## Summary\n\n" + summary(results),
         "## Machines\n\n" + machine_table(results),
         METHOD.rstrip(),

@@ -3,10 +3,12 @@
     python -m bench                                   # CPU: docs/BENCHMARKS.md (~9 min on 2 cores, 5 of them the demo)
     python -m bench --quick                           # a one-minute smoke run (no demo)
     python -m bench --no-demo                         # everything but `make demo` timed end to end
-    python -m bench --device cuda --output gpu.md     # the GPU column, in a file of its own
+    python -m bench --device cuda --output gpu.md     # the GPU column, in files of its own: gpu.md, gpu.json
     python -m bench --merge gpu.md                    # add that column to docs/BENCHMARKS.md
 
-A run replaces its own device's column in the output and keeps the other one. Only the
+The raw results go beside the document (bench/results.json for docs/BENCHMARKS.md, NAME.json
+for NAME.md) and the document is rendered from them. A run replaces its own device's column
+in the output and keeps the other one. Only the
 precisions the device computes natively are measured: bf16 on a CPU without bf16 units is
 emulated, hundreds of times slower, and nothing here would run it.
 """
@@ -28,7 +30,7 @@ import torch
 from bench.demo import bench_demo
 from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
-from bench.report import DEVICES, read_results, targets, write_document
+from bench.report import DEVICES, DOCUMENT, read_results, results_path, targets, write_document
 from bench.text_cache import bench_text_cache
 from bench.timing import Timer, describe_machine, matmul_peak, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
@@ -36,8 +38,6 @@ from bench.unet import bench_unets
 from multimodal import GenerativeMultimodalModel, model_preset
 from multimodal.device import autocast_dtype, has_native_bf16, pick_device
 from multimodal.models.text_encoder import bundled_bert_path
-
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute: fewer sizes and repeats")
     parser.add_argument("--no-demo", action="store_true", help="skip timing `make demo` end to end (5 minutes on 2 CPU cores)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the markdown document (default: docs/BENCHMARKS.md)")
+    parser.add_argument("--output", type=Path, default=DOCUMENT,
+                        help="the markdown document (default: docs/BENCHMARKS.md, its raw results in bench/results.json; "
+                             "NAME.md keeps them in NAME.json)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
-                        help="measure nothing: add the columns stored in these documents to --output")
+                        help="measure nothing: add the columns of these documents (their raw results) or results files "
+                             "to --output")
     parser.add_argument("--coco", type=Path, default=COCO_MINI, metavar="DIR",
                         help="COCO-layout folder for the coco preset's data (default: ../shared/coco-mini)")
     parser.add_argument("--random-bert", type=Path, metavar="DIR",
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.merge:
             found = read_results(path)
             if not found:
-                raise SystemExit(f"{path} holds no bench results (write it with python -m bench --output {path})")
+                raise SystemExit(f"{path}: no bench results in {results_path(path)} "
+                                 f"(write them with python -m bench --output {path})")
             results |= found
     else:
         device = pick_device(args.device)
@@ -203,5 +207,5 @@ def main(argv: list[str] | None = None) -> int:
     for device in (device for device in DEVICES if device in results):  # not the ONNX section (bench.export)
         for what, target, value, verdict in targets(results[device]):
             print(f"{device:4}  {what}: {value} (target {target}) {verdict}")
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output} and {results_path(args.output)}")
     return 0

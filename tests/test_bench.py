@@ -1,5 +1,7 @@
-"""The benchmark measures only what the machine runs natively and reports the demo's time."""
+"""The benchmark measures only what the machine runs natively, reports the demo's time, and keeps its
+raw results in a JSON file beside the rendered document."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,58 @@ def test_demo_time_is_held_to_the_machines_target(features, limit):
     details = report.demo_details(results)
     assert "| fp32 | 300 | 30.0 | 5.50 | 80.0 | 93.0% | 99.0% | 8 of 8 |" in details
     assert report.at_most(5.5, limit) == ("met" if limit == 6 else "missed by 37.5%")
+
+
+RESULTS = json.loads(report.RESULTS.read_text())  # the committed raw results: every section filled
+
+
+def test_the_document_keeps_its_raw_results_in_a_json_file_beside_it(tmp_path: Path):
+    document = tmp_path / "gpu.md"
+    report.write_document(document, RESULTS)
+    raw = tmp_path / "gpu.json"
+    assert raw.read_text() == json.dumps(RESULTS, indent=1) + "\n"
+    assert report.read_results(document) == RESULTS == report.read_results(raw)
+    text = document.read_text()
+    assert text.startswith("# Benchmarks\n") and "## Summary" in text and "## ONNX Runtime against PyTorch (CPU)" in text
+    assert "The raw results are in [gpu.json](gpu.json)" in text
+    assert "<!--" not in text and '"load_average"' not in text  # the rendered text only, no JSON
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gpu.json", "gpu.md"]  # no temporary file left
+
+
+def test_docs_benchmarks_is_rendered_from_bench_results_json():
+    assert report.results_path(report.DOCUMENT) == report.ROOT / "bench" / "results.json"
+    assert report.read_results(report.DOCUMENT) == RESULTS
+    expected = report.render(RESULTS, "[bench/results.json](../bench/results.json)")
+    assert report.DOCUMENT.read_text() == expected, "re-render it: python -m bench --merge bench/results.json"
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("old\n")
+
+    def fail(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_atomically(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_the_results_file_is_not_a_document(tmp_path: Path):
+    with pytest.raises(ValueError, match="results file"):
+        report.write_document(tmp_path / "gpu.json", RESULTS)
+
+
+def test_merge_adds_another_runs_columns_without_measuring(tmp_path: Path, capsys):
+    cpu, gpu = tmp_path / "cpu.md", tmp_path / "gpu.md"
+    report.write_document(cpu, {"cpu": RESULTS["cpu"]})
+    report.write_document(gpu, {"cuda": RESULTS["cuda"]})
+    assert "GPU: NVIDIA" not in cpu.read_text()
+    assert run.main(["--output", str(cpu), "--merge", str(gpu)]) == 0
+    assert report.read_results(cpu) == {"cpu": RESULTS["cpu"], "cuda": RESULTS["cuda"]}
+    assert f"GPU: {RESULTS['cuda']['machine']['gpu']}" in cpu.read_text()
+    assert f"wrote {cpu} and {tmp_path / 'cpu.json'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no bench results in"):
+        run.main(["--output", str(cpu), "--merge", str(tmp_path / "nothing.md")])
