@@ -16,6 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 
 from multimodal import cli, presets  # noqa: E402
 from multimodal.config import ModelConfig, TrainConfig, model_preset, train_preset  # noqa: E402
+from multimodal.files import input_overwritten  # noqa: E402
+from multimodal.paths import is_shard_spec  # noqa: E402
 
 MODEL_GROUPS = {group: f"model: {group}" for group in ("images", "text", "caption decoder", "diffusion", "losses")}
 TRAIN_GROUPS = {"data": "data", "schedule": "schedule", "autoencoder": "the autoencoder stage",
@@ -74,6 +76,11 @@ def check_output_dir(output: Path, resume: bool, overwrite: bool) -> str | None:
     return None
 
 
+def data_folder(data_dir: Path) -> Path:
+    """The folder a --data-dir names: itself, or where its shards lie ('shards/{000..009}.tar')."""
+    return data_dir.parent if is_shard_spec(data_dir) and not data_dir.is_dir() else data_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -83,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(problem)
     if train_config.init_from is not None:
         train_config = train_config.replace(init_from=str(cli.resolve_checkpoint_or_exit(parser, train_config.init_from)))
+    problem = input_overwritten(train_config.output_dir, {
+        "the --init-from checkpoint": train_config.init_from,
+        "the data folder": data_folder(train_config.resolved_data_dir),
+        "the --replay-data folder": train_config.replay_data and data_folder(Path(train_config.replay_data)),
+    })
+    if problem:
+        parser.error(f"--output-dir {problem}")
     if args.log_every is not None and train_config.report_to == "none":
         parser.error("--log-every sets how often --report-to tensorboard logs; without it, it would be ignored")
     if train_config.report_to == "tensorboard":

@@ -58,6 +58,23 @@ def folder_written_in_place(target: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether folders `a` and `b` are one, or one holds the other (after resolving links and
+    `..`), so that replacing one would destroy some of the other."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def input_overwritten(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> str | None:
+    """What is wrong with writing `output` when the same command reads `inputs` (what each is
+    → its folder; None: not given), or None: an output that is, holds or lies inside an input
+    would destroy it (with --overwrite) or be read back as it (a data folder)."""
+    for what, folder in inputs.items():
+        if folder is not None and overlaps(output, folder):
+            return f"{output} is, holds or lies inside {what} {folder}, which this command reads; choose another folder"
+    return None
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` whole: a reader never sees half a file."""
     with file_written_in_place(path) as temporary:

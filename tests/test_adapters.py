@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from multimodal.adapters import merge
 from multimodal.adapters.targets import LORA_TARGETS
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset, parse_caption_attributes, read_shape_attributes
-from multimodal.errors import ConfigError, TrainingError
+from multimodal.errors import ConfigError, InvalidInputError, TrainingError
 from multimodal.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,28 @@ def test_a_wrong_base_is_refused_with_one_line(setup):
          "--base", str(setup["other"])], capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert result.returncode == 2 and "was trained on" in result.stderr and not (setup["root"] / "m2").exists()
+
+
+def test_overwrite_never_destroys_the_commands_own_input(setup, capsys):
+    """Fine-tuning into the base's folder, merging over the adapter's own base or over the
+    adapter, a run inside its data folder: refused in one line, before anything is written."""
+    base, adapter, data = setup["base"], setup["adapter"], setup["data"]
+    before = {path: path.read_bytes() for path in (*base.iterdir(), *adapter.iterdir()) if path.is_file()}
+    for output, what in ((base, "the base checkpoint"), (adapter, "the adapter"), (adapter.parent, "the adapter")):
+        with pytest.raises(InvalidInputError, match=f"is, holds or lies inside {what}"):
+            merge(adapter, output, overwrite=True)
+    train = runpy.run_path(str(REPO / "train.py"))["main"]
+    for flags, what in (
+        (["--init-from", str(base), "--lora-rank", "4", "--output-dir", str(base)], "the --init-from checkpoint"),
+        (["--output-dir", str(data / "runs"), "--data-dir", str(data)], "the data folder"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            train(["--preset", "shapes", "--overwrite", *flags])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and what in error, error
+    assert {path: path.read_bytes() for path in before} == before  # every file as it was
+    assert not (data / "runs").exists()
 
 
 def test_lora_without_init_from_is_a_usage_error(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from multimodal.errors import CheckpointError, InvalidInputError
+from multimodal.files import folder_written_in_place, input_overwritten
 from multimodal.paths import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -162,14 +162,13 @@ def merge(adapter: Path, output: Path, base: Path | None = None, overwrite: bool
     from multimodal.models import GenerativeMultimodalModel
 
     base = resolve_checkpoint(base if base is not None else adapter_base(adapter))
+    problem = input_overwritten(output, {"the adapter": adapter, "the base checkpoint": base})
+    if problem:
+        raise InvalidInputError(problem)
     if output.exists() and not overwrite:
         raise CheckpointError(f"{output} already exists; pass --overwrite to replace it")
     model = GenerativeMultimodalModel.from_pretrained(base)
     merge_adapters(load_adapter(model, adapter, base))
-    temporary = output.with_name(f".{output.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    if output.exists():
-        shutil.rmtree(output)
-    temporary.rename(output)
+    with folder_written_in_place(output) as temporary:
+        model.save_pretrained(temporary)
     return output
