@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 from bench.data import COCO_MINI
 from multimodal.config import TrainConfig, model_preset
 from multimodal.data import open_split
-from multimodal.plots import pyplot
+from multimodal.plots import pyplot, save_figure
 from multimodal.training import Trainer
 
 IMAGE_SIZE = 112
@@ -98,9 +98,8 @@ def write_sheet(originals: np.ndarray, rows: dict[str, np.ndarray], path: Path, 
             axes[r, c].imshow(images[c])
             axes[r, c].axis("off")
         axes[r, 0].set_title(label, loc="left", fontsize=9)
-    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from multimodal.files import write_text_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "BENCHMARKS.md"
@@ -41,31 +42,16 @@ def read_results(path: Path) -> dict[str, dict]:
     return json.loads(source.read_text()) if source.is_file() else {}
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file in `path`'s folder, then rename it into place: a crash
-    leaves the old file or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; the result is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def write_document(path: Path, results: dict[str, dict]) -> None:
     """The raw results to results_path(path), then the rendered document to `path`."""
     if path.suffix == ".json":
         raise ValueError(f"{path} would be the results file; give the Markdown document (.md)")
     source = results_path(path)
-    write_atomically(source, json.dumps(results, indent=1) + "\n")
+    for folder in {source.parent, path.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(source, json.dumps(results, indent=1) + "\n")
     shown = source.resolve().relative_to(ROOT) if source.resolve().is_relative_to(ROOT) else source.name
-    write_atomically(path, render(results, f"[{shown}]({os.path.relpath(source.resolve(), path.resolve().parent)})"))
+    write_text_atomically(path, render(results, f"[{shown}]({os.path.relpath(source.resolve(), path.resolve().parent)})"))
 
 
 # -- numbers --------------------------------------------------------------------------------

@@ -59,17 +59,17 @@ def test_docs_benchmarks_is_rendered_from_bench_results_json():
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path, monkeypatch):
-    target = tmp_path / "results.json"
+    document, target = tmp_path / "gpu.md", tmp_path / "gpu.json"
     target.write_text("old\n")
 
     def fail(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", fail)
+    monkeypatch.setattr(Path, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        report.write_atomically(target, "new\n")
+        report.write_document(document, RESULTS)
     assert target.read_text() == "old\n"
-    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+    assert [path.name for path in tmp_path.iterdir()] == ["gpu.json"]
 
 
 def test_the_results_file_is_not_a_document(tmp_path: Path):
