@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from conftest import REPO, TINY_FLAGS, free_port, random_images, tiny_config
 from multimodal import GenerativeMultimodalModel
+from multimodal.training.distributed import SLURM_MASTER_PORT, Launch, launch_from_env
 
 BATCH = 4  # per process
 CAPTIONS = [f"a {colour} shape" for colour in ["red", "green", "blue", "yellow", "black", "white", "pink", "brown"]]
@@ -90,3 +91,30 @@ def test_torchrun_trains_writes_a_checkpoint_and_resumes(shapes_dir, tmp_path):
     assert "steps 2 → 8" in resumed.stdout and "(encoders)" in resumed.stdout
     assert json.loads((tmp_path / "latest" / "trainer_state.json").read_text())["step"] == 8
     GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")
+
+
+@pytest.mark.parametrize(
+    "nodelist, host", [("node7", "node7"), ("gpu[07-09,12],cpu1", "gpu07"), ("node[1,3-5]-ib", "node1-ib")]
+)
+def test_srun_variables_give_rank_world_and_the_first_node_as_rendezvous(nodelist, host):
+    env = {"SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS": "16", "SLURM_JOB_NODELIST": nodelist}
+    assert launch_from_env(env) == Launch(9, 1, 16, f"tcp://{host}:{SLURM_MASTER_PORT}")
+    assert launch_from_env(env | {"MASTER_PORT": "1234"}).rendezvous == f"tcp://{host}:1234"
+    torchrun = {"RANK": "3", "LOCAL_RANK": "0", "WORLD_SIZE": "4"}
+    assert launch_from_env(env | torchrun) == Launch(3, 0, 4)  # torchrun inside an allocation wins
+    assert launch_from_env({}) == Launch()
+
+
+def test_two_srun_tasks_train_together(shapes_dir, tmp_path):
+    common = [sys.executable, str(REPO / "train.py"), "--preset", "shapes", "--data-dir", str(shapes_dir),
+              "--output-dir", str(tmp_path / "run"), "--batch-size", "2", "--no-sample-every-epoch",
+              *TINY_FLAGS, "--max-steps", "1"]
+    slurm = {"OMP_NUM_THREADS": "1", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost",
+             "MASTER_PORT": str(free_port())}
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")} | slurm
+    tasks = [subprocess.Popen(common, cwd=REPO, env=env | {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [task.communicate(timeout=300) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert "× 2 processes" in outputs[0][0] and "steps 0 → 1" not in outputs[1][0]  # rank 0 alone prints
+    assert json.loads((tmp_path / "run" / "latest" / "trainer_state.json").read_text())["step"] == 1
