@@ -40,11 +40,12 @@ RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order genera
 DEFAULT_RUN_DIRS = (Path("checkpoints"), Path("checkpoints/demo"))
 
 
-def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
+def resolve_checkpoint(path: str | os.PathLike | None = None, revision: str | None = None) -> Path:
     """The checkpoint folder to load: `path` itself when it holds a model, its `best/` or else
-    `latest/` when it is a training run folder. With no path, the first of `checkpoints/` (what
-    train.py writes) and `checkpoints/demo/` (what `make demo` writes) that holds one.
-    A CheckpointError says what is wrong (missing, not a folder, no checkpoint inside)."""
+    `latest/` when it is a training run folder, the local snapshot of a Hub repo when `path` is
+    a repo id ("user/name" at `revision`, `multimodal.hub`). With no path, the first of
+    `checkpoints/` (what train.py writes) and `checkpoints/demo/` (what `make demo` writes) that
+    holds one. A CheckpointError says what is wrong (missing, not a folder, no checkpoint inside)."""
     if path is None:
         for run in DEFAULT_RUN_DIRS:
             found = _checkpoint_in(run)
@@ -54,6 +55,10 @@ def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
             f"no checkpoint in {' or '.join(f'{run}/' for run in DEFAULT_RUN_DIRS)}; train one first "
             "(make demo, or python train.py --preset shapes) or pass --checkpoint DIR"
         )
+    from multimodal import hub  # huggingface_hub loads only for a repo id
+
+    if hub.is_repo_id(path):
+        path = hub.download(str(path), revision)
     directory = Path(path)
     if directory.name == WEIGHTS_NAME and directory.is_file():
         directory = directory.parent  # a person pointed at the weights file itself

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from multimodal import hub
 from multimodal.captions import clean_caption
 from multimodal.config import ModelConfig, SamplingConfig
 from multimodal.errors import CheckpointError
@@ -253,6 +254,17 @@ class GenerativeMultimodalModel(nn.Module):
         return [clean_caption(text) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     # -- checkpoints ----------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str = "Upload checkpoint") -> str:
+        """Save this model and commit it to the Hub repo `repo_id` (created if missing); the
+        commit's URL. `from_pretrained(repo_id)` loads it back."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return hub.upload(folder, repo_id, revision=revision, private=private, token=token,
+                              commit_message=commit_message)
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json, model.safetensors, the tokenizer files and a model card (README.md)
         into `directory`. The config records BERT's architecture, so loading never needs the
@@ -268,8 +280,12 @@ class GenerativeMultimodalModel(nn.Module):
         write_model_card(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "GenerativeMultimodalModel":
-        """Load a `save_pretrained` folder. Only JSON and safetensors are read: nothing is unpickled."""
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None) -> "GenerativeMultimodalModel":
+        """Load a `save_pretrained` folder, or a Hub repo's ("user/name", at `revision`; see
+        `multimodal.hub`). Only JSON and safetensors are read: nothing is unpickled."""
+        if hub.is_repo_id(directory):
+            directory = hub.download(str(directory), revision)
         directory = Path(directory)
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint folder {directory} does not exist")
