@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -98,12 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(f"--output-dir {problem}")
     if args.log_every is not None and train_config.report_to == "none":
-        parser.error("--log-every sets how often --report-to tensorboard logs; without it, it would be ignored")
-    if train_config.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401  (light: its modules load on use)
-        except ImportError:
-            parser.error("--report-to tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'")
+        parser.error("--log-every sets how often --report-to logs; without it, it would be ignored")
+    for package in train_config.report_to.split(","):
+        if package != "none" and importlib.util.find_spec(package) is None:
+            parser.error(f"--report-to {package} needs the {package} package: pip install -e '.[{package}]'")
 
     from multimodal.device import precision_warning  # torch and the libraries load only now
     from multimodal.errors import InvalidInputError, TrainingError

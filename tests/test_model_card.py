@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,13 +36,17 @@ def test_save_pretrained_writes_a_hugging_face_model_card(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A two-epoch tiny run that reports to TensorBoard every 2 steps."""
+    """A two-epoch tiny run that reports to TensorBoard and (offline) to W&B every 2 steps."""
     root = tmp_path_factory.mktemp("run")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("WANDB_MODE", "offline")
+    patch.setenv("WANDB_SILENT", "true")
     data = generate_shapes_dataset(root / "shapes", num_train=24, num_val=8, image_size=28, progress=False)
     config = TrainConfig(preset="shapes", data_dir=str(data), output_dir=str(root / "out"), epochs=2, batch_size=8,
-                         num_workers=0, report_to="tensorboard", log_every=2)
+                         num_workers=0, report_to="tensorboard,wandb", log_every=2)
     trainer = Trainer(tiny_config(freeze_bert=True), config)
     trainer.run()
+    patch.undo()
     return root / "out", trainer
 
 
@@ -88,3 +94,44 @@ def test_tensorboard_reads_the_runs_losses_metrics_and_samples(trained):
     assert [sheet.step for sheet in sheets] == [3, 6] and sheets[0].width > 0 and sheets[0].height > 0
     metrics = json.loads((output / "latest" / "trainer_state.json").read_text())["history"]
     assert events.Scalars("val/loss")[-1].value == pytest.approx(metrics[-1]["val_loss"], rel=1e-5)
+
+
+def wandb_records(run_file: Path) -> list:
+    """The records of an offline W&B run file: LevelDB's log format (32 KiB blocks of records with
+    a 7-byte header: CRC, length, kind) after W&B's own 7-byte header."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, position, block, pending, records = run_file.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B"
+    while position + 7 <= len(data):
+        left = block - position % block
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if left < 7 or (length == 0 and kind == 0):  # a block's zero padding
+            position += left
+            continue
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or a record's last piece
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def test_wandb_offline_run_holds_the_same_scalars_the_config_and_the_samples(trained):
+    output, trainer = trained
+    (run_file,) = (output / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(run_file)
+    history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item} for r in records if r.HasField("history")]
+    losses = [(int(row["_step"]), float(row["train/loss"])) for row in history if "train/loss" in row]
+    assert [step for step, _ in losses] == [2, 4, 6]
+    assert {"train/lr", "train/cont", "val/loss", "val/i2t_R@1"} <= {key for row in history for key in row}
+    assert [int(row["_step"]) for row in history if "samples/path" in row] == [3, 6]  # each epoch's sheet
+    assert len(list(run_file.parent.glob("files/media/images/samples_*.png"))) == 2
+    final_val = [float(row["val/loss"]) for row in history if "val/loss" in row][-1]
+    assert final_val == pytest.approx(trainer.history[-1]["val_loss"], rel=1e-5)
+    (run,) = [r.run for r in records if r.HasField("run")]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["batch_size"] == 8 and config["report_to"] == "tensorboard,wandb" and run.display_name == "out"
+    assert (output / "wandb" / "run_id").read_text().strip() == run.run_id

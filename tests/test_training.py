@@ -221,8 +221,8 @@ def test_train_py_on_real_coco_files(tmp_path):
         (["--output-dir", "{tmp}/a_file"], "is a file"),
         (["--resume", "--output-dir", "{tmp}/empty", "--data-dir", "{shapes}"], "no resumable checkpoint"),
         (["--sampler-of-doom", "1"], "unrecognized arguments"),
-        (["--log-every", "10"], "--log-every sets how often --report-to tensorboard logs"),
-        (["--report-to", "wandb"], "argument --report-to: invalid choice: 'wandb'"),
+        (["--log-every", "10"], "--log-every sets how often --report-to logs"),
+        (["--report-to", "mlflow"], "argument --report-to: invalid choice: 'mlflow'"),
         (["--output-dir", "{tmp}/run", "--data-dir", "{shapes}"], "already holds a run"),
     ],
 )

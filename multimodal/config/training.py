@@ -17,7 +17,7 @@ TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, whic
 DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
-REPORT_TO = ("none", "tensorboard")  # where train.py logs besides metrics.csv
+REPORT_TO = ("none", "tensorboard", "wandb", "tensorboard,wandb")  # where train.py logs besides metrics.csv
 
 
 @dataclass
@@ -112,8 +112,9 @@ class TrainConfig(Config):
     sample_every_epoch: bool = option(True, "write samples/epoch_NNN.png after each epoch", group="output")
     max_nonfinite_steps: int = option(20, "this many non-finite losses in a row stop the run", group="output")
     report_to: str = option(
-        "none", "also log the losses, metrics, learning rate and sample sheets for TensorBoard, in "
-        "<output-dir>/tensorboard/ (needs the tensorboard package)", group="output", choices=REPORT_TO,
+        "none", "also log the losses, metrics, learning rate and sample sheets to TensorBoard "
+        "(<output-dir>/tensorboard/) and/or Weights & Biases (<output-dir>/wandb/; WANDB_MODE=offline keeps it "
+        "local); each needs its package", group="output", choices=REPORT_TO,
     )
     log_every: int = option(50, "steps between logged training losses (their mean over those steps)", group="output")
 

@@ -55,7 +55,7 @@ from multimodal.training.ema import ExponentialMovingAverage
 from multimodal.training.latent_cache import LatentCache
 from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import Stage, plan_stages
-from multimodal.training.tensorboard import TensorBoardLog
+from multimodal.training.reporting import Reports, open_reports
 from multimodal.training.text_cache import TextFeatureCache
 
 # Short names of what a step reports, for the progress bar and metrics.csv.
@@ -258,7 +258,7 @@ class Trainer:
         self.train_model: torch.nn.Module = self.model
         self.latent_cache: LatentCache | None = None  # the stage's, when it freezes the encoder
         self.trunk_cache: LatentCache | None = None  # or when only a frozen pretrained trunk is fixed
-        self.log: TensorBoardLog | None = None  # with --report-to tensorboard, while run() runs
+        self.log: Reports | None = None  # with --report-to, while run() runs
 
     def stage_of(self, step: int) -> Stage:
         """The stage that trains step `step` (the last stage for steps past the end)."""
@@ -507,8 +507,8 @@ class Trainer:
         """Train until `total_steps`; returns the last epoch's metrics row."""
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.config.report_to == "tensorboard":
-                self.log = TensorBoardLog(self.output_dir, self.config.log_every, self.step)
+            self.log = open_reports(self.config.report_to, self.output_dir, self.config.log_every, self.step,
+                                    self.config.to_dict())
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < self.total_steps and not self.stop_signal:
