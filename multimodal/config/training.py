@@ -14,7 +14,7 @@ from multimodal.config.sampling import PRECISIONS
 
 TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
-DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset")
+DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 REPORT_TO = ("none", "tensorboard", "wandb", "tensorboard,wandb")  # where train.py logs besides metrics.csv

@@ -6,6 +6,8 @@
     paired        NAME.jpg (png, webp, …) beside NAME.txt, one caption per line
     captions-txt  images/1.jpg … images/N.jpg and captions.txt, whose line i describes image i
     webdataset    .tar shards (multimodal/data/webdataset_source.py streams them)
+    parquet       .parquet or .arrow files of image and caption columns, as the Hub stores data
+                  sets (multimodal/data/parquet_source.py streams them)
 
 Every reader gives the same thing, `CaptionRecords` for a train and a val split, and lists
 what is wrong as `Problem`s with their file and line: fatal ones (the set would not train as
@@ -37,7 +39,7 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 EXPECTED = (
     "expected one of: COCO (annotations/captions_train2017.json and train2017/), an image folder with "
     "metadata.jsonl or metadata.csv, paired NAME.jpg + NAME.txt files, images/1.jpg… with captions.txt, "
-    "or WebDataset .tar shards (no data at hand? train on the built-in set with --preset shapes)"
+    "WebDataset .tar shards, or .parquet / .arrow files (no data at hand? train on the built-in set with --preset shapes)"
 )
 
 
@@ -85,6 +87,9 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
             return "imagefolder"
     if (root / "captions.txt").is_file() and (root / "images").is_dir():
         return "captions-txt"
+    if any(p.name.endswith((".parquet", ".arrow")) for folder in (root, root / "data", root / "train")
+           if folder.is_dir() for p in folder.iterdir()):
+        return "parquet"
     for folder in (root, root / "train"):
         if folder.is_dir() and any(_is_image(p) and p.with_suffix(".txt").is_file() for p in folder.iterdir()):
             return "paired"

@@ -13,6 +13,9 @@ from multimodal.data.coco import CocoCaptionDataset
 from multimodal.data.layouts import read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 
+# The layouts read as streams, never all at once: what per-image options cannot apply to.
+STREAMED = {"webdataset": "WebDataset shards", "parquet": "parquet files"}
+
 
 def open_split(
     data_dir: str | os.PathLike,
@@ -27,21 +30,25 @@ def open_split(
     cache_images: bool = False,
 ) -> torch.utils.data.Dataset:
     """The `split` ("train" or "val") of the data set at `data_dir`: a map-style dataset, or for
-    WebDataset shards a streamed IterableDataset. A DatasetLayoutError (one line) names the
+    WebDataset shards and parquet files a streamed IterableDataset. A DatasetLayoutError (one line) names the
     first problem that would stop training (the fast checks of `python -m multimodal.data check`); what
 is only left out (missing images, images without captions, duplicates) is counted in one warning."""
     layout = resolve_format(data_dir, data_format)
     if layout == "coco":
         return CocoCaptionDataset(data_dir, split, image_size, all_pairs, seed, cache_images)
+    ignored = [flag for flag, on in (("--all-pairs", all_pairs), ("--cache-images", cache_images)) if on]
+    if layout in STREAMED and ignored:
+        raise DatasetLayoutError(f"{' and '.join(ignored)} cannot apply to streamed {STREAMED[layout]}; "
+                                 f"leave {'them' if len(ignored) > 1 else 'it'} out")
     if layout == "webdataset":
         from multimodal.data.webdataset_source import WebDatasetSource  # webdataset loads only for shards
 
-        ignored = [flag for flag, on in (("--all-pairs", all_pairs), ("--cache-images", cache_images)) if on]
-        if ignored:
-            raise DatasetLayoutError(f"{' and '.join(ignored)} cannot apply to streamed WebDataset shards; "
-                                     f"leave {'them' if len(ignored) > 1 else 'it'} out")
-
         return WebDatasetSource(str(data_dir), split, image_size, caption_column, val_fraction, seed)
+    if layout == "parquet":
+        from multimodal.data.parquet_source import ParquetSource  # pyarrow loads only for parquet
+
+        image_column = "image" if image_column == "file_name" else image_column  # the Hub's name for it
+        return ParquetSource(str(data_dir), split, image_size, caption_column, image_column, val_fraction, seed)
     found = read_layout(data_dir, layout, caption_column, image_column, val_fraction)
     found.raise_if_fatal()
     left_out = [problem for problem in found.problems if not problem.fatal]
