@@ -142,24 +142,28 @@ class LatentDiffusion(nn.Module):
         return F.mse_loss(prediction.float(), self.target(latents, noise, timesteps).float())
 
     # -- sampling -------------------------------------------------------------------------
-    def guidance_condition(self, condition: Condition, guidance_scale: float) -> Condition:
-        """What the UNet sees at every sampling step: the text alone (scale 1), the null condition
-        alone (scale 0), or both stacked into one batch for classifier-free guidance."""
+    def guidance_condition(self, condition: Condition, guidance_scale: float,
+                           negative: Condition | None = None) -> Condition:
+        """What the UNet sees at every sampling step: the text alone (scale 1), what guidance
+        steers away from alone (scale 0), or both stacked into one batch for classifier-free
+        guidance. Guidance steers away from the null condition, or from `negative` (a negative
+        prompt's condition, as long as the text's) when given."""
         if guidance_scale == 1.0:
             return condition
+        away = negative if negative is not None else self.null_condition(*condition[1].shape[:2])
         if guidance_scale == 0.0:
-            return self.null_condition(*condition[1].shape[:2])
-        return self.stacked_condition(condition)
+            return away
+        return self.stacked_condition(condition, away)
 
-    def stacked_condition(self, condition: Condition) -> Condition:
-        """The text's condition and the null condition as one batch, text first: what a guided
-        step runs the UNet on."""
+    def stacked_condition(self, condition: Condition, away: Condition | None = None) -> Condition:
+        """The text's condition and the one guidance steers away from (default: the null
+        condition) as one batch, text first: what a guided step runs the UNet on."""
         text_embedding, context, context_mask = condition
-        null_embedding, null_context, null_mask = self.null_condition(*context.shape[:2])
+        away_embedding, away_context, away_mask = away or self.null_condition(*context.shape[:2])
         return (
-            torch.cat([text_embedding, null_embedding.to(text_embedding.dtype)]),
-            torch.cat([context, null_context.to(context.dtype)]),
-            torch.cat([context_mask, null_mask]),
+            torch.cat([text_embedding, away_embedding.to(text_embedding.dtype)]),
+            torch.cat([context, away_context.to(context.dtype)]),
+            torch.cat([context_mask, away_mask]),
         )
 
     def guided_prediction(
@@ -189,11 +193,13 @@ class LatentDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
         on_step: Callable[[torch.Tensor], None] | None = None,
+        negative: Condition | None = None,
     ) -> torch.Tensor:
         """Denoise from pure noise to a latent z (denormalised, ready for the image decoder), one
         per row of `condition`. The noise is drawn on `generator` (a CPU generator), so a seed
         gives the same result on every device. `progress`: a bar over the steps; `on_step` gets
-        the (denormalised) latent after each step, to watch the trajectory."""
+        the (denormalised) latent after each step, to watch the trajectory; `negative`: the
+        condition guidance steers away from instead of the null one (`guidance_condition`)."""
         if sampling.num_inference_steps > self.config.num_timesteps:
             raise ConfigError(
                 "num_inference_steps",
@@ -207,7 +213,7 @@ class LatentDiffusion(nn.Module):
         x = torch.randn((condition[0].shape[0], c, s, s), generator=generator, dtype=torch.float32)
         x = x.to(device) * scheduler.init_noise_sigma
         step_options = {"eta": sampling.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-        guided_condition = self.guidance_condition(condition, sampling.guidance_scale)
+        guided_condition = self.guidance_condition(condition, sampling.guidance_scale, negative)
         for t in tqdm(scheduler.timesteps, desc=f"{sampling.sampler} sampling", unit="step", disable=not progress):
             model_input = scheduler.scale_model_input(x, t)
             prediction = self.guided_prediction(

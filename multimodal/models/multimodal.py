@@ -215,6 +215,7 @@ class GenerativeMultimodalModel(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
         use_diffusion: bool = True,
+        negative_prompts: list[str] | None = None,
     ) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1], one per text, drawn as `sampling` says (default:
         `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
@@ -223,13 +224,22 @@ class GenerativeMultimodalModel(nn.Module):
         `num_candidates` N > 1 (and diffusion), N pictures are drawn per text (text i's are rows
         i·N … i·N+N-1 of one batch) and the one whose caption likelihood of the text is highest is
         kept (DALL·E's reranking, judged by our own caption decoder). `progress`: a bar over the
-        steps."""
+        steps. `negative_prompts` (one per text; "" for none): what guidance steers away from
+        instead of the null condition, as diffusers' negative prompts do."""
         sampling = sampling or SamplingConfig()
         n = sampling.num_candidates if use_diffusion else 1  # the preview draws no noise: one picture
         drawn = [text for text in texts for _ in range(n)]
-        condition = self.text_condition(drawn)
+        negative = None
+        if negative_prompts is not None and any(negative_prompts) and use_diffusion:
+            if len(negative_prompts) != len(texts):
+                raise ValueError(f"{len(negative_prompts)} negative prompts for {len(texts)} prompts")
+            both = self.text_condition(drawn + [text for text in negative_prompts for _ in range(n)])
+            condition, negative = zip(*(part.chunk(2) for part in both))
+            negative = self._null_where_empty(negative, [text for text in negative_prompts for _ in range(n)])
+        else:
+            condition = self.text_condition(drawn)
         if use_diffusion:
-            z = self.diffusion.sample(condition, sampling, generator, progress)
+            z = self.diffusion.sample(condition, sampling, generator, progress, negative=negative)
         else:
             z = self.image_decoder.get_latent_from_embedding(condition[0])
         images = self.image_decoder.decode_from_latent(z).clamp(-1, 1)
@@ -238,6 +248,11 @@ class GenerativeMultimodalModel(nn.Module):
         likelihood = self.caption_log_likelihood(self.encode_latent(images), drawn).view(len(texts), n)
         best = likelihood.argmax(dim=1) + torch.arange(len(texts), device=likelihood.device) * n
         return images[best]
+
+    def _null_where_empty(self, condition: Condition, texts: list[str]) -> Condition:
+        """`condition` with the rows whose text is empty replaced by the null condition."""
+        empty = torch.tensor([not text.strip() for text in texts], device=condition[0].device)
+        return self.diffusion.drop_condition(*condition, empty)
 
     @torch.no_grad()
     def generate_text_from_image(self, images: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:
