@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from multimodal.data.transforms import from_uint8, load_rgb, resize_and_crop, to_uint8_tensor
+from multimodal.errors import DatasetLayoutError
 
 # What PIL raises on unreadable, truncated or hostile files.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -87,6 +88,26 @@ class CaptionDataset(torch.utils.data.Dataset):
             else None
         )
         self._corrupt: set[int] = set()
+        self._refuse_if_unreadable()
+
+    def _refuse_if_unreadable(self) -> None:
+        """Read images in order until one can be read (the first, for a sound set), so that a set
+        none of whose images can be read is refused here, in one line, and not by a loader
+        worker, in the middle of an epoch. The unreadable ones it meets are skipped from then on."""
+        failed: list[tuple[int, Exception]] = []
+        for image_index in range(len(self.paths)):
+            try:
+                self._pixels(image_index)
+            except IMAGE_ERRORS as err:
+                failed.append((image_index, err))
+                continue
+            for index, err in failed:
+                self._unreadable(index, err)
+            return
+        if failed:
+            index, err = failed[0]
+            raise DatasetLayoutError(none_readable(len(self.paths), self.where,
+                                                   f"{self.paths[index]}: {why_unreadable(err)}"))
 
     def set_epoch(self, epoch: int) -> None:
         """Choose which caption each image gets this epoch."""
@@ -145,22 +166,40 @@ class CaptionDataset(torch.utils.data.Dataset):
             try:
                 pixels = self._pixels(image_index)
             except IMAGE_ERRORS as err:
-                if not self._corrupt:
-                    warnings.warn(
-                        f"unreadable image {self.paths[image_index]} ({err}); using a "
-                        "neighbouring sample instead (further ones are counted in num_skipped)",
-                        # Attributed to this file, not to the DataLoader that called us: scripts
-                        # silence torch's own warnings, and this one must still be seen.
-                        stacklevel=1,
-                    )
-                self._corrupt.add(image_index)
+                self._unreadable(image_index, err)
                 continue
             return {
                 "image": from_uint8(pixels),
                 "caption": caption,
                 "image_id": self._image_ids[image_index],
             }
-        raise RuntimeError(f"no readable image in {self.where}")
+        raise DatasetLayoutError(f"none of the {len(self.paths)} images in {self.where} can be read any more "
+                                 "(one could when the run started): were they moved or deleted?")
+
+    def _unreadable(self, image_index: int, err: Exception) -> None:
+        """Leave an image out from now on; the first one is reported."""
+        if not self._corrupt:
+            warnings.warn(
+                f"unreadable image {self.paths[image_index]} ({why_unreadable(err)}); using a "
+                "neighbouring sample instead (further ones are counted in num_skipped)",
+                # Attributed to this file, not to the DataLoader that called us: scripts
+                # silence torch's own warnings, and this one must still be seen.
+                stacklevel=1,
+            )
+        self._corrupt.add(image_index)
+
+
+def why_unreadable(error: Exception) -> str:
+    """Why PIL could not read an image, without the file object it names for an image in memory."""
+    return "not an image file PIL can identify" if isinstance(error, Image.UnidentifiedImageError) else str(error)
+
+
+def none_readable(count: int, where: str, first: str, what: str = "images",
+                  hint: str = " (python -m multimodal.data check lists every unreadable file)") -> str:
+    """The one line for a split none of whose images (or `what`) can be read."""
+    if count == 1:
+        return f"the only {what.removesuffix('s')} in {where} could not be read: {first}{hint}"
+    return f"none of the {count} {what} in {where} could be read; first: {first}{hint}"
 
 
 def warn_missing(num_missing: int, listed_in: str | os.PathLike, folder: str | os.PathLike) -> None:

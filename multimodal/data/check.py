@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from multimodal.data.caption_dataset import IMAGE_ERRORS
+from multimodal.data.caption_dataset import IMAGE_ERRORS, none_readable, why_unreadable
 from multimodal.data.layouts import Problem, is_held_out, read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 
@@ -25,6 +25,8 @@ class SplitCounts:
 
     images: int = 0
     captions: list[int] = field(default_factory=list)  # captions per image
+    unreadable: int = 0
+    first_unreadable: str | None = None  # "FILE: why"
 
 
 @dataclass
@@ -48,7 +50,7 @@ def _unreadable(path: str | os.PathLike | None, data: bytes | None = None) -> st
         with Image.open(io.BytesIO(data) if data is not None else path) as image:
             image.verify()
     except IMAGE_ERRORS as error:
-        return f"unreadable image ({error})"
+        return f"unreadable image ({why_unreadable(error)})"
     return None
 
 
@@ -57,6 +59,8 @@ def _count(report: Report, counts: SplitCounts, where: str | os.PathLike, captio
     that leaves it out (not fatal: training skips such images too)."""
     if unreadable:
         report.problems.append(Problem(where, unreadable, fatal=False))
+        counts.unreadable += 1
+        counts.first_unreadable = counts.first_unreadable or f"{where}: {unreadable}"
         return
     counts.images += 1
     counts.captions.append(len(captions))
@@ -108,7 +112,10 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
         report.problems.append(Problem(str(data_dir), str(error)))
         return report
     for split, counts in report.splits.items():
-        if counts.images == 0 and report.trains:
+        if counts.images == 0 and counts.unreadable:
+            report.problems.append(Problem(str(data_dir), none_readable(counts.unreadable, f"the {split} split",
+                                                                        counts.first_unreadable, hint="")))
+        elif counts.images == 0 and report.trains:
             report.problems.append(Problem(str(data_dir), f"no readable captioned image in the {split} split"))
     return report
 

@@ -8,6 +8,8 @@
     webdataset    .tar shards (multimodal/data/webdataset_source.py streams them)
     parquet       .parquet or .arrow files of image and caption columns, as the Hub stores data
                   sets (multimodal/data/parquet_source.py streams them)
+    karpathy      dataset_coco.json (Karpathy's split: train + restval, val, test) beside COCO's
+                  image folders (multimodal/data/karpathy.py)
 
 Every reader gives the same thing, `CaptionRecords` for a train and a val split, and lists
 what is wrong as `Problem`s with their file and line: fatal ones (the set would not train as
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ from typing import Any, Callable, Iterator
 from multimodal.config import DATA_FORMATS
 from multimodal.data.caption_dataset import CaptionRecords
 from multimodal.data.coco import read_coco
+from multimodal.data.karpathy import KARPATHY_FILE, read_karpathy
+from multimodal.data.listing import UnreadableText, listed_file, read_text
 from multimodal.errors import DatasetLayoutError
 from multimodal.paths import is_shard_spec
 
@@ -80,6 +85,8 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     if is_shard_spec(data_dir):
         return "webdataset"
     root = Path(data_dir)
+    if (root / KARPATHY_FILE).is_file() and not (root / "annotations").exists():
+        return "karpathy"  # beside COCO's annotations it is only read when asked for (--data-format karpathy)
     if not root.is_dir() or any((root / name).exists() for name in ("annotations", "train2017", "val2017")):
         return "coco"  # its reader names what is missing (and suggests the shapes preset)
     for folder in (root, root / "train"):
@@ -187,27 +194,34 @@ def _caption_list(cell: Any, csv_cell: bool) -> list[str] | str:
 
 def _metadata_rows(path: Path, problems: list[Problem]) -> Iterator[tuple[str, dict]]:
     """(file:line, row) for each row of metadata.jsonl or metadata.csv; bad lines become problems."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as file:
-        if path.suffix == ".csv":
-            reader = csv.DictReader(file)
-            try:
-                for row in reader:
-                    yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
-            except csv.Error as error:
-                problems.append(Problem(f"{path}:{reader.line_num}", f"not valid CSV ({error})"))
-            return
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                problems.append(Problem(f"{path}:{number}", f"not a JSON line ({error.msg}): {line.strip()[:60]}"))
-                continue
-            if not isinstance(row, dict):
-                problems.append(Problem(f"{path}:{number}", f"not a JSON object: {line.strip()[:60]}"))
-                continue
-            yield f"{path}:{number}", row
+    try:
+        text = read_text(path)
+    except UnreadableText as error:
+        problems.append(Problem(error.where, error.problem))
+        return
+    if path.suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            for row in reader:
+                yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}
+        except csv.Error as error:
+            problems.append(Problem(f"{path}:{reader.line_num}", f"not valid CSV ({error})"))
+        return
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON text may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(Problem(f"{path}:{number}", f"not a JSON line ({error.msg}): {line.strip()[:60]}"))
+            continue
+        except RecursionError:
+            problems.append(Problem(f"{path}:{number}", "not a JSON line (nested too deeply)"))
+            continue
+        if not isinstance(row, dict):
+            problems.append(Problem(f"{path}:{number}", f"not a JSON object: {line.strip()[:60]}"))
+            continue
+        yield f"{path}:{number}", row
 
 
 def read_imagefolder_split(folder: Path, caption_column: str, image_column: str, problems: list[Problem],
@@ -229,11 +243,16 @@ def read_imagefolder_split(folder: Path, caption_column: str, image_column: str,
         if not isinstance(name, str) or not name.strip():
             problems.append(Problem(where, f"{image_column!r} must name an image file, got {json.dumps(name)[:60]}"))
             continue
+        path = listed_file(folder, name.strip())
+        if isinstance(path, str):
+            problems.append(Problem(where, f"{image_column!r} {json.dumps(name)[:200]} {path}"))
+            continue
+        name = path.relative_to(folder).as_posix()
         found = _caption_list(row[caption_column], metadata.suffix == ".csv")
         if isinstance(found, str):
             problems.append(Problem(where, f"{found} in column {caption_column!r} for {name}"))
             continue
-        known = captions.setdefault(name.strip(), [])
+        known = captions.setdefault(name, [])
         for caption in found:
             if caption in known:
                 problems.append(Problem(where, f"duplicate caption for {name}: {caption[:60]!r}", fatal=False))
@@ -264,7 +283,12 @@ def read_paired_split(folder: Path, problems: list[Problem], skip: tuple[Path, .
             problems.append(Problem(str(path), f"image without caption (no {text_file.name})", fatal=False))
             continue
         captions: list[str] = []
-        for line in text_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            lines = read_text(text_file).splitlines()
+        except UnreadableText as error:
+            problems.append(Problem(error.where, error.problem))
+            continue
+        for line in lines:
             caption = line.strip()
             if caption in captions:
                 problems.append(Problem(str(text_file), f"duplicate caption {caption[:60]!r}", fatal=False))
@@ -293,7 +317,11 @@ def read_captions_txt(root: Path, problems: list[Problem]) -> tuple[CaptionRecor
             problems.append(Problem(str(path), "not numbered like images/1.jpg; ignored", fatal=False))
     first = 0 if 0 in numbered else 1
     captions_file = root / "captions.txt"
-    lines = captions_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        lines = read_text(captions_file).splitlines()
+    except UnreadableText as error:
+        problems.append(Problem(error.where, error.problem))
+        lines = []
     records, num_missing = CaptionRecords(), 0
     for number, line in enumerate(lines, 1):
         index = number - 1 + first
@@ -329,6 +357,12 @@ def read_layout(data_dir: str | os.PathLike, data_format: str = "auto", caption_
             if layout.num_missing[split]:
                 problems.append(Problem(str(root / "annotations" / f"captions_{split}2017.json"),
                                         f"{layout.num_missing[split]} listed images are missing", fatal=False))
+    elif name == "karpathy":
+        layout.splits, layout.num_missing = read_karpathy(root)
+        for split, missing in layout.num_missing.items():
+            if missing:
+                problems.append(Problem(str(root / KARPATHY_FILE), f"{missing} listed {split} images are missing",
+                                        fatal=False))
     elif name == "imagefolder":
         def has_metadata(folder: Path) -> bool:
             return any((folder / file).is_file() for file in METADATA_FILES)

@@ -26,8 +26,9 @@ import webdataset as wds
 from webdataset.tariterators import base_plus_ext
 from webdataset.utils import pytorch_worker_info
 
-from multimodal.data.caption_dataset import IMAGE_ERRORS
+from multimodal.data.caption_dataset import IMAGE_ERRORS, none_readable, why_unreadable
 from multimodal.data.layouts import VAL_FOLDERS, is_held_out
+from multimodal.data.listing import UnreadableText, decode_text
 from multimodal.paths import SHARD_SUFFIXES
 from multimodal.data.transforms import from_uint8, load_rgb, resize_and_crop, to_uint8_tensor
 from multimodal.errors import DatasetLayoutError
@@ -81,18 +82,45 @@ def scan_shard(shard: str, read: tuple[str, ...] = ()) -> dict[str, dict[str, An
     return samples
 
 
+def _samples_in(shard: str, keys: set[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) of the image and caption files of each sample of `shard` whose key
+    is in `keys`, one sample in memory at a time (a sample's files lie together in a shard)."""
+    current, files = None, {}
+    try:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                key, extension = base_plus_ext(member.name)
+                if not member.isfile() or key not in keys or extension.lower() not in IMAGE_KEYS + CAPTION_KEYS:
+                    continue
+                if key != current:
+                    if files:
+                        yield current, files
+                    current, files = key, {}
+                files[extension.lower()] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DatasetLayoutError(f"{shard} is not a readable tar shard ({error})") from None
+    if files:
+        yield current, files
+
+
 def captions_of(sample: dict[str, Any], caption_column: str) -> list[str] | str:
     """The captions of a sample (its .txt, else its .json), or what is wrong with them."""
-    if "txt" in sample:
-        captions = [line.strip() for line in sample["txt"].decode("utf-8", "replace").splitlines()]
-        captions = list(dict.fromkeys(c for c in captions if c))
-        return captions or "empty caption (.txt)"
-    if "json" not in sample:
+    extension = next((k for k in CAPTION_KEYS if k in sample), None)
+    if extension is None:
         return "no caption (.txt or .json)"
     try:
-        record = json.loads(sample["json"])
-    except ValueError as error:
+        text = decode_text(sample[extension], f".{extension}")
+    except UnreadableText as error:
+        return str(error)
+    if extension == "txt":
+        captions = list(dict.fromkeys(c for c in (line.strip() for line in text.splitlines()) if c))
+        return captions or "empty caption (.txt)"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
         return f".json is not JSON ({error.msg})"
+    except RecursionError:
+        return ".json is not JSON (nested too deeply)"
     if not isinstance(record, dict) or caption_column not in record:
         columns = ", ".join(map(repr, record)) if isinstance(record, dict) else "none"
         return f".json has no key {caption_column!r}; its keys are {columns} (choose another with --caption-column)"
@@ -127,11 +155,12 @@ class WebDatasetSource(torch.utils.data.IterableDataset):
             raise DatasetLayoutError(f"{len(self.shards)} shards for {self.world_size} processes: every process needs "
                                      "at least one (write more, smaller shards with python -m multimodal.data convert)")
         self.references: dict[int, list[str]] = {}  # val: every image id → all its captions
-        counts = []
+        counts, kept_keys = [], []
         for shard in self.shards:
             samples = scan_shard(shard, read=CAPTION_KEYS if split != "train" else ())
             kept = [(key, files) for key, files in samples.items() if self.keep(key, files)]
             counts.append(len(kept))
+            kept_keys.append({key for key, _ in kept})
             for key, files in kept if split != "train" else ():
                 captions = captions_of(files, caption_column)
                 if isinstance(captions, list):
@@ -142,6 +171,29 @@ class WebDatasetSource(torch.utils.data.IterableDataset):
             raise DatasetLayoutError(f"no {split} sample (an image and a .txt or .json) in the shards of {data_dir}")
         self.image_info: dict[int, dict] = {}
         self.num_skipped = 0  # unreadable images and samples without captions, in this process
+        self._refuse_if_unreadable(kept_keys)
+
+    def _refuse_if_unreadable(self, kept_keys: list[set[str]]) -> None:
+        """Decode the split's samples in shard order until one can be used (the first, for a sound
+        set), so that shards none of whose samples can be read are refused here, in one line, and
+        not met as an epoch without a step. `kept_keys`: each shard's samples of this split."""
+        first, tried = None, 0
+        for shard, keys in zip(self.shards, kept_keys):
+            for key, files in _samples_in(shard, keys):
+                image = next((files[k] for k in IMAGE_KEYS if k in files), None)
+                if image is None:  # a sample's files apart in the shard: judged where its image lies
+                    continue
+                tried += 1
+                captions = captions_of(files, self.caption_column)
+                try:
+                    if isinstance(captions, str):
+                        raise ValueError(captions)
+                    load_rgb(io.BytesIO(image))
+                    return
+                except IMAGE_ERRORS as error:
+                    first = first or f"{shard}: sample {key}: {why_unreadable(error)}"
+        raise DatasetLayoutError(none_readable(tried, f"the {self.split} split of {self.data_dir}", first,
+                                               what="samples"))
 
     def keep(self, key: str, files: dict) -> bool:
         """Whether a sample (its key and files) belongs to this split."""
@@ -172,8 +224,8 @@ class WebDatasetSource(torch.utils.data.IterableDataset):
             pixels = to_uint8_tensor(self.resize_and_crop(load_rgb(io.BytesIO(sample[extension]))))
         except IMAGE_ERRORS as error:
             if not self.num_skipped:
-                warnings.warn(f"skipping sample {key} of {sample['__url__']} ({error}); further ones are counted",
-                              stacklevel=1)
+                warnings.warn(f"skipping sample {key} of {sample['__url__']} ({why_unreadable(error)}); further "
+                              "ones are counted", stacklevel=1)
             self.num_skipped += 1
             return None
         image_id = sample_id(key)
