@@ -16,6 +16,8 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio loads: no calls home
 
+import logging  # noqa: E402
+import math  # noqa: E402
 import warnings  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -23,7 +25,11 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import pydantic  # noqa: E402
 import torch  # noqa: E402
+from gradio.exceptions import InvalidPathError  # noqa: E402
+from gradio.utils import is_in_or_equal  # noqa: E402
+from gradio_client.utils import is_http_url_like  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from multimodal.config import SAMPLERS, ServeConfig  # noqa: E402
@@ -44,6 +50,10 @@ NUM_EXAMPLES = 6
 NUM_RESULTS = 12  # search results shown
 MAX_CANDIDATES = 8  # most pictures drawn per image asked (best of N): each is a whole drawing
 EMBED_BATCH = 64
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
+NOT_UPLOADED = "Upload the picture to this page first: the page reads no other file of the server."
+NOT_FETCHED = "The page fetches nothing from the web: download the picture, then upload the file."
+log = logging.getLogger(__name__)
 
 
 def refuse(message: str) -> gr.Error:
@@ -52,14 +62,80 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def refuse_probe(message: str, what: str) -> gr.Error:
+    """`refuse`, for what the page's own browser never sends (a server path, an address to
+    fetch): someone is trying the server, so its log gets one line about it (no traceback)."""
+    log.warning("multimodal.app: refused %s", what)
+    return refuse(message)
+
+
+def number_sent(payload: Any, label: str) -> float:
+    """A number box's value as a visitor sent it, or a gr.Error naming the box: gradio's own
+    checks let NaN through (it compares false with any bound) and fail with a traceback on
+    infinity (where it rounds) or on text."""
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
+        raise refuse(f"{label.split(' (')[0]} must be a finite number, got {payload!r}.")
+    return payload
+
+
+class Slider(gr.Slider):
+    """gr.Slider that refuses, in the page, what is no number."""
+
+    is_template = True  # drawn in the browser as a plain gr.Slider
+
+    def preprocess(self, payload: Any) -> float:
+        return super().preprocess(number_sent(payload, self.label))
+
+
+class Number(gr.Number):
+    """gr.Number that refuses, in the page, what is no number; empty stays empty (a random seed)."""
+
+    is_template = True  # drawn in the browser as a plain gr.Number
+
+    def preprocess(self, payload: Any) -> float | int | None:
+        return None if payload is None else super().preprocess(number_sent(payload, self.label))
+
+
+def uploaded(path: str, upload_folder: str) -> str:
+    """`path` if it names a file uploaded to the page, else a gr.Error: an address gradio would
+    download, or any other file of the server (gradio checks only the entries marked as files)."""
+    if is_http_url_like(path):
+        raise refuse_probe(NOT_FETCHED, f"an address sent as a picture: {path[:200]}")
+    if not is_in_or_equal(path, upload_folder):
+        raise refuse_probe(NOT_UPLOADED, f"a path sent as a picture: {path[:200]}")
+    return path
+
+
 class UploadedImage(gr.Image):
     """gr.Image whose upload reaches the handler as the file gradio stored, unopened: a file that
-    is not a picture then gets our message instead of PIL's error from inside gradio."""
+    is not a picture then gets our message instead of PIL's error from inside gradio. Only
+    uploads: a visitor's path or address is refused before gradio would copy or fetch it."""
 
     is_template = True  # drawn in the browser as a plain gr.Image
 
+    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
+        if url_or_file_path is not None:
+            uploaded(str(url_or_file_path), self.GRADIO_CACHE)
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
     def preprocess(self, payload: Any) -> str | None:
-        return None if payload is None else payload.path
+        return None if payload is None or payload.path is None else uploaded(payload.path, self.GRADIO_CACHE)
+
+
+class Page(gr.Blocks):
+    """gr.Blocks whose reading of a request answers what gradio refuses in it (a value out of
+    bounds, a file the visitor names instead of uploading, a file entry that is none) with a
+    message, as the handlers answer bad input, and no traceback in the log."""
+
+    async def preprocess_data(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except gr.Error as error:  # gradio's own (a bound, a choice) would print a traceback
+            raise (refuse(error.message) if error.print_exception else error) from None
+        except InvalidPathError as error:
+            raise refuse_probe(NOT_UPLOADED, str(error)) from None
+        except pydantic.ValidationError as error:  # only file entries have a model to check against
+            raise refuse_probe(NOT_UPLOADED, f"a picture that is no file entry: {error.errors()[0]['msg']}") from None
 
 
 def read_upload(path: str | None, max_megapixels: float) -> Image.Image:
@@ -99,7 +175,7 @@ def page_messages() -> Iterator[None]:
 
 
 def seed_of(value: float | None) -> int | None:
-    """A seed box's value (gradio keeps it whole and at least 0): empty means a fresh random seed."""
+    """A seed box's value (gradio keeps it whole, from 0 to MAX_SEED): empty means a fresh random seed."""
     return None if value is None else int(value)
 
 
@@ -134,8 +210,8 @@ class ValidationSet:
 
 class Demo:
     """The page's handlers around one generator. Each checks its input and answers a mistake
-    with a message in the page; the next request works as if nothing happened. (Gradio itself
-    keeps sliders and numbers within their bounds and choices among the choices.)"""
+    with a message in the page; the next request works as if nothing happened. (The page's boxes
+    keep numbers finite and within their bounds, gradio keeps choices among the choices.)"""
 
     def __init__(self, generator: ImageTextGenerator, config: ServeConfig, validation: ValidationSet | None,
                  seed: int = 0, no_search: str = "") -> None:
@@ -229,7 +305,7 @@ def build_page(demo: Demo) -> gr.Blocks:
     run = dict(concurrency_id=MODEL, concurrency_limit=config.concurrency_limit)
     trained_on = demo.generator.trained_on
     # Visitors' uploads and the pictures made for them are deleted after an hour, checked hourly.
-    with gr.Blocks(title="multimodal", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
+    with Page(title="multimodal", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"## multimodal · `{demo.generator.checkpoint_dir}`"
                     + (f" · trained on the {trained_on} set" if trained_on else ""))
         if demo.no_search:
@@ -240,14 +316,14 @@ def build_page(demo: Demo) -> gr.Blocks:
                     prompt = gr.Textbox(label="Prompt", max_lines=2, elem_id="t2i-prompt",
                                         max_length=MAX_PROMPT_CHARACTERS)
                     with gr.Row():
-                        steps = gr.Slider(1, 100, value=defaults.num_inference_steps, step=1, label="Steps")
-                        guidance = gr.Slider(0, 10, value=defaults.guidance_scale, step=0.5, label="Guidance")
+                        steps = Slider(1, 100, value=defaults.num_inference_steps, step=1, label="Steps")
+                        guidance = Slider(0, 10, value=defaults.guidance_scale, step=0.5, label="Guidance")
                     with gr.Row():
                         sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
-                        seed = gr.Number(demo.seed, precision=0, label="Seed (empty: random)", minimum=0)
-                        count = gr.Slider(1, config.max_images, value=1, step=1, label="Images")
-                        candidates = gr.Slider(1, MAX_CANDIDATES, value=defaults.num_candidates, step=1,
-                                               label="Best of (pictures drawn per image, the likeliest kept)")
+                        seed = Number(demo.seed, precision=0, label="Seed (empty: random)", minimum=0, maximum=MAX_SEED)
+                        count = Slider(1, config.max_images, value=1, step=1, label="Images")
+                        candidates = Slider(1, MAX_CANDIDATES, value=defaults.num_candidates, step=1,
+                                            label="Best of (pictures drawn per image, the likeliest kept)")
                     preview = gr.Checkbox(False, label="Fast preview (no diffusion)", elem_id="t2i-preview")
                     draw = gr.Button("Generate", variant="primary", elem_id="t2i-run")
                     if prompts:
@@ -262,12 +338,13 @@ def build_page(demo: Demo) -> gr.Blocks:
                                            height=256)
                     decoding = gr.Radio(list(DECODINGS), value="greedy", label="Decoding")
                     with gr.Row():
-                        captions_count = gr.Slider(1, config.max_captions, value=1, step=1, label="Captions")
-                        beams = gr.Slider(2, 8, value=3, step=1, label="Beams (for beams)")
+                        captions_count = Slider(1, config.max_captions, value=1, step=1, label="Captions")
+                        beams = Slider(2, 8, value=3, step=1, label="Beams (for beams)")
                     with gr.Row():
-                        temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.1, label="Temperature (for sampling)")
-                        top_p = gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p (for sampling)")
-                        caption_seed = gr.Number(demo.seed, precision=0, label="Seed (for sampling)", minimum=0)
+                        temperature = Slider(0.1, 2.0, value=0.8, step=0.1, label="Temperature (for sampling)")
+                        top_p = Slider(0.1, 1.0, value=0.9, step=0.05, label="Top-p (for sampling)")
+                        caption_seed = Number(demo.seed, precision=0, label="Seed (for sampling)", minimum=0,
+                                              maximum=MAX_SEED)
                     describe = gr.Button("Describe", variant="primary", elem_id="i2t-run")
                     if trained_on == "shapes":
                         gr.Markdown("This checkpoint knows only the shapes set: it describes any picture as a shape.")

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from multimodal.errors import InvalidInputError
+
 
 def being_written(target: Path) -> Path:
     """Where a new version of `target` (a file or a folder) is written before it is renamed into place."""
@@ -73,6 +75,22 @@ def input_overwritten(output: str | os.PathLike, inputs: dict[str, str | os.Path
         if folder is not None and overlaps(output, folder):
             return f"{output} is, holds or lies inside {what} {folder}, which this command reads; choose another folder"
     return None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work starts, a file that could not be written when the work ends (a
+    folder in its place, a file where a folder should be, a folder this user may not write in):
+    otherwise the work is done, then lost. Folders missing on the way are fine: writing makes them."""
+    path = Path(path)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{path} is a folder; name the file to write in it")
+    folder = path.parent
+    while not os.path.exists(folder):  # os.path: a folder this user may not enter is one more "no"
+        folder = folder.parent
+    if not os.path.isdir(folder):
+        raise InvalidInputError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot write {path}: this user may not write in {folder}; choose another place")
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
