@@ -13,7 +13,9 @@ from pathlib import Path
 
 from multimodal import cli
 from multimodal.config import InferenceConfig, SamplingConfig, sampling_presets
+from multimodal.config.sampling import IMAGE_BATCH
 from multimodal.errors import InvalidInputError
+from multimodal.files import check_writable
 from multimodal.images import image_file_names, image_format
 
 DEFAULT_FILE = Path("generated.png")
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "path without an extension (default for several images: generated/)",
     )
     output.add_argument("--num-samples", type=cli.positive_int, metavar="N", default=1,
-                        help="images per prompt (default: 1)")
+                        help=f"images per prompt; they are drawn {IMAGE_BATCH} at a time and each is written as its "
+                        "batch ends, so any number fits in memory (default: 1)")
     output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--diffusion", action=argparse.BooleanOptionalAction, default=True,
@@ -88,6 +91,8 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
     existing = [path for path in paths if path.exists()]
     if existing and not args.overwrite:
         raise InvalidInputError(f"{existing[0]} already exists; pass --overwrite to replace it")
+    for path in paths:  # a place that cannot be written is found now, not after loading and drawing
+        check_writable(path)
     return paths
 
 
@@ -111,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet,
                                        adapter=args.adapter, precision=inference.precision)
         # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
-        images = generator.generate_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
-                                              use_diffusion=args.diffusion, **cli.given(args, SamplingConfig))
-        for image, path in zip([image for row in images for image in row], paths):
+        images = generator.iter_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
+                                          use_diffusion=args.diffusion, **cli.given(args, SamplingConfig))
+        for image, path in zip(images, paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:
         print(path)

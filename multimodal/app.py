@@ -33,6 +33,7 @@ from gradio_client.utils import is_http_url_like  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
 from multimodal.config import SAMPLERS, ServeConfig  # noqa: E402
+from multimodal.config.options import SEED_LIMIT  # noqa: E402
 from multimodal.data import CaptionDataset, open_split  # noqa: E402
 from multimodal.data.transforms import load_rgb  # noqa: E402
 from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
@@ -50,7 +51,7 @@ NUM_EXAMPLES = 6
 NUM_RESULTS = 12  # search results shown
 MAX_CANDIDATES = 8  # most pictures drawn per image asked (best of N): each is a whole drawing
 EMBED_BATCH = 64
-MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
+MAX_SEED = SEED_LIMIT - 1  # the seeds every part takes (multimodal/config/options.py)
 NOT_UPLOADED = "Upload the picture to this page first: the page reads no other file of the server."
 NOT_FETCHED = "The page fetches nothing from the web: download the picture, then upload the file."
 log = logging.getLogger(__name__)

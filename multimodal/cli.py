@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 from multimodal.config import InferenceConfig
-from multimodal.config.options import choices_of
+from multimodal.config.options import SEED_RANGE, choices_of, seed_problem
 from multimodal.errors import (
     ConfigError,
     InvalidInputError,
@@ -150,7 +150,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run; auto: CUDA when present (default: auto)"
     )
-    group.add_argument("--seed", type=int, metavar="N", help="random seed: the same seed gives the same output")
+    group.add_argument("--seed", type=seed, metavar="N",
+                       help=f"random seed, {SEED_RANGE}: the same seed gives the same output")
     group.add_argument(
         "--adapter", metavar="DIR",
         help="a LoRA adapter folder (train.py --lora-rank writes one) applied to the checkpoint; without "
@@ -174,8 +175,21 @@ def _checked(convert: Callable[[str], float], ok: Callable[[float], bool], wante
 
 
 positive_int = _checked(int, lambda v: v > 0, "a whole number above 0")
-positive_float = _checked(float, lambda v: v > 0, "a number above 0")
+# inf and nan parse as floats and pass `v > 0`; as a temperature or a penalty they mean nothing.
+positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a finite number above 0")
 probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def seed(text: str) -> int:
+    """A --seed value: one torch's generators take (the check is the configs' own, `seed_problem`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {SEED_RANGE}, got {text!r}") from None
+    problem = seed_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def prompt(text: str) -> str:

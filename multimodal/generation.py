@@ -13,11 +13,12 @@ transformers (every `GenerationConfig` option).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,9 +28,12 @@ from transformers import GenerationConfig
 
 from multimodal import presets
 from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, preset_sampling, suggest
+from multimodal.config.options import check_seed
+from multimodal.config.sampling import IMAGE_BATCH
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
 from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning, SlowPrecisionWarning
+from multimodal.files import check_writable
 from multimodal.logs import quiet_transformers
 from multimodal.models import GenerativeMultimodalModel
 from multimodal.images import image_file_names, image_format, save_image
@@ -105,10 +109,11 @@ def decoding_options(num_captions: int, options: dict[str, Any]) -> dict[str, An
     for name, ok, wanted in (
         ("num_captions_per_image", num_captions >= 1, "at least 1"),
         ("num_beams", num_beams >= 1, "at least 1"),
-        ("temperature", options.get("temperature", 1.0) > 0, "above 0"),
+        # inf passes `> 0`, then samples random words: a temperature or penalty must be finite.
+        ("temperature", 0 < options.get("temperature", 1.0) < math.inf, "a finite number above 0"),
         ("top_k", options.get("top_k", 1) >= 1, "at least 1"),
         ("top_p", 0 < options.get("top_p", 1.0) <= 1, "in (0, 1]"),
-        ("repetition_penalty", options.get("repetition_penalty", 1.0) > 0, "above 0"),
+        ("repetition_penalty", 0 < options.get("repetition_penalty", 1.0) < math.inf, "a finite number above 0"),
         ("max_new_tokens", options.get("max_new_tokens", 1) >= 1, "at least 1"),
     ):
         if not ok:
@@ -195,11 +200,36 @@ class ImageTextGenerator:
     ) -> list[list[Image.Image]]:
         """`images[i][j]` is image j of prompt i, drawn as `self.sampling_config(sampling,
         **options)` says (options: num_inference_steps, guidance_scale, sampler, eta,
-        guidance_rescale, num_candidates: best of N by the caption decoder). All prompts × images
-        are one batched sampling call whose noise comes from `generator`, or from a new one seeded
-        with `seed`, so the same prompts, options and seed give the same pixels (bit for bit on
-        the CPU). `use_diffusion=False` is the fast preview instead: the latent decoded straight
-        from the text embedding, no noise drawn, the same picture every time.
+        guidance_rescale, num_candidates: best of N by the caption decoder); `iter_from_text`
+        says how they are drawn. `use_diffusion=False` is the fast preview instead: the latent
+        decoded straight from the text embedding, no noise drawn, the same picture every time.
+        """
+        prompts = check_prompts(prompts)
+        images = list(self.iter_from_text(prompts, num_images_per_prompt, seed, generator, sampling, use_diffusion,
+                                          **options))
+        n = num_images_per_prompt
+        return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def iter_from_text(
+        self,
+        prompts: Sequence[str] | str,
+        num_images_per_prompt: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SamplingConfig | None = None,
+        use_diffusion: bool = True,
+        **options: Any,
+    ) -> Iterator[Image.Image]:
+        """The images of `generate_from_text` one by one, image j of prompt i as the (i·n + j)-th,
+        for a caller that writes each as it comes (memory then holds one batch, however many are
+        asked). Arguments are checked at once, before anything is drawn.
+
+        They are drawn `IMAGE_BATCH` at a time, every batch's noise in turn from `generator`, or
+        from a new one seeded with `seed`: the same prompts, options and seed give the same pixels
+        (bit for bit on the CPU), and with ddim (eta 0) or dpm, which draw noise only at the start,
+        the pixels one batch of all would give. ddpm and ddim with eta above 0 draw noise at every
+        step, so for more than `IMAGE_BATCH` images theirs depend on the batches, as they do on the
+        number of images asked.
         """
         prompts = check_prompts(prompts)
         sampling = self.sampling_config(sampling, **options)
@@ -209,15 +239,24 @@ class ImageTextGenerator:
             raise InvalidInputError("give seed or generator, not both")
         if generator is None:
             generator = torch.Generator()
-            generator.manual_seed(seed) if seed is not None else generator.seed()
+            generator.manual_seed(check_seed(seed)) if seed is not None else generator.seed()
         self._warn_if_truncated(prompts)
         texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
-        with self.computing():
-            pixels = self.model.generate_image_from_text(texts, sampling, generator, progress=self.progress,
-                                                         use_diffusion=use_diffusion)
-        images = [to_pil(image) for image in pixels]
-        n = num_images_per_prompt
-        return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return self._draw(texts, sampling, generator, use_diffusion)
+
+    def _draw(
+        self, texts: list[str], sampling: SamplingConfig, generator: torch.Generator, use_diffusion: bool
+    ) -> Iterator[Image.Image]:
+        """`iter_from_text`'s drawing, once its arguments are checked (a generator runs only when read)."""
+        batches = range(0, len(texts), IMAGE_BATCH)
+        several = len(batches) > 1  # one bar over the batches, else the sampler's over its steps
+        for start in tqdm(batches, desc="images", unit="batch", disable=not self.progress or not several):
+            with self.computing():
+                pixels = self.model.generate_image_from_text(
+                    texts[start : start + IMAGE_BATCH], sampling, generator,
+                    progress=self.progress and not several, use_diffusion=use_diffusion,
+                )
+            yield from (to_pil(image) for image in pixels)
 
     def text_to_image(
         self,
@@ -232,8 +271,9 @@ class ImageTextGenerator:
         `generate_from_text` (num_inference_steps, guidance_scale, sampler, generator, …)."""
         if not isinstance(text, str):
             raise InvalidInputError("text_to_image draws one prompt; for several, use generate_from_text")
-        if save_path is not None:
-            image_format(save_path)  # a bad extension is refused before the work, not after
+        if save_path is not None:  # a bad extension or an unwritable place is refused before the work, not after
+            image_format(save_path)
+            check_writable(save_path)
         image = self.generate_from_text([text], seed=seed, **options)[0][0]
         if save_path is not None:
             save_image(image, save_path, overwrite)
@@ -244,6 +284,8 @@ class ImageTextGenerator:
     ) -> list[Image.Image]:
         """One image per prompt, in one batch; with `save_dir`, also written as PNG files."""
         prompts = check_prompts(texts)
+        if save_dir is not None:  # one name stands for all: they share the folder
+            check_writable(Path(save_dir) / image_file_names(prompts, 1)[0][0])
         images = self.generate_from_text(prompts, **options)
         if save_dir is not None:
             save_images(images, prompts, save_dir)
@@ -266,6 +308,7 @@ class ImageTextGenerator:
         no_repeat_ngram_size, … pass through as they are.
         """
         options = decoding_options(num_captions_per_image, generation_options | {"max_new_tokens": max_new_tokens})
+        check_seed(seed)
         num_captions = options.get("num_return_sequences", 1)
         pixels = self._pixels(images)
         captions: list[str] = []

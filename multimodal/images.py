@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from multimodal.errors import InvalidInputError
-from multimodal.files import file_written_in_place
+from multimodal.files import check_writable, file_written_in_place
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -54,14 +54,34 @@ def image_file_names(prompts: Sequence[str], count: int, extension: str = ".png"
     return names
 
 
+# The longest side, in short sides, that a picture is read and resized whole; of a longer one only
+# the middle that long is kept (the square crop every model input ends in keeps less still).
+MAX_ASPECT = 4
+
+
+def _middle(image: Image.Image) -> Image.Image:
+    """`image`, or its middle `MAX_ASPECT` short sides long when it is longer than that."""
+    width, height = image.size
+    short, long = sorted((width, height))
+    if long <= MAX_ASPECT * short:
+        return image
+    keep = MAX_ASPECT * short
+    start = (long - keep) // 2
+    return image.crop((start, 0, start + keep, height) if width > height else (0, start, width, start + keep))
+
+
 def resize_and_crop(image_size: int) -> Callable[[Image.Image], Image.Image]:
     """Resize the shorter side to `image_size` (bicubic), then centre-crop a square: what
     torchvision's Resize + CenterCrop do, in PIL alone (importing torchvision costs seconds).
 
+    Of a picture longer than `MAX_ASPECT` short sides only the middle that long is resized, so
+    the work is bounded by the output: a 1×200,000 strip resized whole would be 200,000 times
+    the output. Pictures within that aspect are resized whole, as they always were.
     No flips: captions say "on the left", and a flipped image would contradict them.
     """
 
     def transform(image: Image.Image) -> Image.Image:
+        image = _middle(image)
         width, height = image.size
         short, long = sorted((width, height))
         scaled = (image_size, int(image_size * long / short))
@@ -93,18 +113,26 @@ def load_rgb(path_or_image: str | os.PathLike | Image.Image, min_size: int | Non
 
     Transparent pixels become black (the shapes background); 16-bit images are rescaled,
     not clipped; EXIF rotation is applied so photos come out the way a viewer shows them.
+    Of a picture longer than `MAX_ASPECT` short sides only the middle that long is kept (all
+    that `resize_and_crop` uses), before any copy or conversion: a tiny file of a 1×24,000,000
+    strip then costs its decoding, not several copies of it.
     With `min_size` (the side the image will be resized to), a JPEG at least four times
     larger is decoded at a reduced scale that keeps at least twice `min_size` pixels on each
     side: a 6000×4000 photo then costs a fraction of the time and memory of a full decode.
     """
     if isinstance(path_or_image, Image.Image):
-        image = path_or_image
+        image = _middle(path_or_image)
     else:
         with Image.open(path_or_image) as opened:
             if min_size and opened.format == "JPEG":
                 opened.draft(None, (2 * min_size, 2 * min_size))
             opened.load()
-            image = ImageOps.exif_transpose(opened) if opened.getexif() else opened.copy()
+            rotated = bool(opened.getexif())
+            image = _middle(opened)  # a crop keeps the EXIF rotation (in its info) for the next line
+            if rotated:
+                image = ImageOps.exif_transpose(image)
+            elif image is opened:
+                image = opened.copy()  # the file closes when this block ends
 
     if image.mode == "RGB":
         return image
@@ -147,7 +175,11 @@ def save_image(image: Image.Image, path: str | os.PathLike, overwrite: bool = Fa
     kind = image_format(path)
     if path.exists() and not overwrite:
         raise InvalidInputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_written_in_place(path) as temporary:
-        image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with file_written_in_place(path) as temporary:
+            image.save(temporary, format=kind, **({"quality": 95} if kind in ("JPEG", "WEBP") else {}))
+    except OSError as error:  # e.g. a full disk: the user's path, not the temporary file's
+        raise InvalidInputError(f"cannot write {path}: {error.strerror or error}") from None
     return path

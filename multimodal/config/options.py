@@ -1,8 +1,9 @@
 """The machinery every config shares: fields that carry their help, checks and JSON.
 
 A field is declared with `option(default, help, ...)`; a config validates itself on
-construction and round-trips through JSON (`to_dict` / `from_dict`), which is how checkpoints
-describe the model they hold; the command lines build their flags from the fields
+construction (every float finite, every seed one torch takes, then its own `validate`) and
+round-trips through JSON (`to_dict` / `from_dict`), which is how checkpoints describe the
+model they hold; the command lines build their flags from the fields
 (multimodal/cli.py). Nothing here imports torch, so `--help` and usage errors answer at once.
 """
 
@@ -10,9 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import Any, Callable, TypeVar
 
 from multimodal.errors import ConfigError
+
+
+# The seeds every command line, config and the API accept. torch's generators take [0, 2**64)
+# (manual_seed maps a negative seed onto it, so -1 would be a second name of 2**64 - 1); half
+# of that leaves room for what training adds to its seed per process, epoch and step.
+SEED_LIMIT = 2**63
+SEED_RANGE = f"a whole number from 0 to {SEED_LIMIT - 1} (2**63 - 1)"
 
 
 def option(
@@ -22,11 +31,29 @@ def option(
     group: str = "",
     flag: str | None = None,
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+    seed: bool = False,
 ) -> Any:
     """A config field with what a person needs to set it: its help text, the `--help` group it
-    is listed in, its flag when that is not `--field-name`, and the values it may take (or a
-    function that says them when asked: the preset names, which a program may add to)."""
-    return dataclasses.field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+    is listed in, its flag when that is not `--field-name`, the values it may take (or a
+    function that says them when asked: the preset names, which a program may add to), and
+    whether it is a random seed (checked to be one on construction, by `seed_problem`)."""
+    metadata = {"help": help, "group": group, "flag": flag, "choices": choices, "seed": seed}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def seed_problem(value: Any) -> str | None:
+    """Why `value` cannot seed torch's generators, or None when it can. The one check of a seed:
+    config fields, the --seed flag and the API's `seed` arguments all ask it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        return f"must be {SEED_RANGE}, got {value!r}"
+    return None
+
+
+def check_seed(value: int | None, name: str = "seed") -> int | None:
+    """`value` when it is None or a seed torch takes; a ConfigError naming `name` otherwise."""
+    problem = None if value is None else seed_problem(value)
+    require(problem is None, name, problem or "")
+    return value
 
 
 def suggest(name: str, known: list[str]) -> str:
@@ -60,6 +87,12 @@ class Config:
             require(
                 choices is None or value in choices, field.name, f"must be one of {', '.join(choices or ())}, got {value!r}"
             )
+            # inf and NaN pass every comparison a field's own check makes (inf >= 0), then draw black
+            # pictures or random words: no field of any config means anything by them.
+            require(not isinstance(value, float) or math.isfinite(value), field.name,
+                    f"must be a finite number, got {value}")
+            if field.metadata.get("seed"):
+                check_seed(value, field.name)
         self.validate()
 
     def validate(self) -> None:

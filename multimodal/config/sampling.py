@@ -12,6 +12,10 @@ SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what generation and evaluation may compute in
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
+# Images drawn per sampling call (each with its best-of-N candidates), so that memory holds one
+# batch however many are asked. A multiple of 16: torch's CPU generator draws normal noise in
+# blocks of 16 numbers, so batches in turn draw exactly the starting noise one batch of all would.
+IMAGE_BATCH = 16
 
 
 @dataclass

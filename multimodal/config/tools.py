@@ -28,7 +28,7 @@ class VisualizeConfig(Config):
     )
     trajectory_frames: int = option(8, "denoising steps shown in the trajectory, spread over --steps")
     device: str = option("auto", "where to run; auto: CUDA when present", choices=("auto", "cpu", "cuda"))
-    seed: int = option(0, "seed of the trajectory's starting noise")
+    seed: int = option(0, "seed of the trajectory's starting noise", seed=True)
 
     def validate(self) -> None:
         for name, least in (("num_images", 1), ("map_images", 3), ("trajectory_frames", 2)):
@@ -78,7 +78,7 @@ class ShapesConfig(Config):
     num_train: int = option(6000, "training images")
     num_val: int = option(600, "validation images")
     image_size: int = option(presets.get("shapes").model["image_size"], "image side in pixels")
-    seed: int = option(0, "seed of the size and position jitter")
+    seed: int = option(0, "seed of the size and position jitter", seed=True)
     colors: str | None = option(
         None, "comma-separated colours to draw (red, green, blue, yellow, purple, cyan, orange); default: the six "
         "standard ones, so orange appears only when named"

@@ -14,7 +14,7 @@ from multimodal.config.sampling import PRECISIONS
 
 TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
-DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet")
+DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet", "karpathy")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 REPORT_TO = ("none", "tensorboard", "wandb", "tensorboard,wandb")  # where train.py logs besides metrics.csv
@@ -103,7 +103,7 @@ class TrainConfig(Config):
     warmup_epochs: float = option(2.0, "epochs of linear learning-rate warm-up", group="schedule")
     max_grad_norm: float = option(1.0, "gradients are clipped to this norm", group="schedule")
     ema_decay: float = option(0.999, "decay of the weights' moving average, which generation uses", group="schedule")
-    seed: int = option(0, "seed for the weights, the data order and the noise", group="schedule")
+    seed: int = option(0, "seed for the weights, the data order and the noise", group="schedule", seed=True)
 
     output_dir: str = option("checkpoints", "where checkpoints, metrics and samples go", group="output")
     save_every: int = option(500, "steps between saves of latest/ (it is also saved at each epoch end)",

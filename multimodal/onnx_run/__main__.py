@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="PATH",
                         help="the image file (default generated.png), or a folder ending in / for several prompts")
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
-    parser.add_argument("--seed", type=int, metavar="N", help="seed of numpy's starting noise")
+    parser.add_argument("--seed", type=cli.seed, metavar="N", help="seed of numpy's starting noise")
     cli.add_config_arguments(parser, SamplingConfig, skip=("sampler", "eta", "guidance_rescale", "num_candidates"),
                              group_titles={"": "sampling (DDIM)"})
     return parser
