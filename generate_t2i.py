@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch ends, so any number fits in memory (default: 1)")
     output.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--negative-prompt", type=cli.prompt, metavar="TEXT",
+                          help="what guidance steers away from, instead of no text (for every prompt)")
     sampling.add_argument("--diffusion", action=argparse.BooleanOptionalAction, default=True,
                           help="draw by diffusion (the default); --no-diffusion: the fast preview, decoded straight from "
                           "the text embedding")
@@ -59,6 +61,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.diffusion:
         return
     ignored = list(cli.given(args, SamplingConfig))
+    if args.negative_prompt is not None:
+        parser.error("--negative-prompt steers diffusion's guidance; --no-diffusion does not sample")
     if ignored:
         flags = ", ".join(cli.flag_of(next(f for f in dataclasses.fields(SamplingConfig) if f.name == n)) for n in ignored)
         parser.error(f"{flags} set how diffusion samples; --no-diffusion does not sample")
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                        adapter=args.adapter, precision=inference.precision)
         # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
         images = generator.iter_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
-                                          use_diffusion=args.diffusion, **cli.given(args, SamplingConfig))
+                                          use_diffusion=args.diffusion, negative_prompt=args.negative_prompt,
+                                          **cli.given(args, SamplingConfig))
         for image, path in zip(images, paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:

@@ -241,16 +241,17 @@ class Demo:
 
     # -- the handlers ---------------------------------------------------------------------
     def text_to_image(self, prompt: str, steps: float, guidance: float, sampler: str, seed: float | None,
-                      count: float, preview: bool, candidates: float = 1) -> list[Image.Image]:
-        """The pictures for a prompt; like steps and guidance, the candidates only count with diffusion."""
-        if len(prompt or "") > MAX_PROMPT_CHARACTERS:
+                      count: float, preview: bool, candidates: float = 1, negative: str = "") -> list[Image.Image]:
+        """The pictures for a prompt; like steps and guidance, the candidates and the negative
+        prompt only count with diffusion."""
+        if len(prompt or "") > MAX_PROMPT_CHARACTERS or len(negative or "") > MAX_PROMPT_CHARACTERS:
             raise refuse(f"A prompt of at most {MAX_PROMPT_CHARACTERS} characters, please.")
         with page_messages():
             # The sliders on top of the checkpoint's own defaults (its preset's), as the command lines do.
             return self.generator.generate_from_text(
                 prompt, num_images_per_prompt=int(count), seed=seed_of(seed), use_diffusion=not preview,
                 num_inference_steps=int(steps), guidance_scale=float(guidance), sampler=sampler,
-                num_candidates=1 if preview else int(candidates),
+                num_candidates=1 if preview else int(candidates), negative_prompt=negative or None,
             )[0]
 
     def image_to_text(self, image: str | None, decoding: str, count: float, beams: float, temperature: float,
@@ -316,6 +317,8 @@ def build_page(demo: Demo) -> gr.Blocks:
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", max_lines=2, elem_id="t2i-prompt",
                                         max_length=MAX_PROMPT_CHARACTERS)
+                    negative = gr.Textbox("", label="Negative prompt (what guidance steers away from)", max_lines=1,
+                                          elem_id="t2i-negative", max_length=MAX_PROMPT_CHARACTERS)
                     with gr.Row():
                         steps = Slider(1, 100, value=defaults.num_inference_steps, step=1, label="Steps")
                         guidance = Slider(0, 10, value=defaults.guidance_scale, step=0.5, label="Guidance")
@@ -330,7 +333,7 @@ def build_page(demo: Demo) -> gr.Blocks:
                     if prompts:
                         gr.Examples([[p] for p in prompts], inputs=[prompt], label="Examples from the data set")
                 images = gr.Gallery(label="Images", format="png", columns=4, elem_id="t2i-images")
-            inputs = [prompt, steps, guidance, sampler, seed, count, preview, candidates]
+            inputs = [prompt, steps, guidance, sampler, seed, count, preview, candidates, negative]
             gr.on([draw.click, prompt.submit], demo.text_to_image, inputs, images, api_name="text_to_image", **run)
         with gr.Tab("Image → text", id="image-to-text"):
             with gr.Row():

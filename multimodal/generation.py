@@ -17,6 +17,7 @@ import math
 import os
 import warnings
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -41,6 +42,13 @@ from multimodal.paths import adapter_base, resolve_checkpoint
 from multimodal.provenance import trained_preset
 
 CAPTION_BATCH = 32  # images captioned per forward pass
+
+
+@dataclass
+class ImageOutput:
+    """What calling an `ImageTextGenerator` returns, as a diffusers pipeline's output reads."""
+
+    images: list[Image.Image]
 
 # Options of GenerationConfig that are ours to set (or that would break the captions).
 _FIXED_GENERATION_OPTIONS = {
@@ -91,6 +99,21 @@ def check_prompts(prompts: Sequence[str] | str) -> list[str]:
     return prompts
 
 
+def negative_prompts(negative_prompt: Sequence[str] | str | None, num_prompts: int) -> list[str]:
+    """One negative prompt per prompt ("" for none) from what a caller gave: none, one for all,
+    or a list as long as the prompts."""
+    if negative_prompt is None:
+        return [""] * num_prompts
+    given = [negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt)
+    if not all(isinstance(text, str) for text in given):
+        raise InvalidInputError("negative_prompt must be a text or a list of texts")
+    if len(given) == 1:
+        return given * num_prompts
+    if len(given) != num_prompts:
+        raise InvalidInputError(f"{len(given)} negative prompts for {num_prompts} prompts: give one, or one each")
+    return given
+
+
 def decoding_options(num_captions: int, options: dict[str, Any]) -> dict[str, Any]:
     """transformers `generate()` options for these choices. `options` are GenerationConfig
     names; the ones for sampling (temperature, top_k, top_p) turn sampling on, and so do several
@@ -133,7 +156,8 @@ class ImageTextGenerator:
     """Text → image, image → text and retrieval from one trained checkpoint.
 
     `checkpoint_dir` is a `save_pretrained` folder or a training run folder (its `best/`,
-    else `latest/`, is used); None looks in `checkpoints/`, then `checkpoints/demo/`. The
+    else `latest/`, is used), or a Hub repo id ("user/name", at `revision`); None looks in
+    `checkpoints/`, then `checkpoints/demo/`. The
     trainer writes the EMA weights as the checkpoint's `model.safetensors`, so generation uses
     them. `sampling` sets the text→image defaults (default: those of the preset the checkpoint
     was trained with, multimodal/presets.py: best of 8 for scenes, else `SamplingConfig()`);
@@ -152,6 +176,7 @@ class ImageTextGenerator:
         progress: bool = False,
         adapter: str | os.PathLike | None = None,
         precision: str = "auto",
+        revision: str | None = None,
     ) -> None:
         self.precision = InferenceConfig(precision=precision).precision
         self.device = pick_device(device)
@@ -161,7 +186,7 @@ class ImageTextGenerator:
         slow = precision_warning(self.precision, self.device)
         if slow:
             warnings.warn(slow, SlowPrecisionWarning, stacklevel=2)
-        self.checkpoint_dir = resolve_checkpoint(checkpoint_dir)
+        self.checkpoint_dir = resolve_checkpoint(checkpoint_dir, revision)
         self.model = GenerativeMultimodalModel.from_pretrained(self.checkpoint_dir, device=self.device)
         if adapter is not None:
             from multimodal.adapters import load_adapter  # peft loads only for an adapter
@@ -184,7 +209,7 @@ class ImageTextGenerator:
             if name not in names:
                 raise InvalidInputError(
                     f"unknown option {name!r}{suggest(name, names)}; text→image takes {', '.join(names)}, "
-                    "num_images_per_prompt, seed, generator and use_diffusion"
+                    "num_images_per_prompt, seed, generator, negative_prompt and use_diffusion"
                 )
         return (sampling or self.sampling).replace(**options)
 
@@ -196,6 +221,7 @@ class ImageTextGenerator:
         generator: torch.Generator | None = None,
         sampling: SamplingConfig | None = None,
         use_diffusion: bool = True,
+        negative_prompt: Sequence[str] | str | None = None,
         **options: Any,
     ) -> list[list[Image.Image]]:
         """`images[i][j]` is image j of prompt i, drawn as `self.sampling_config(sampling,
@@ -203,10 +229,12 @@ class ImageTextGenerator:
         guidance_rescale, num_candidates: best of N by the caption decoder); `iter_from_text`
         says how they are drawn. `use_diffusion=False` is the fast preview instead: the latent
         decoded straight from the text embedding, no noise drawn, the same picture every time.
+        `negative_prompt` (one for all prompts, or one each): what guidance steers away from
+        instead of no text, as in diffusers.
         """
         prompts = check_prompts(prompts)
         images = list(self.iter_from_text(prompts, num_images_per_prompt, seed, generator, sampling, use_diffusion,
-                                          **options))
+                                          negative_prompt, **options))
         n = num_images_per_prompt
         return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -218,6 +246,7 @@ class ImageTextGenerator:
         generator: torch.Generator | None = None,
         sampling: SamplingConfig | None = None,
         use_diffusion: bool = True,
+        negative_prompt: Sequence[str] | str | None = None,
         **options: Any,
     ) -> Iterator[Image.Image]:
         """The images of `generate_from_text` one by one, image j of prompt i as the (i·n + j)-th,
@@ -240,12 +269,15 @@ class ImageTextGenerator:
         if generator is None:
             generator = torch.Generator()
             generator.manual_seed(check_seed(seed)) if seed is not None else generator.seed()
-        self._warn_if_truncated(prompts)
+        negatives = negative_prompts(negative_prompt, len(prompts))
+        self._warn_if_truncated(prompts + [text for text in negatives if text])
         texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
-        return self._draw(texts, sampling, generator, use_diffusion)
+        negatives = [text for text in negatives for _ in range(num_images_per_prompt)]
+        return self._draw(texts, negatives, sampling, generator, use_diffusion)
 
     def _draw(
-        self, texts: list[str], sampling: SamplingConfig, generator: torch.Generator, use_diffusion: bool
+        self, texts: list[str], negatives: list[str], sampling: SamplingConfig, generator: torch.Generator,
+        use_diffusion: bool,
     ) -> Iterator[Image.Image]:
         """`iter_from_text`'s drawing, once its arguments are checked (a generator runs only when read)."""
         batches = range(0, len(texts), IMAGE_BATCH)
@@ -255,8 +287,28 @@ class ImageTextGenerator:
                 pixels = self.model.generate_image_from_text(
                     texts[start : start + IMAGE_BATCH], sampling, generator,
                     progress=self.progress and not several, use_diffusion=use_diffusion,
+                    negative_prompts=negatives[start : start + IMAGE_BATCH],
                 )
             yield from (to_pil(image) for image in pixels)
+
+    def __call__(
+        self,
+        prompt: Sequence[str] | str,
+        negative_prompt: Sequence[str] | str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> "ImageOutput":
+        """Pictures for `prompt` the way a diffusers pipeline is called: `.images` is a flat
+        list, prompt-major (prompt i's pictures are i·n … i·n+n-1). Unset steps and guidance are
+        the checkpoint's own; other options are those of `generate_from_text`."""
+        given = {name: value for name, value in (("num_inference_steps", num_inference_steps),
+                                                  ("guidance_scale", guidance_scale)) if value is not None}
+        images = self.generate_from_text(prompt, num_images_per_prompt, generator=generator,
+                                         negative_prompt=negative_prompt, **given, **options)
+        return ImageOutput([image for per_prompt in images for image in per_prompt])
 
     def text_to_image(
         self,

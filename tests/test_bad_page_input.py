@@ -40,7 +40,7 @@ def refused(url: str, api: str, data: list) -> str:
 
 def text_to_image(**changed) -> list:
     values = dict(prompt="a red circle", steps=2, guidance=1.0, sampler="ddim", seed=0, count=1, preview=False,
-                  candidates=1) | changed
+                  candidates=1, negative="") | changed
     return list(values.values())
 
 
