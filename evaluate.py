@@ -10,8 +10,12 @@ targets a working model must reach. Scenes: the same with two objects (both righ
 shape and place) over the 540 layouts, drawn as the checkpoint's preset draws (best of 8 for
 scenes; flags override). Where training held some kinds out (shapes-holdout, scenes), every
 metric also for the kinds training saw and those it never did. Any other data set (COCO or
-any layout train.py reads): BLEU-4, CIDEr against every caption of an image, and retrieval
-R@1/5/10.
+any layout train.py reads): BLEU-4 and CIDEr-D of beam-3 captions against every caption of an
+image (PTB-tokenised where Java runs, as papers), retrieval R@1/5/10 (and over 1k-image folds),
+and text→image: FD and KID of pictures drawn for its captions against its images (EfficientNet-
+Lite0 features; FID and KID with --fid-weights), R-precision and CLIP-score with the model's own
+encoders; with the time per image of each. Karpathy's split (--data-format karpathy) is
+measured on its 5,000 test images.
 Prints a table and writes it to
 <checkpoint>/evaluation.json (a --limit run to evaluation-limit-N.json, or to --output); a full run
 also puts it in the checkpoint's model card (README.md).
@@ -31,7 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 from multimodal import cli, presets  # noqa: E402
 from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig, sampling_presets  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
-from multimodal.files import write_text_atomically  # noqa: E402
+from multimodal.errors import InvalidInputError  # noqa: E402
+from multimodal.files import check_writable, write_text_atomically  # noqa: E402
 from multimodal.paths import is_shard_spec  # noqa: E402
 from multimodal.provenance import trained_data  # noqa: E402
 
@@ -69,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sheet", type=Path, metavar="PNG",
                       help="also draw a sample sheet here (images generated for validation captions, and "
                       "validation images with their generated captions) and print three example captions")
+    photographs = parser.add_argument_group("photographs (COCO, Karpathy's split, any layout but the built-in sets)")
+    photographs.add_argument("--split", choices=("val", "test"),
+                             help="the split measured: val, or test where the layout has one (default: test for "
+                             "--data-format karpathy, else val)")
+    photographs.add_argument("--t2i-metrics", action=argparse.BooleanOptionalAction, default=None,
+                             help="draw one picture per caption and measure them against the split's images: "
+                             "FD/KID, R-precision and CLIP-score (default: on)")
+    photographs.add_argument("--num-t2i", type=cli.positive_int, metavar="N",
+                             help="captions to draw for, one picture each, with fixed seeds (default: one per "
+                             "image evaluated, its first caption; more take each image's next caption)")
+    photographs.add_argument("--fid-weights", type=Path, metavar="PTH",
+                             help="the FID Inception-v3's weights (pt_inception-2015-12-05-6726825d.pth, the file "
+                             "pytorch-fid and torchmetrics use): FID and KID as papers report them, instead of "
+                             "FD_effnet and KID_effnet with ImageNet EfficientNet-Lite0")
+    photographs.add_argument("--num-beams", type=cli.positive_int, metavar="N",
+                             help="beam search width of the captions (default: 3 on photographs, as papers; 1, "
+                             "greedy, on the built-in sets)")
     cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(),
                             group_titles={"": "text → image sampling"})
     cli.add_common_arguments(parser)
@@ -102,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cli.config_from_flags(parser, args, SamplingConfig)  # a bad value is a usage error before anything loads
+    if args.t2i_metrics is False and (args.fid_weights or args.num_t2i):
+        flag = "--fid-weights" if args.fid_weights else "--num-t2i"
+        parser.error(f"{flag} is for the text→image metrics; leave it out with --no-t2i-metrics")
     checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
     cli.check_device(parser, args.device)
     trained = Path(args.adapter) if args.adapter else checkpoint  # an adapter records its own data
     data_dir, options = trained_data(trained)
+    trained_dir, trained_format = data_dir, options.get("data_format", "auto")
     if args.data_dir is None:
         if not (data_dir.is_dir() or is_shard_spec(data_dir)):
             parser.error(f"{trained} was trained on {data_dir}, which is not there; pass --data-dir DIR")
@@ -114,31 +140,49 @@ def main(argv: list[str] | None = None) -> int:
         if not (data_dir.is_dir() or is_shard_spec(data_dir)):
             parser.error(f"--data-dir {data_dir} is not a folder")
     data = cli.build_config(parser, lambda: TrainConfig(**(options | cli.given(args, TrainConfig))), TrainConfig)
+    # Where the results go is checked before anything loads: a table worked out, then lost, is the run lost.
+    for flag, path in (("--output", results_path(args, trained)), ("--sheet", args.sheet)):
+        try:
+            if path is not None:
+                check_writable(path)
+        except InvalidInputError as error:
+            default = f"{error} (where the results go; --output FILE puts them elsewhere)"
+            parser.error(f"{flag}: {error}" if getattr(args, flag[2:]) else default)
     # The libraries load only once the arguments are good: --help and usage errors are instant.
     from multimodal.data import open_split
     from multimodal.data.builtin import builtin_params
+    from multimodal.data.karpathy import coco_overlap
     from multimodal.data.layouts import resolve_format
     from multimodal.evaluation import (
         BUILTIN_DRIVERS,
         builtin_dataset_kind,
         check_targets,
         evaluate_captions,
+        format_seconds_per_image,
         format_seen_unseen,
         format_table,
         format_targets,
+        seconds_per_image,
     )
+    from multimodal.evaluation.features import efficientnet_features, inception_features
 
     with cli.friendly_errors(parser.prog):
         # Images left out change what the numbers mean: say so (one line each).
         warnings.filterwarnings("always", message=".*(missing from|unreadable image)")
         from multimodal.generation import ImageTextGenerator
 
+        layout = resolve_format(data_dir, data.data_format)
+        split = args.split or ("test" if layout == "karpathy" else "val")
+        if split == "test" and layout != "karpathy":
+            parser.error(f"--split test: {data_dir} is in the {layout} layout, which has no test split (the karpathy "
+                         "layout has; this one is measured on val)")
+        fid_network = inception_features(args.fid_weights) if args.fid_weights else None  # a wrong file: said now
         inference = InferenceConfig(**cli.given(args, InferenceConfig))
         generator = ImageTextGenerator(checkpoint, device=args.device, adapter=args.adapter,
                                        precision=inference.precision)
         # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
         sampling = generator.sampling_config(**cli.given(args, SamplingConfig))
-        val = open_split(data_dir, "val", generator.model.config.image_size,
+        val = open_split(data_dir, split, generator.model.config.image_size,
                          **{name: getattr(data, name) for name in DATA_FIELDS})
         computed_in = str(generator.dtype or "torch.float32").removeprefix("torch.")
         settings = {"limit": args.limit, "batch_size": args.batch_size, "device": str(generator.device),
@@ -151,21 +195,48 @@ def main(argv: list[str] | None = None) -> int:
                 # preset that draws it (as its params file records it).
                 preset = presets.of_builtin_set(dataset, builtin_params(dataset, data_dir))
                 targets = dict(preset.targets) if preset else {}
-                settings |= {"sampling": sampling.to_dict(), "seed": seed}
+                if args.t2i_metrics or args.fid_weights or args.num_t2i:
+                    parser.error(f"--t2i-metrics, --num-t2i and --fid-weights measure photographs; the {dataset} set's "
+                                 "pictures are read back by its pixel reader: leave them out")
+                num_beams = args.num_beams or 1
+                settings |= {"sampling": sampling.to_dict(), "seed": seed, "num_beams": num_beams}
                 metrics = BUILTIN_DRIVERS[dataset](
                     generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
-                    limit=args.limit, progress=True,
+                    limit=args.limit, progress=True, num_beams=num_beams,
                 )
             else:
-                dataset, targets = resolve_format(data_dir, data.data_format), {}
+                dataset, targets = layout, {}
+                overlap_ids = list(val.references)[: args.limit]
+                seen = coco_overlap(overlap_ids, data_dir, data.data_format, trained_dir, trained_format)
+                if seen:
+                    cli.warn(parser, f"{seen} of the {len(overlap_ids)} images evaluated are training images of this "
+                             f"checkpoint (the train split of {trained_dir}): their scores are inflated. COCO's "
+                             "train2017 holds most of Karpathy's test split; train on --data-format karpathy "
+                             "(train + restval) to measure on its test images")
+                features = None
+                if args.t2i_metrics is not False:
+                    features = fid_network or efficientnet_features()
+                    features.network.to(generator.device)
+                    settings |= {"sampling": sampling.to_dict(), "seed": seed, "features": features.name}
+                num_beams = args.num_beams or 3
+                settings |= {"split": split, "num_beams": num_beams}
                 metrics = evaluate_captions(generator.model, val, batch_size=args.batch_size, limit=args.limit,
-                                            progress=True)
+                                            progress=True, num_beams=num_beams, features=features,
+                                            num_t2i=args.num_t2i, sampling=sampling, seed=seed)
 
     adapted = f" with the adapter {args.adapter}" if args.adapter else ""
-    print(f"{dataset} validation split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
+    part = "test" if settings.get("split") == "test" else "validation"
+    print(f"{dataset} {part} split of {data_dir}, checkpoint {generator.checkpoint_dir}{adapted}")
     if "sampling" in settings:
         print(f"text → image: {sampling.describe()}")
     print(format_table(metrics))
+    if "features" in settings:
+        fid = "" if args.fid_weights else " (not FID: --fid-weights gives FID comparable with papers)"
+        print(f"FD and KID on {settings['features']}{fid}; R-precision and CLIP-score with this model's own "
+              "encoders, not CLIP's or AttnGAN's DAMSM")
+    per_image = seconds_per_image(metrics)
+    print()
+    print(format_seconds_per_image(per_image))
     if format_seen_unseen(metrics):
         print()
         print(format_seen_unseen(metrics))
@@ -183,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": dataset,
         "settings": settings,
         "metrics": metrics,
+        "seconds_per_image": per_image,
         "targets": {name: {"goal": goal, "met": met[name]} for name, goal in targets.items()},
     }
     path = results_path(args, trained)

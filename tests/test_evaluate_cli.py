@@ -48,9 +48,13 @@ SHAPES_KEYS = {"images", "prompts", *ACCURACIES} | {
 } | {f"retrieval_reranked/{direction}_R@1" for direction in ("i2t", "t2i")} | {
     f"seconds/{part}" for part in ("retrieval", "retrieval_reranked", "caption", "t2i", "t2i_fast", "total")
 }
-COCO_KEYS = {"images", "captions", "caption/BLEU-4", "caption/CIDEr"} | {
+COCO_KEYS = {"images", "captions", "prompts", "caption/num_beams", "caption/BLEU-4", "caption/CIDEr-D",
+             "caption/tokenization"} | {
     f"retrieval/{direction}_R@{k}" for direction in ("i2t", "t2i") for k in (1, 5, 10)
-} | {f"seconds/{part}" for part in ("retrieval", "caption", "total")}
+} | {f"t2i/{name}" for name in ("FD_effnet", "KID_effnet", "KID_effnet_std", "KID_effnet_subset",
+                                "R-precision_own_encoders", "R-precision_candidates", "CLIP-score_own_encoders")} | {
+    f"seconds/{part}" for part in ("retrieval", "caption", "real_features", "t2i", "t2i_features", "t2i_embed",
+                                   "FD_effnet", "KID_effnet", "R-precision", "CLIP-score", "total")}
 
 
 def run_evaluate(*args: str) -> subprocess.CompletedProcess:
@@ -165,7 +169,7 @@ def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
     assert metrics["images"] == 8 and metrics["captions"] == sum(len(captions) for captions in first)
     assert_printed_and_consistent(metrics, result.stdout, (1, 5, 10))
     assert metrics["retrieval/t2i_R@10"] == 1.0  # 8 images: a caption ranks them all, its own among them
-    assert 0.0 <= metrics["caption/BLEU-4"] <= 1.0 and 0.0 <= metrics["caption/CIDEr"] <= 10.0
+    assert 0.0 <= metrics["caption/BLEU-4"] <= 1.0 and 0.0 <= metrics["caption/CIDEr-D"] <= 10.0
     assert "targets met" not in result.stdout
 
 

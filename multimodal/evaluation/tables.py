@@ -21,11 +21,22 @@ def aligned_table(header: Sequence[str], rows: Sequence[Sequence[str]], short_ru
     )
 
 
+NOTE_WIDTH = 24  # a text value longer than this (why a metric was not computed) is a note, not a cell
+
+
 def format_table(metrics: Mapping[str, float | int | str]) -> str:
-    """The metrics as an aligned two-column table, for logs and the command line."""
-    return aligned_table(("metric", "value"), [
-        (str(name), f"{value:.4f}" if isinstance(value, float) else str(value)) for name, value in metrics.items()
-    ])
+    """The metrics as an aligned two-column table, for logs and the command line. A value that
+    is a sentence (why a metric was not computed) starts where the values do and runs on,
+    without widening the column of numbers."""
+    cells = [(str(name), f"{value:.4f}" if isinstance(value, float) else str(value)) for name, value in metrics.items()]
+    notes = {name for name, cell in cells if len(cell) > NOTE_WIDTH}
+    table = aligned_table(("metric", "value"), [(name, "" if name in notes else cell) for name, cell in cells])
+    lines = table.split("\n")
+    width = max(len(name) for name, _ in [("metric", ""), *cells])
+    for i, (name, cell) in enumerate(cells, start=2):
+        if name in notes:
+            lines[i] = f"{name.ljust(width)}  {cell}"
+    return "\n".join(lines)
 
 
 def format_seen_unseen(metrics: Mapping[str, float | int | str]) -> str:
@@ -50,3 +61,29 @@ def format_targets(metrics: Mapping[str, float], targets: Mapping[str, float]) -
     ]
     table = aligned_table(("target", "goal", "value", "met"), rows)
     return f"{table}\n{sum(met.values())} of {len(met)} targets met"
+
+
+# The parts of an evaluation timed per validation image; every other part (drawing pictures and
+# judging them) is timed per picture drawn.
+PER_VALIDATION_IMAGE = ("retrieval", "retrieval_reranked", "caption", "real_features")
+
+
+def seconds_per_image(metrics: Mapping[str, float | int | str]) -> dict[str, float]:
+    """Each timed part's seconds over the images it measured: validation images ("images") for
+    retrieval, captions and the real images' features, pictures drawn ("prompts") for the rest."""
+    per_image = {}
+    for name, seconds in metrics.items():
+        part = name.removeprefix("seconds/")
+        if part == name or part == "total":
+            continue
+        count = metrics.get("images" if part in PER_VALIDATION_IMAGE else "prompts")
+        if count:
+            per_image[part] = seconds / count
+    return per_image
+
+
+def format_seconds_per_image(per_image: Mapping[str, float]) -> str:
+    """`seconds_per_image` as an aligned table (milliseconds, to be read at a glance)."""
+    rows = [(part, f"{1000 * value:.1f}") for part, value in per_image.items()]
+    return aligned_table(("seconds per image", "ms"), rows)
+
