@@ -1,18 +1,15 @@
-"""Checkpoints by Hub repo id, offline: a cache filled as the Hub client fills it, and uploads to
-a stand-in of the Hub's HTTP API served on 127.0.0.1 by the test."""
+"""Checkpoints by Hub repo id, offline: a cache filled as the Hub client fills it, and uploads and
+downloads through a stand-in of the Hub's HTTP API on 127.0.0.1 (tests/hub_standin.py)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from hub_standin import StandInHub, stand_in_hub
 from multimodal import hub
 from multimodal.errors import CheckpointError
 from multimodal.paths import resolve_checkpoint
@@ -69,63 +66,24 @@ def test_a_repo_id_not_in_the_cache_offline_is_one_line_and_a_local_typo_never_a
         resolve_checkpoint("checkpoints/demoo")
 
 
-class StandInHub(BaseHTTPRequestHandler):
-    """The four calls upload_folder makes: create the repo, validate the card's YAML, ask how each
-    file is to be sent (answer: inline), and the commit, whose files it keeps."""
+def test_a_pushed_checkpoint_loads_back_by_its_repo_id(checkpoint, tmp_path, monkeypatch):
+    from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 
-    received: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.requests.append(self.path.split("?")[0])
-        if self.path.startswith("/api/repos/create"):
-            answer = {"url": f"http://{self.headers['Host']}/{json.loads(body)['organization']}/{json.loads(body)['name']}"}
-        elif self.path.startswith("/api/validate-yaml"):
-            answer = {}
-        elif "/preupload/" in self.path:
-            files = json.loads(body)["files"]
-            answer = {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
-        elif "/commit/" in self.path:
-            for line in body.splitlines():
-                entry = json.loads(line)
-                if entry["key"] == "file":
-                    self.received[entry["value"]["path"]] = base64.b64decode(entry["value"]["content"])
-            answer = {"commitUrl": f"http://{self.headers['Host']}/someone/shapes-demo/commit/{COMMIT}",
-                      "commitOid": COMMIT}
-        else:
-            self.send_error(404)
-            return
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_push_to_hub_commits_the_saved_checkpoint(checkpoint, tmp_path, monkeypatch):
-    from multimodal import GenerativeMultimodalModel
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandInHub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.chdir(tmp_path)
     model = GenerativeMultimodalModel.from_pretrained(checkpoint)
-    try:
+    with stand_in_hub() as endpoint:
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)  # as HF_ENDPOINT sets them
+        monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE",
+                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         url = model.push_to_hub("someone/shapes-demo", token="hf_test")
-    finally:
-        server.shutdown()
-    assert url.endswith(f"/someone/shapes-demo/commit/{COMMIT}")
-    assert {"/api/repos/create", "/api/models/someone/shapes-demo/commit/main"} <= set(StandInHub.requests)
-    assert json.loads(StandInHub.received["config.json"]) == json.loads((checkpoint / "config.json").read_text())
-    pushed = tmp_path / "pushed"
-    pushed.mkdir()
-    for name, data in StandInHub.received.items():
-        (pushed / name).write_bytes(data)
-    loaded = GenerativeMultimodalModel.from_pretrained(pushed)
+        assert url.startswith(f"{endpoint}/someone/shapes-demo/commit/")
+        assert "model.safetensors" in StandInHub.repos["someone/shapes-demo"]
+        loaded = GenerativeMultimodalModel.from_pretrained("someone/shapes-demo")
+        generator = ImageTextGenerator("someone/shapes-demo")
+        with pytest.raises(CheckpointError, match="no Hub repo someone/elsewhere"):
+            resolve_checkpoint("someone/elsewhere")
     assert all((a == b).all() for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
-    assert "README.md" in StandInHub.received
+    assert hub.hub_origin(generator.checkpoint_dir)[0] == "someone/shapes-demo"
+    assert "README.md" in StandInHub.repos["someone/shapes-demo"]

@@ -6,7 +6,7 @@ shapes set), so the walk takes seconds. Every `python generate_t2i.py`, `generat
 `evaluate.py`, `visualize.py` and `python -m multimodal.…` line of the README's shell blocks
 runs as written, in one folder, in the order the README gives them; `train.py` and `torchrun`
 lines, the README's and those of docs/*.md, must parse into valid configs (their data and
-hours are not here); the Python blocks run as written.
+hours are not here); the Python blocks run as written, their Hub a stand-in on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Iterator
 
 import pytest
 
+from hub_standin import StandInHub, stand_in_hub
 from multimodal.cli import given
 from multimodal.config import ServeConfig
 from multimodal.data import generate_shapes_dataset
@@ -123,10 +124,15 @@ def test_every_readme_command_works_in_order(demo_folder, monkeypatch):
 
 
 def test_every_readme_python_block_runs(demo_folder):
-    for block in blocks(README, "python"):
-        result = subprocess.run([sys.executable, "-c", block], cwd=demo_folder, env=ENV, capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, f"{block}\n{result.stderr}"
+    # The Hub is the stand-in on 127.0.0.1 (tests/hub_standin.py), with a cache of its own.
+    with stand_in_hub() as endpoint:
+        hub = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(demo_folder / "hub-cache"),
+               "HF_TOKEN": "hf_test"}
+        for block in blocks(README, "python"):
+            result = subprocess.run([sys.executable, "-c", block], cwd=demo_folder, env=ENV | hub,
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{block}\n{result.stderr}"
+    assert "model.safetensors" in StandInHub.repos["your-name/shapes-demo"]
 
 
 def test_every_training_command_in_the_docs_is_valid():
