@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  python train.py --preset shapes --init-from checkpoints/demo --lora-rank 8 --data-dir data/shapes-orange",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--resume", action="store_true", help="continue from <output-dir>/latest exactly where it stopped")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from <output-dir>/latest exactly where it stopped, with the model it records "
+                     "(model flags need not be repeated; one that disagrees with it is refused)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     trains = {name: train_preset(name).to_dict() | {"preset": "coco"} for name in presets.names()}  # --preset's own default
@@ -61,6 +63,20 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig | None, Tra
         flags = ", ".join("--" + name.replace("_", "-") for name in model_flags)
         raise ValueError(f"--init-from takes the model from {train_config.init_from}; {flags} cannot change it")
     return None, train_config
+
+
+def resumed_model(parser: argparse.ArgumentParser, args: argparse.Namespace, train: TrainConfig) -> ModelConfig | None:
+    """The model config of the run --resume continues, as its latest/ records it (None when the
+    model is the --init-from checkpoint's); a flag that disagrees with the record is a usage error
+    naming it. Read before any tensor is: a damaged trainer_state.json is named."""
+    from multimodal.training.checkpoint import resumable_state, resumed_model_config
+
+    state = resumable_state(Path(train.output_dir) / "latest")
+    recorded = cli.build_config(
+        parser, lambda: resumed_model_config(state, cli.given(args, ModelConfig), cli.given(args, TrainConfig)),
+        ModelConfig, TrainConfig,
+    )
+    return recorded if train.init_from is None else None
 
 
 def check_output_dir(output: Path, resume: bool, overwrite: bool) -> str | None:
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     try:
+        if args.resume:  # the model the run trained, and no flag that would change it
+            model_config = resumed_model(parser, args, train_config)
         trainer = Trainer(model_config, train_config, resume=args.resume)
         slow = precision_warning(train_config.precision, trainer.device)
         if slow and trainer.dist.is_main:

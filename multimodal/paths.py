@@ -31,9 +31,11 @@ TRAINING_STATE = "training_state.safetensors"
 TRAINING_DISCRIMINATOR = "training_discriminator.safetensors"  # the autoencoder stage's, in latest/
 TRAINER_STATE = "trainer_state.json"
 METRICS_NAME = "metrics.csv"  # a run folder's table of epochs: train.py writes it, visualize.py reads it
+CURVES_NAME = "curves.png"  # and its plot of them
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file names, so peft's own tools read the folder
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_POINTER = "base_checkpoint.json"
+POINTER_KEYS = ("base_checkpoint", "sha256")  # what BASE_POINTER holds: the base's path, its weights' SHA-256
 EXPORT_NAME = "export.json"  # what an ONNX export holds besides its graphs: the sampler, tokenizer, sizes
 RUN_CHECKPOINTS = ("best", "latest")  # inside a run folder, in the order generation prefers them
 # Where a checkpoint is looked for when none is named: train.py's default output, then `make demo`'s.
@@ -69,6 +71,11 @@ def resolve_checkpoint(path: str | os.PathLike | None = None, revision: str | No
         raise CheckpointError(f"checkpoint {directory} does not exist")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint {directory} is a file; give the folder that holds {CONFIG_NAME}")
+    adapter = next((d for d in (directory, *(directory / name for name in RUN_CHECKPOINTS))
+                    if (d / ADAPTER_CONFIG).is_file()), None)
+    if adapter is not None:  # what a --lora-rank run writes
+        raise CheckpointError(f"{adapter} is a LoRA adapter, not a checkpoint: load it with --adapter {adapter}, "
+                              "or merge it into one (python -m multimodal.adapters merge)")
     runs = sorted(child.name for child in directory.iterdir() if (child / CONFIG_NAME).is_file())
     hint = f"; it holds the checkpoints {', '.join(runs)}" if runs else ""
     raise CheckpointError(
@@ -88,6 +95,8 @@ def _checkpoint_in(directory: Path) -> Path | None:
 def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
     """An adapter folder's record of its base: {"base_checkpoint": path, "sha256": of its weights}."""
     adapter = Path(adapter)
+    if adapter.is_file():
+        raise CheckpointError(f"adapter {adapter} is a file; give the folder that holds {ADAPTER_CONFIG}")
     if not adapter.is_dir():
         raise CheckpointError(f"adapter {adapter} does not exist")
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE_POINTER):
@@ -95,8 +104,10 @@ def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
             raise CheckpointError(f"adapter {adapter} is incomplete: {name} is missing")
     try:
         pointer = json.loads((adapter / BASE_POINTER).read_text())
-        return {"base_checkpoint": str(pointer["base_checkpoint"]), "sha256": str(pointer["sha256"])}
-    except (ValueError, KeyError, TypeError) as error:
+        if not isinstance(pointer, dict) or not all(isinstance(pointer.get(key), str) for key in POINTER_KEYS):
+            raise ValueError(f"expected a JSON object of the strings {' and '.join(POINTER_KEYS)}")
+        return {key: pointer[key] for key in POINTER_KEYS}
+    except ValueError as error:
         raise CheckpointError(f"{adapter / BASE_POINTER} is not a base pointer: {error}") from None
 
 

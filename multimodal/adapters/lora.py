@@ -15,12 +15,13 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from multimodal.errors import CheckpointError, InvalidInputError
 from multimodal.files import folder_written_in_place, input_overwritten
+from multimodal.models.weights import mismatch, read_safetensors
 from multimodal.paths import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -48,7 +49,7 @@ def target_layers(model: nn.Module, targets: Sequence[str]) -> list[str]:
     for target in targets:
         matched = [name for name in names if name == target or name.endswith("." + target)]
         if not matched:
-            raise InvalidInputError(f"--lora-targets names {target!r}, which is no module of the model")
+            raise InvalidInputError(f"{target!r} is no module of the model")
         for name in matched:
             layers += [
                 f"{name}.{inner}" if inner else name
@@ -95,7 +96,12 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    result = set_peft_model_state_dict(model, tensors)
+    """Put the adapter tensors read from `source` into `model`'s adapters (a CheckpointError
+    naming `source` when they are not of those adapters)."""
+    try:
+        result = set_peft_model_state_dict(model, tensors)
+    except RuntimeError as error:  # a tensor of another shape than its adapter's
+        raise CheckpointError(f"{source} does not match its {ADAPTER_CONFIG}: {mismatch(error)}") from None
     if result.unexpected_keys:
         raise CheckpointError(f"{source} does not fit the model: unexpected tensors {', '.join(result.unexpected_keys[:5])}")
 
@@ -132,9 +138,13 @@ def load_adapter(model: nn.Module, adapter: str | os.PathLike, base: str | os.Pa
         config = LoraConfig.from_pretrained(str(adapter))
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{adapter / ADAPTER_CONFIG} is not a LoRA config: {error}") from None
-    tokens = (config.trainable_token_indices or {}).get(WORD_EMBEDDINGS, ())
-    add_adapters(model, config.r, config.lora_alpha, sorted(config.target_modules), tokens)
-    load_adapter_state(model, load_file(str(adapter / ADAPTER_WEIGHTS), device=str(model.device)), adapter)
+    try:
+        tokens = (config.trainable_token_indices or {}).get(WORD_EMBEDDINGS, ())
+        add_adapters(model, config.r, config.lora_alpha, sorted(config.target_modules), tokens)
+    except (ValueError, TypeError, AttributeError) as error:  # peft's checks of the rank, targets, tokens
+        raise CheckpointError(f"{adapter / ADAPTER_CONFIG} does not describe adapters of {base}: {error}") from None
+    weights = adapter / ADAPTER_WEIGHTS
+    load_adapter_state(model, read_safetensors(weights, model.device), weights)
     return model.requires_grad_(False)
 
 

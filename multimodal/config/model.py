@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,17 @@ EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads t
 PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
 # What sits between the image encoder's features and the latent z (models/latent_regularizer.py).
 LATENT_REGULARIZERS = ("none", "kl", "vq")
+# The sizes in a `bert_config` that build BERT's tensors (transformers' BertConfig names).
+BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings")
+# How a message names the JSON value a field takes (config.json is a file people edit).
+JSON_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", dict: "a JSON object",
+              type(None): "null"}
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """The Python types of the JSON values a field of type `hint` takes."""
+    return tuple(typing.get_origin(t) or t for t in (typing.get_args(hint) or (hint,)))
 
 
 def num_stride2_stages(image_size: int, latent_size: int) -> int:
@@ -130,11 +142,20 @@ class ModelConfig(Config):
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        """As for every config, and a checkpoint written before `image_encoder` existed (its
-        `use_simple_cnn`) still loads."""
+        """As for every config, each value of the JSON type its field takes (config.json is a file
+        people edit: a "32" where a size goes is refused naming the field, not with a TypeError
+        later), and a checkpoint written before `image_encoder` existed (its `use_simple_cnn`)
+        still loads."""
         if "use_simple_cnn" in values:
             values = dict(values)
             values["image_encoder"] = "simple_cnn" if values.pop("use_simple_cnn") else "resnet50"
+        cls.check_names(values)
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():  # a JSON file's "32" or null where a size goes
+            wanted = _json_types(hints[name])
+            takes = wanted + (int,) if float in wanted else wanted  # a float field takes 1 as well as 1.0
+            require(isinstance(value, takes) and (bool in wanted or not isinstance(value, bool)), name,
+                    f"must be {' or '.join(JSON_NAMES[t] for t in wanted)}, got {value!r}")
         return super().from_dict(values)
 
     def validate(self) -> None:
@@ -152,9 +173,20 @@ class ModelConfig(Config):
             f"must be at least max_text_length ({self.max_text_length}), got {self.max_caption_length}",
         )
         for name in ("latent_channels", "embed_dim", "caption_width", "unet_width", "num_timesteps", "max_text_length",
-                     "codebook_size", "vq_reseed_steps"):
+                     "codebook_size", "vq_reseed_steps", "encoder_width", "decoder_width", "proj_hidden_dim",
+                     "pool_channels", "caption_layers", "caption_heads", "unet_heads"):
             require(getattr(self, name) >= 1, name, f"must be at least 1, got {getattr(self, name)}")
-        require(self.text_context_layers >= 0, "text_context_layers", f"cannot be negative, got {self.text_context_layers}")
+        for name in ("text_context_layers", "unet_blocks"):
+            require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
+        for width, heads in (("caption_width", "caption_heads"), ("unet_width", "unet_heads")):
+            require(getattr(self, width) % getattr(self, heads) == 0, heads,
+                    f"must divide {width} ({getattr(self, width)}) into equal heads, got {getattr(self, heads)}")
+        require(0.0 <= self.caption_dropout < 1.0, "caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
+        require(0.0 <= self.latent_stats_momentum <= 1.0, "latent_stats_momentum",
+                f"must be in [0, 1], got {self.latent_stats_momentum}")
+        for name in ("init_logit_scale", "max_logit_scale"):
+            require(getattr(self, name) > 0, name, f"must be above 0, got {getattr(self, name)}")
+        self._validate_bert_config()
         require(self.caption_position_std >= 0, "caption_position_std",
                  f"cannot be negative, got {self.caption_position_std}")
         weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
@@ -174,6 +206,21 @@ class ModelConfig(Config):
         for side in attending:
             require(side in levels, "attention_resolutions",
                      f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent ({wanted})")
+
+    def _validate_bert_config(self) -> None:
+        """The sizes of a BERT built from `bert_config` (what a checkpoint's config.json records)."""
+        if self.bert_config is None:
+            return
+        require(isinstance(self.bert_config, dict), "bert_config",
+                f"must be a JSON object of BERT's settings, got {type(self.bert_config).__name__}")
+        sizes = {name: self.bert_config[name] for name in BERT_SIZES if name in self.bert_config}
+        for name, value in sizes.items():
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, "bert_config",
+                    f"cannot be built into a BERT: {name} must be a whole number of at least 1, got {value!r}")
+        if "hidden_size" in sizes and "num_attention_heads" in sizes:
+            require(sizes["hidden_size"] % sizes["num_attention_heads"] == 0, "bert_config",
+                    f"cannot be built into a BERT: num_attention_heads ({sizes['num_attention_heads']}) must divide "
+                    f"hidden_size ({sizes['hidden_size']}) into equal heads")
 
     @property
     def unet_levels(self) -> list[int]:

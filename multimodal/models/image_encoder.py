@@ -13,6 +13,7 @@ from torch import nn
 from multimodal.config import ModelConfig, num_stride2_stages
 from multimodal.models.pretrained import FEATURE_CHANNELS, EfficientNetFeatures
 from multimodal.models.latent_regularizer import Terms, latent_regularizer
+from multimodal.models.weights import read_safetensors
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -76,9 +77,7 @@ class ResNetTrunk(nn.Module):
 
         resnet = resnet50(weights=None)
         if config.resnet_weights:
-            from safetensors.torch import load_file
-
-            resnet.load_state_dict(load_file(config.resnet_weights), strict=False)
+            resnet.load_state_dict(read_safetensors(config.resnet_weights), strict=False)
         self.trunk = nn.Sequential(*list(resnet.children())[:-2])
         self.pool = nn.AdaptiveAvgPool2d(config.latent_size)
         self.to_latent = nn.Conv2d(2048, config.latent_channels, 1)

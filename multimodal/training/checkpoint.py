@@ -12,7 +12,9 @@ A LoRA run (`base` given) writes the adapter instead of config.json and model.sa
 (see `multimodal/adapters/`), and its training weights are the raw adapter tensors alone:
 the base is read again from its own folder.
 
-Only safetensors and JSON: nothing is ever unpickled. A folder is first written beside its
+Only safetensors and JSON: nothing is ever unpickled. Resuming reads the trainer state first and
+merges the model it records with the flags given (`resumed_model_config`), so a flag that
+disagrees, or a file that is damaged, is named before a tensor is loaded. A folder is first written beside its
 target (`.<name>.tmp`) and then renamed into place, so a crash mid-write leaves the previous
 one intact; `recover_checkpoint` completes a save that a crash cut off between its two renames.
 `keep_step_copies` keeps step-numbered copies `step_NNNNNNN/` of the last K saves of latest/.
@@ -30,11 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_file, save_model
 
 from multimodal.adapters import adapter_state, is_adapter, load_adapter_state, save_adapter
+from multimodal.config import ModelConfig
+from multimodal.errors import CheckpointError, ConfigError, TrainingError
 from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
+from multimodal.models.weights import load_safetensors, read_safetensors
 from multimodal.files import being_written, folder_written_in_place, set_aside
 from multimodal.paths import (
     ADAPTER_WEIGHTS,
@@ -47,6 +52,10 @@ from multimodal.paths import (
 
 
 DISCRIMINATOR_OPTIMIZER = "discriminator_optimizer"  # its tensors' prefix in training_state.safetensors
+# What a resumable trainer_state.json holds: trainer.py's `_state`, and the optimiser's and RNG's.
+RESUME_KEYS = ("step", "history", "epoch_sums", "nonfinite_total", "optimizer", "rng", "model_config")
+# The training fields that shape what latest/ holds besides the model: its adapters, its discriminator.
+SHAPING_TRAIN_FIELDS = ("lora_rank", "lora_targets", "discriminator_width")
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
@@ -212,6 +221,76 @@ def keep_step_copies(latest: Path, step: int, keep_last: int) -> Path | None:
     return target
 
 
+def _read_state(directory: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """`directory`'s trainer_state.json, read whole, with `keys` in it (a CheckpointError naming it)."""
+    path = directory / TRAINER_STATE
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as error:  # UnicodeDecodeError too
+        raise CheckpointError(f"{path} is damaged or cut short ({error}); resume from a copy of the run, "
+                              "or start a new one") from None
+    missing = [key for key in keys if key not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise CheckpointError(f"{path} is not a resumable trainer state: it lacks {', '.join(missing)}")
+    return state
+
+
+def _recorded_training(state: dict[str, Any]) -> dict[str, Any]:
+    return state["train_config"] if isinstance(state.get("train_config"), dict) else {}
+
+
+def resumable_state(latest: Path) -> dict[str, Any]:
+    """The trainer state of the run to resume in `latest` (after completing a save that a crash
+    cut off between its two renames), read whole and checked: nothing is loaded from a folder
+    that cannot be resumed, and a damaged trainer_state.json is named."""
+    latest = Path(latest)
+    recover_checkpoint(latest)
+    if not is_resumable(latest):
+        raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
+    state = _read_state(latest, RESUME_KEYS)
+    try:
+        ModelConfig.from_dict(state["model_config"])
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{latest / TRAINER_STATE} records a model that cannot be built: {error}") from None
+    return state
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _agree(name: str, given: Any, recorded: Any, remedy: str) -> None:
+    if given != recorded:
+        raise ConfigError(name, f"{_shown(given)} disagrees with the checkpoint's {_shown(recorded)}; {remedy}")
+
+
+def resumed_model_config(
+    state: dict[str, Any], model_given: dict[str, Any], train_given: dict[str, Any] | None = None
+) -> ModelConfig:
+    """The model a resumed run continues, as its trainer state records it, merged with what a
+    person set: a model field (`model_given`), or a training field that shapes the checkpoint
+    (`train_given`: the adapters' rank and targets, the discriminator's width), that disagrees
+    with the record is a ConfigError naming it, found before a tensor is read."""
+    recorded_training = _recorded_training(state)
+    for name in SHAPING_TRAIN_FIELDS:
+        if name in (train_given or {}) and name in recorded_training:
+            _agree(name, train_given[name], recorded_training[name], "give its value or start a new run")
+    recorded = ModelConfig.from_dict(state["model_config"])
+    for name, value in model_given.items():  # a field not given is the record's
+        _agree(name, value, getattr(recorded, name), "drop the flag or start a new run")
+    return recorded
+
+
+def _check_adapters(directory: Path, state: dict[str, Any], model: GenerativeMultimodalModel) -> None:
+    """A LoRA run resumes with its adapters on its base, and a whole model's run without."""
+    if is_adapter(directory) and not hasattr(model, "peft_config"):
+        recorded = _recorded_training(state)
+        flags = f"--init-from {recorded.get('init_from')} --lora-rank {recorded.get('lora_rank')}"
+        raise CheckpointError(f"{directory} holds LoRA adapters; resume with the flags it was trained with ({flags})")
+    if hasattr(model, "peft_config") and not is_adapter(directory):
+        raise CheckpointError(f"{directory} holds a whole model, not LoRA adapters; resume without --lora-rank")
+
+
 def load_checkpoint(
     directory: Path,
     model: GenerativeMultimodalModel,
@@ -220,22 +299,29 @@ def load_checkpoint(
     discriminator: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> dict[str, Any]:
     """Restore raw and EMA weights (the adapters alone, for a LoRA run), optimiser and RNG
-    states, and the autoencoder stage's discriminator when given; returns the trainer state."""
+    states, and the autoencoder stage's discriminator when given; returns the trainer state.
+    A file that cannot be read or does not fit is a CheckpointError naming it."""
     directory = Path(directory)
     device = str(model.device)
+    state = _read_state(directory, ("optimizer", "rng"))
+    _check_adapters(directory, state, model)
+    tensors = read_safetensors(directory / TRAINING_STATE)
     if is_adapter(directory):
-        load_adapter_state(model, load_file(str(directory / TRAINING_WEIGHTS), device=device), directory)
-        load_adapter_state(ema_model, load_file(str(directory / ADAPTER_WEIGHTS), device=device), directory)
+        for target, name in ((model, TRAINING_WEIGHTS), (ema_model, ADAPTER_WEIGHTS)):
+            load_adapter_state(target, read_safetensors(directory / name, device), directory / name)
     else:
-        load_model(model, str(directory / TRAINING_WEIGHTS), strict=True, device=device)
-        load_model(ema_model, str(directory / WEIGHTS_NAME), strict=True, device=device)
-    tensors = load_file(str(directory / TRAINING_STATE))
-    state = json.loads((directory / TRAINER_STATE).read_text())
-    optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+        load_safetensors(model, directory / TRAINING_WEIGHTS, device)
+        load_safetensors(ema_model, directory / WEIGHTS_NAME, device)
     if discriminator is not None:
-        load_model(discriminator[0], str(directory / TRAINING_DISCRIMINATOR), strict=True, device=device)
-        discriminator[1].load_state_dict(
-            _optimizer_state(tensors, state["discriminator_optimizer"], DISCRIMINATOR_OPTIMIZER)
-        )
-    _restore_rng(tensors, state["rng"])
+        load_safetensors(discriminator[0], directory / TRAINING_DISCRIMINATOR, device, described_by=TRAINER_STATE)
+    try:
+        optimizer.load_state_dict(_optimizer_state(tensors, state["optimizer"]))
+        if discriminator is not None:
+            discriminator[1].load_state_dict(
+                _optimizer_state(tensors, state["discriminator_optimizer"], DISCRIMINATOR_OPTIMIZER)
+            )
+        _restore_rng(tensors, state["rng"])
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{directory / TRAINING_STATE} does not fit {TRAINER_STATE} and this run's "
+                              f"optimiser: {error!r}") from None
     return state

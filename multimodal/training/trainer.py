@@ -34,19 +34,21 @@ from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.data.hard_negatives import NEGATIVES_PER_CAPTION, swapped_captions
 from multimodal.data.replay import WithReplay
 from multimodal.device import autocast, autocast_dtype, fork_rng
-from multimodal.errors import TrainingError
+from multimodal.errors import InvalidInputError, TrainingError
+from multimodal.files import write_text_atomically
 from multimodal.metrics import retrieval_recall
 from multimodal.models import LOSSES, GenerativeMultimodalModel
 from multimodal.models.image_encoder import LATENT_PATH
 from multimodal.models.text_encoder import tokenize
-from multimodal.paths import METRICS_NAME
+from multimodal.paths import CURVES_NAME, METRICS_NAME
 from multimodal.provenance import trained_data
 from multimodal.plots import training_curves
 from multimodal.training.checkpoint import (
-    is_resumable,
     keep_step_copies,
     load_checkpoint,
     recover_checkpoint,
+    resumable_state,
+    resumed_model_config,
     save_checkpoint,
 )
 from multimodal.training.autoencoder import AutoencoderObjective
@@ -121,8 +123,8 @@ def get_data(config: TrainConfig, image_size: int, dist: Distributed) -> tuple[D
 def with_replay(train_set: Dataset, config: TrainConfig, image_size: int) -> WithReplay:
     """The training split with --replay-images images of the earlier data set mixed in."""
     if isinstance(train_set, IterableDataset):
-        raise TrainingError("--replay-images mixes images into a data set read up front; WebDataset shards stream "
-                            "theirs: convert them to an image folder first")
+        raise TrainingError("--replay-images mixes images into a data set read up front; WebDataset shards and "
+                            "parquet files are streamed: convert them to an image folder first")
     if config.replay_data is not None:
         earlier_dir, options = Path(config.replay_data), {}
     else:
@@ -132,7 +134,7 @@ def with_replay(train_set: Dataset, config: TrainConfig, image_size: int) -> Wit
     earlier = open_split(earlier_dir, "train", image_size, seed=config.seed, cache_images=config.cache_images,
                          **options)
     if isinstance(earlier, IterableDataset):
-        raise TrainingError(f"--replay-data {earlier_dir}: WebDataset shards stream their images; "
+        raise TrainingError(f"--replay-data {earlier_dir}: WebDataset shards and parquet files stream their images; "
                             "convert them to an image folder first")
     return WithReplay(train_set, earlier, config.replay_images, config.seed)
 
@@ -142,9 +144,13 @@ def add_lora(model: GenerativeMultimodalModel, config: TrainConfig, train_set: D
     words of the training captions train too."""
     if isinstance(train_set, IterableDataset):
         raise TrainingError("--lora-rank needs the captions up front (the caption decoder's rows for their "
-                            "words train); WebDataset shards stream them: convert to an image folder first")
+                            "words train); WebDataset shards and parquet files stream them: convert to an image "
+                            "folder first")
     alpha = config.lora_alpha or config.lora_rank
-    add_adapters(model, config.lora_rank, alpha, config.lora_targets_list, caption_words(model, train_set))
+    try:
+        add_adapters(model, config.lora_rank, alpha, config.lora_targets_list, caption_words(model, train_set))
+    except InvalidInputError as error:  # a target that names no module
+        raise InvalidInputError(f"--lora-targets: {error}") from None
 
 
 def caption_words(model: GenerativeMultimodalModel, train_set: Dataset) -> list[int]:
@@ -189,19 +195,24 @@ def create_collator(model: GenerativeMultimodalModel, config: TrainConfig) -> Ca
 class Trainer:
     def __init__(self, model_config: ModelConfig | None, train_config: TrainConfig, resume: bool = False) -> None:
         """`model_config` builds a new model; with `train_config.init_from` it is None and the
-        model is that checkpoint's (with LoRA adapters when `lora_rank` is set)."""
+        model is that checkpoint's (with LoRA adapters when `lora_rank` is set). With `resume` the
+        model is the one latest/ records, which `model_config` (None: take it) must agree with."""
         # The data folder is recorded as an absolute path, so evaluate.py finds it from anywhere.
         self.config = c = train_config.replace(data_dir=str(train_config.resolved_data_dir.absolute()))
         self.output_dir = Path(c.output_dir)
         self.dist, self.device = init_distributed(c.device)
         seed_everything(c.seed)
 
+        # Resuming continues the model the checkpoint records: read (and checked) before anything is built.
+        resumed = self._resumable_state() if resume else None
+        if resumed is not None and c.init_from is None:
+            model_config = resumed_model_config(resumed, model_config.to_dict() if model_config else {})
         # Every process builds the same initial weights (the data sets draw no random numbers);
         # after that each draws its own noise.
         self.model = build_model(model_config, c.init_from, self.device)
         self.model_config = self.model.config
         self.train_set, self.val_set = get_data(c, self.model_config.image_size, self.dist)
-        self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards
+        self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards, parquet files
         if c.lora_rank:
             add_lora(self.model, c, self.train_set)
         # The autoencoder stage's perceptual network and discriminator (training-time modules).
@@ -324,15 +335,17 @@ class Trainer:
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
 
-    def _resume(self) -> None:
+    def _resumable_state(self) -> dict[str, Any]:
+        """latest/'s trainer state (rank 0 first completes a save that a crash cut off)."""
         latest = self.output_dir / "latest"
         if self.dist.is_main:
             recover_checkpoint(latest)  # a save that a crash cut off between its two renames
         self.dist.barrier()
-        if not is_resumable(latest):
-            raise TrainingError(f"--resume: no resumable checkpoint in {latest} (train without --resume first)")
+        return resumable_state(latest)
+
+    def _resume(self) -> None:
         discriminator = self._discriminator()
-        state = load_checkpoint(latest, self.model, self.ema.module, self.optimizer, discriminator)
+        state = load_checkpoint(self.output_dir / "latest", self.model, self.ema.module, self.optimizer, discriminator)
         if self.objective:
             self.objective.load_state(state.get("autoencoder_objective") or {})
         self.step = state["step"]
@@ -509,6 +522,8 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.log = open_reports(self.config.report_to, self.output_dir, self.config.log_every, self.step,
                                     self.config.to_dict())
+            if self.history:  # resumed: the table as latest/ has it (a save cut off before it was written)
+                self._write_history()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < self.total_steps and not self.stop_signal:
@@ -589,19 +604,24 @@ class Trainer:
         row |= self.validate(stage)
         self.epoch_sums = {}
         self.history.append(row)
-        pd.DataFrame(self.history).to_csv(self.output_dir / METRICS_NAME, index=False)
-        training_curves(pd.DataFrame(self.history), self.output_dir / "curves.png")
+        self.save()  # before the table lists the epoch: a kill -9 in between leaves no row latest/ lacks
+        self._write_history()
         sheet = self._write_samples(epoch) if self.config.sample_every_epoch else None
         if self.log is not None:
             self.log.epoch(self.step, row, sheet)
         recall = f"  i2t R@1 {row['val_i2t_R@1']:.3f}  t2i R@1 {row['val_t2i_R@1']:.3f}" if "val_i2t_R@1" in row else ""
         tqdm.write(f"epoch {epoch + 1} ({stage.name}): val loss {row['val_loss']:.4f}{recall}")
-        self.save()
         # best/ is the best epoch of the latest stage: a later stage's loss measures something
         # else, and its model is the one generation needs.
         if stage.name != self.best["stage"] or row["val_loss"] < self.best["val_loss"]:
             self.best = {"stage": stage.name, "val_loss": row["val_loss"]}
             self.save("best")
+
+    def _write_history(self) -> None:
+        """metrics.csv and curves.png: the epochs of `history`, which latest/ holds."""
+        table = pd.DataFrame(self.history)
+        write_text_atomically(self.output_dir / METRICS_NAME, table.to_csv(index=False))
+        training_curves(table, self.output_dir / CURVES_NAME)
 
     def _write_samples(self, epoch: int) -> Path:
         count = min(NUM_SAMPLES, len(self.val_set))
