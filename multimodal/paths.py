@@ -93,7 +93,8 @@ def _checkpoint_in(directory: Path) -> Path | None:
 
 
 def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
-    """An adapter folder's record of its base: {"base_checkpoint": path, "sha256": of its weights}."""
+    """An adapter folder's record of its base: {"base_checkpoint": path, "sha256": of its weights},
+    and "revision" (the commit) when the base is a Hub repo, "base_checkpoint" its repo id."""
     adapter = Path(adapter)
     if adapter.is_file():
         raise CheckpointError(f"adapter {adapter} is a file; give the folder that holds {ADAPTER_CONFIG}")
@@ -106,14 +107,20 @@ def read_base_pointer(adapter: str | os.PathLike) -> dict[str, str]:
         pointer = json.loads((adapter / BASE_POINTER).read_text())
         if not isinstance(pointer, dict) or not all(isinstance(pointer.get(key), str) for key in POINTER_KEYS):
             raise ValueError(f"expected a JSON object of the strings {' and '.join(POINTER_KEYS)}")
-        return {key: pointer[key] for key in POINTER_KEYS}
+        if not isinstance(pointer.get("revision", ""), str):
+            raise ValueError("its revision must be a string (a Hub commit)")
+        return {key: pointer[key] for key in (*POINTER_KEYS, "revision") if key in pointer}
     except ValueError as error:
         raise CheckpointError(f"{adapter / BASE_POINTER} is not a base pointer: {error}") from None
 
 
 def adapter_base(adapter: str | os.PathLike) -> Path:
-    """The base checkpoint an adapter was trained from, as its pointer records it."""
-    return Path(read_base_pointer(adapter)["base_checkpoint"])
+    """The base checkpoint an adapter was trained from, as its pointer records it: a folder, or
+    the Hub repo's snapshot at the recorded commit."""
+    pointer = read_base_pointer(adapter)
+    if "revision" in pointer:
+        return resolve_checkpoint(pointer["base_checkpoint"], pointer["revision"])
+    return Path(pointer["base_checkpoint"])
 
 
 # WebDataset shards: what `--data-dir` names when it is not a dataset folder.

@@ -4,6 +4,7 @@ downloads through a stand-in of the Hub's HTTP API on 127.0.0.1 (tests/hub_stand
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -87,3 +88,20 @@ def test_a_pushed_checkpoint_loads_back_by_its_repo_id(checkpoint, tmp_path, mon
     assert all((a == b).all() for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     assert hub.hub_origin(generator.checkpoint_dir)[0] == "someone/shapes-demo"
     assert "README.md" in StandInHub.repos["someone/shapes-demo"]
+
+
+def test_an_adapter_of_a_hub_checkpoint_points_to_its_repo_and_commit(checkpoint, hub_cache, tmp_path, monkeypatch):
+    from multimodal import GenerativeMultimodalModel, ImageTextGenerator
+    from multimodal.adapters.lora import add_adapters, save_adapter
+    from multimodal.adapters.targets import LORA_TARGETS
+    from multimodal.paths import adapter_base
+
+    snapshot = fill_cache(hub_cache, "someone/shapes-demo", checkpoint)
+    monkeypatch.chdir(tmp_path)
+    model = GenerativeMultimodalModel.from_pretrained("someone/shapes-demo")
+    add_adapters(model, 2, 2, LORA_TARGETS.split(","), [])
+    save_adapter(model, tmp_path / "adapter", snapshot)
+    pointer = json.loads((tmp_path / "adapter" / "base_checkpoint.json").read_text())
+    assert pointer["base_checkpoint"] == "someone/shapes-demo" and pointer["revision"] == COMMIT
+    assert adapter_base(tmp_path / "adapter") == snapshot
+    assert ImageTextGenerator(adapter=tmp_path / "adapter").checkpoint_dir == snapshot

@@ -21,6 +21,7 @@ from transformers.pytorch_utils import Conv1D
 
 from multimodal.errors import CheckpointError, InvalidInputError
 from multimodal.files import folder_written_in_place, input_overwritten
+from multimodal.hub import hub_origin
 from multimodal.models.weights import mismatch, read_safetensors
 from multimodal.paths import (
     ADAPTER_CONFIG,
@@ -116,11 +117,15 @@ def fingerprint(checkpoint: Path) -> str:
 
 
 def save_adapter(model: nn.Module, directory: Path, base: Path) -> None:
-    """adapter_config.json, adapter_model.safetensors and the pointer to `base` into `directory`."""
+    """adapter_config.json, adapter_model.safetensors and the pointer to `base` into `directory`
+    (a Hub snapshot's repo id and commit, else its path)."""
     directory.mkdir(parents=True, exist_ok=True)
     model.peft_config["default"].save_pretrained(str(directory))
     save_file(adapter_state(model), str(directory / ADAPTER_WEIGHTS))
     pointer = {"base_checkpoint": str(Path(base).absolute()), "sha256": fingerprint(Path(base))}
+    origin = hub_origin(base)
+    if origin is not None:  # a Hub snapshot: its repo and commit find it on any machine
+        pointer |= {"base_checkpoint": origin[0], "revision": origin[1]}
     (directory / BASE_POINTER).write_text(json.dumps(pointer, indent=2) + "\n")
 
 
