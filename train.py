@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 
 from multimodal import cli, presets  # noqa: E402
 from multimodal.config import ModelConfig, TrainConfig, model_preset, train_preset  # noqa: E402
+from multimodal.config.training import read_run_config  # noqa: E402
 from multimodal.files import input_overwritten  # noqa: E402
 from multimodal.paths import is_shard_spec  # noqa: E402
 
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue from <output-dir>/latest exactly where it stopped, with the model it records "
                      "(model flags need not be repeated; one that disagrees with it is refused)")
+    run.add_argument("--config", type=Path, metavar="FILE",
+                     help="config fields from a JSON or YAML file (flags given beside it override it); a run's "
+                     "<output-dir>/latest/trainer_state.json is one: --config RUN/latest/trainer_state.json "
+                     "--output-dir AGAIN replays that run")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     trains = {name: train_preset(name).to_dict() | {"preset": "coco"} for name in presets.names()}  # --preset's own default
@@ -54,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig | None, TrainConfig]:
     """The preset's configs with every flag the user gave applied on top; no model config when
     fine-tuning (--init-from), whose model is the checkpoint's."""
-    preset = args.preset or "coco"
-    train_config = train_preset(preset, **cli.given(args, TrainConfig) | {"preset": preset})
+    from_file, model_from_file = read_run_config(args.config) if args.config else ({}, {})
+    preset = args.preset or from_file.get("preset") or "coco"
+    train_config = train_preset(preset, **from_file | cli.given(args, TrainConfig) | {"preset": preset})
     model_flags = cli.given(args, ModelConfig)
     if train_config.init_from is None:
-        return model_preset(preset, **model_flags), train_config
+        recorded = {k: v for k, v in model_from_file.items() if k != "bert_config"}  # BERT comes with its weights
+        return model_preset(preset, **recorded | model_flags), train_config
     if model_flags:
         flags = ", ".join("--" + name.replace("_", "-") for name in model_flags)
         raise ValueError(f"--init-from takes the model from {train_config.init_from}; {flags} cannot change it")

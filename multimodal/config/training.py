@@ -9,7 +9,7 @@ from typing import Any
 
 from multimodal import presets
 from multimodal.adapters.targets import LORA_TARGETS
-from multimodal.config.options import Config, option, require
+from multimodal.config.options import Config, option, require, suggest
 from multimodal.config.sampling import PRECISIONS
 
 TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
@@ -207,3 +207,42 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
 def default_data_dir(preset: str) -> Path:
     """The folder a preset reads when no data folder is given."""
     return Path(presets.get(preset).data_dir)
+
+
+def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(TrainConfig fields, ModelConfig fields) of a run configuration file: JSON or YAML, either
+    what a run records (a trainer_state.json, whose train_config and model_config replay it) or
+    one mapping of both configs' fields. Unknown keys are refused with their name."""
+    from multimodal.config.model import ModelConfig
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            import json
+
+            values = json.loads(text)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path} not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # yaml's errors are ValueErrors too
+        raise ValueError(f"--config {path} cannot be read: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a mapping of config fields, not {type(values).__name__}")
+    if "train_config" in values:  # a trainer_state.json: the rest is the run's progress, not its configuration
+        train, model = values["train_config"], values.get("model_config") or {}
+        if not isinstance(train, dict) or not isinstance(model, dict):
+            raise ValueError(f"--config {path}: train_config and model_config must be mappings")
+    else:
+        model_fields = set(ModelConfig.field_names())
+        train = {k: v for k, v in values.items() if k not in model_fields}
+        model = {k: v for k, v in values.items() if k in model_fields}
+    known = TrainConfig.field_names() + ModelConfig.field_names()
+    for config_class, fields in ((TrainConfig, train), (ModelConfig, model)):
+        unknown = [name for name in fields if name not in config_class.field_names()]
+        if unknown:
+            raise ValueError(f"--config {path}: unknown key {unknown[0]!r}{suggest(unknown[0], known)}")
+    return train, model
