@@ -169,9 +169,8 @@ def test_a_set_whose_every_image_is_unreadable_is_refused_before_training(make, 
     message = str(info.value)
     assert message.startswith("none of the ") and " could be read; first: " in message and "\n" not in message
     assert "not an image file PIL can identify" in message
-    if make is not unreadable_parquet:  # check does not read parquet files yet
-        assert data_main(["check", str(data_dir)]) == 2
-        assert "error: " + str(data_dir) + ": none of the " in capsys.readouterr().out
+    assert data_main(["check", str(data_dir)]) == 2
+    assert "error: " + str(data_dir) + ": none of the " in capsys.readouterr().out
 
 
 def test_train_py_refuses_an_unreadable_set_in_one_line_and_writes_nothing(tmp_path, capsys):

@@ -2,8 +2,8 @@
 
 check: names the layout, counts images and captions, and lists every problem with its file
 and line; exit 0 when the set would train, 2 when it would not. convert: writes any layout as
-an image folder or WebDataset shards. shapes: writes a shapes set, e.g. one of a new colour to
-fine-tune on. Bad input: one line, exit code 2.
+an image folder, WebDataset shards or parquet files (the Hub's layout). shapes: writes a shapes
+set, e.g. one of a new colour to fine-tune on. Bad input: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tokenizer comes from an inst
 
 from multimodal import cli  # noqa: E402
 from multimodal.config import DATA_FIELDS, ShapesConfig, TrainConfig  # noqa: E402
+from multimodal.data.convert import TARGETS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,21 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python -m multimodal.data check data/my-captions\n"
         "  python -m multimodal.data convert data/coco2017 data/coco-shards --to webdataset --shard-size 1000\n"
+        "  python -m multimodal.data convert data/coco2017 data/coco-parquet --to parquet\n"
         "  python -m multimodal.data shapes data/shapes-orange --colors orange --num-train 600 --num-val 120",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.ArgumentParser)
     skip = tuple(name for name in TrainConfig.field_names() if name not in DATA_FIELDS)
     check = commands.add_parser("check", help="name the layout, count images and captions, list every problem")
-    check.add_argument("data_dir", metavar="DIR", help="the data set: a folder, or WebDataset shards")
+    check.add_argument("data_dir", metavar="DIR", help="the data set: a folder (of any layout, parquet files "
+                       "included), or WebDataset shards")
     check.add_argument("--no-open-images", dest="open_images", action="store_false",
                        help="skip opening every image (the slow check)")
     cli.add_config_arguments(check, TrainConfig, skip=skip)
-    convert = commands.add_parser("convert", help="write a data set (any layout) as an image folder or shards")
+    convert = commands.add_parser("convert", help="write a data set (any layout) as an image folder, shards or parquet")
     convert.add_argument("source", metavar="SRC", help="the data set to read, in any layout")
     convert.add_argument("destination", metavar="DST", help="the folder to write (must not exist)")
-    convert.add_argument("--to", required=True, choices=("imagefolder", "webdataset"), help="the layout to write")
+    convert.add_argument("--to", required=True, choices=TARGETS, help="the layout to write")
     convert.add_argument("--shard-size", type=cli.positive_int, default=1000, metavar="N",
-                         help="samples per WebDataset shard (default: 1000)")
+                         help="samples per WebDataset shard, or rows per parquet file (default: 1000)")
     cli.add_config_arguments(convert, TrainConfig, skip=skip)
     shapes = commands.add_parser(
         "shapes", help="write a shapes set in COCO layout (train.py --preset shapes makes the standard one itself)"

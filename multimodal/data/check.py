@@ -11,6 +11,7 @@ import io
 import os
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -25,6 +26,8 @@ class SplitCounts:
 
     images: int = 0
     captions: list[int] = field(default_factory=list)  # captions per image
+    files: int = 0  # parquet/arrow files of the split (0: a layout not counted in files)
+    rows: int = 0  # their rows of the split, readable or not
     unreadable: int = 0
     first_unreadable: str | None = None  # "FILE: why"
 
@@ -92,6 +95,41 @@ def _check_shards(data_dir: str, report: Report, caption_column: str, val_fracti
                 _count(report, counts, where, captions, open_images and _unreadable(None, files[image]))
 
 
+def _unreadable_cell(cell: object, folder: Path) -> str | None:
+    """Why a parquet row's image cell gives no readable image, or None."""
+    from multimodal.data.parquet_source import image_bytes
+
+    try:
+        data = image_bytes(cell, folder)
+    except IMAGE_ERRORS as error:
+        return f"no image ({why_unreadable(error)})"
+    return _unreadable(None, data)
+
+
+def _check_tables(data_dir: str, report: Report, caption_column: str, image_column: str, val_fraction: float,
+                  open_images: bool) -> None:
+    # pyarrow loads only for parquet
+    from multimodal.data.parquet_source import captions_of, hub_image_column, read_rows, split_groups
+
+    image_column = hub_image_column(image_column)
+    columns = [caption_column] + ([image_column] if open_images else [])  # one row group's images at a time
+    for split in ("train", "val"):
+        groups, report.held_out = split_groups(data_dir, split, image_column, caption_column, val_fraction)
+        counts = report.splits.setdefault(split, SplitCounts())
+        counts.files = len({group.path for group in groups})
+        for group in groups:
+            for row, _, cells in read_rows(group, columns):
+                counts.rows += 1
+                where = f"{group.path}: row {row}"
+                try:
+                    captions = captions_of(cells[caption_column], caption_column)
+                except ValueError as error:  # left out, as training leaves it out
+                    report.problems.append(Problem(where, str(error), fatal=False))
+                    continue
+                _count(report, counts, where, captions,
+                       open_images and _unreadable_cell(cells[image_column], group.path.parent))
+
+
 def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column: str = "text",
           image_column: str = "file_name", val_fraction: float = 0.05, open_images: bool = True) -> Report:
     """Everything `python -m multimodal.data check` reports about `data_dir`."""
@@ -101,6 +139,8 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
         name = report.layout
         if name == "webdataset":
             _check_shards(str(data_dir), report, caption_column, val_fraction, open_images)
+        elif name == "parquet":
+            _check_tables(str(data_dir), report, caption_column, image_column, val_fraction, open_images)
         else:
             layout = read_layout(data_dir, name, caption_column, image_column, val_fraction)
             report.problems, report.held_out = layout.problems, layout.held_out
@@ -109,6 +149,7 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
                 for path, captions in zip(records.paths, records.captions):
                     _count(report, counts, path, captions, open_images and _unreadable(path))
     except DatasetLayoutError as error:  # not the layout at all: the one problem to report
+        report.splits.clear()  # counted only partly
         report.problems.append(Problem(str(data_dir), str(error)))
         return report
     for split, counts in report.splits.items():
@@ -136,9 +177,11 @@ def format_report(data_dir: str | os.PathLike, report: Report, data_format: str 
     lines = [f"{data_dir}: {report.layout} layout ({how})"]
     for split, counts in report.splits.items():
         per = counts.captions
-        held = ", held out: --val-fraction of the file names" if split == "val" and report.held_out else ""
+        names = "rows" if counts.files else "file names"
+        held = f", held out: --val-fraction of the {names}" if split == "val" and report.held_out else ""
         spread = f" ({min(per)}–{max(per)} per image, mean {sum(per) / len(per):.1f})" if per else ""
-        lines.append(f"  {split}: {counts.images} images, {sum(per)} captions{spread}{held}")
+        files = f", from {counts.rows} rows in {counts.files} file{'s' * (counts.files > 1)}" if counts.files else ""
+        lines.append(f"  {split}: {counts.images} images, {sum(per)} captions{spread}{files}{held}")
     lengths = token_lengths(report.caption_texts)
     if lengths:
         lines.append(f"  caption length in tokens: min {min(lengths)}, median {statistics.median(lengths):g}, "

@@ -341,12 +341,13 @@ def read_captions_txt(root: Path, problems: list[Problem]) -> tuple[CaptionRecor
 
 def read_layout(data_dir: str | os.PathLike, data_format: str = "auto", caption_column: str = "text",
                 image_column: str = "file_name", val_fraction: float = 0.05) -> Layout:
-    """The train and val records of a folder in any layout but webdataset, with its problems.
-    A DatasetLayoutError when the folder is not in the layout at all."""
+    """The train and val records of a folder in any layout but the streamed ones (webdataset,
+    parquet), with its problems. A DatasetLayoutError when the folder is not in the layout at all."""
     root = Path(data_dir)
     name = resolve_format(root, data_format)
-    if name == "webdataset":
-        raise DatasetLayoutError(f"{root} holds WebDataset shards: they are streamed, not read into records")
+    if name in ("webdataset", "parquet"):
+        what = "WebDataset shards" if name == "webdataset" else "parquet/arrow files"
+        raise DatasetLayoutError(f"{root} holds {what}: they are streamed, not read into records")
     if name != "coco" and not root.is_dir():
         raise DatasetLayoutError(f"dataset folder {root} not found")
     layout = Layout(name, root)

@@ -5,7 +5,8 @@ the whole set in memory.
 A row holds an image (`image_column`: its encoded bytes, or the struct {bytes, path} that the
 `datasets` library writes for an Image feature, whose path is read relative to the file's folder
 when the bytes are null) and its captions (`caption_column`: a text or a list of texts); an
-`image_id` column, when present, numbers the images as COCO's ids do. The splits are train/ and
+`image_id` column, when present, numbers the images as COCO's ids do (an integer in every
+row, else the files are refused). The splits are train/ and
 validation/ (val/, test/) folders, or files named as the Hub names them (train-00000-of-00004.parquet,
 validation-…, or under data/), else `val_fraction` of the rows by a hash of (file, row). Row
 groups go to torchrun processes (group i to process i mod N) and then to each process's loader
@@ -17,14 +18,17 @@ from __future__ import annotations
 import io
 import random
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from multimodal.data.caption_dataset import IMAGE_ERRORS
+from multimodal.data.caption_dataset import IMAGE_ERRORS, none_readable, why_unreadable
 from multimodal.data.layouts import VAL_FOLDERS, is_held_out
+from multimodal.data.listing import listed_file
 from multimodal.data.transforms import from_uint8, load_rgb, resize_and_crop, to_uint8_tensor
 from multimodal.data.webdataset_source import sample_id
 from multimodal.errors import DatasetLayoutError
@@ -67,7 +71,22 @@ def _open(path: Path) -> Any:
         except pa.ArrowInvalid:  # the `datasets` cache writes Arrow streams, not files
             return _ArrowTable(pa.ipc.open_stream(pa.memory_map(str(path))))
     except (pa.ArrowException, OSError) as error:
-        raise DatasetLayoutError(f"{path} is not a readable {path.suffix[1:]} file ({error})") from None
+        raise DatasetLayoutError(f"{path} is not a readable {path.suffix[1:]} file ({_one_line(error)})") from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())  # pyarrow's messages run over several lines
+
+
+@contextmanager
+def _damage_named(where: str) -> Iterator[None]:
+    """pyarrow's errors on damaged data, met after the file opened, as one line naming `where`."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetLayoutError(f"{where} cannot be read ({_one_line(error)})") from None
 
 
 class _ParquetTable:
@@ -79,6 +98,9 @@ class _ParquetTable:
 
     def group(self, group: int, columns: list[str]) -> Any:
         return self.file.read_row_group(group, columns=columns)
+
+    def nulls(self, column: str) -> int:
+        return self.file.read(columns=[column]).column(0).null_count
 
 
 class _ArrowTable:
@@ -96,26 +118,125 @@ class _ArrowTable:
     def group(self, group: int, columns: list[str]) -> Any:
         return self._batch(group).select(columns)
 
+    def nulls(self, column: str) -> int:
+        return sum(self._batch(i).column(column).null_count for i in range(self.num_groups))
 
-def captions_of(cell: Any) -> list[str] | None:
-    """A caption cell's captions (a text or a list of texts), or None when it holds none."""
+
+def hub_image_column(image_column: str) -> str:
+    """--image-column for parquet files: its default (an image folder's `file_name`) means the
+    Hub's `image`."""
+    return "image" if image_column == "file_name" else image_column
+
+
+def _values(kind: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_null(kind):
+        return "only nulls"
+    if pa.types.is_floating(kind):
+        return "floats"
+    return "text" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else f"{kind} values"
+
+
+def _check_columns(path: Path, reader: Any, image_column: str, caption_column: str) -> None:
+    """One line naming `path` and the column when a column is missing, or when `image_id` (which
+    numbers the images evaluation scores and the captions drawn each epoch) is not an integer in
+    every row: refused, not replaced by hashed ids, so that ids the set gives are never silently lost."""
+    import pyarrow as pa
+
+    names = reader.schema.names
+    missing = [c for c in (image_column, caption_column) if c not in names]
+    if missing:
+        raise DatasetLayoutError(
+            f"{path} has no column {missing[0]!r}; its columns are {', '.join(names)} "
+            f"(choose with --{'image' if missing[0] == image_column else 'caption'}-column)")
+    if ID_COLUMN not in names:
+        return
+    kind = reader.schema.field(ID_COLUMN).type
+    with _damage_named(f"{path}: column {ID_COLUMN!r}"):
+        nulls = reader.nulls(ID_COLUMN) if pa.types.is_integer(kind) else 0
+    if not pa.types.is_integer(kind) or nulls:
+        holds = f"{nulls} null{'s' * (nulls > 1)}" if nulls else _values(kind)
+        raise DatasetLayoutError(
+            f"{path}: column {ID_COLUMN!r} holds {holds}, not an integer in every row; write integer ids, or "
+            "drop or rename the column to number the rows by file and row instead")
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group (an Arrow file's record batch) and which of its rows belong to a split."""
+
+    path: Path
+    index: int
+    first: int  # its first row's index in the file
+    rows: Sequence[int]  # indices within the group: all of them (a range), or a split held out by hash
+
+
+def split_groups(data_dir: str | Path, split: str, image_column: str = "image", caption_column: str = "text",
+                 val_fraction: float = 0.05) -> tuple[list[RowGroup], bool]:
+    """The row groups of `split` ("train" or "val"), each with its rows of the split, and whether
+    val is held out of train by a hash of (file, row). Every file's columns are checked here, so
+    a wrong one is one line naming the file before any row is read."""
+    train, val = table_files(data_dir)
+    held_out = val is None
+    groups = []
+    for path in train if split == "train" or held_out else val:
+        reader = _open(path)
+        _check_columns(path, reader, image_column, caption_column)
+        first = 0
+        for index in range(reader.num_groups):
+            count = reader.rows(index)
+            rows: Sequence[int] = range(count)
+            if held_out:
+                rows = [i for i in rows if is_held_out(f"{path.name}/{first + i}", val_fraction) == (split != "train")]
+            groups.append(RowGroup(path, index, first, rows))
+            first += count
+    return groups, held_out
+
+
+def read_rows(group: RowGroup, columns: list[str], order: list[int] | None = None) -> Iterator[tuple[int, int, dict]]:
+    """(row in its file, image id, {column: value}) for the group's rows of its split, in `order`
+    (else the file's): the group's `columns` are read once, one row group in memory at a time."""
+    rows = group.rows if order is None else order
+    if not rows:
+        return
+    reader = _open(group.path)
+    has_ids = ID_COLUMN in reader.schema.names
+    with _damage_named(f"{group.path}: row group {group.index}"):
+        table = reader.group(group.index, [*columns, ID_COLUMN] if has_ids else columns)
+    cells = {column: table.column(column) for column in columns}
+    ids = table.column(ID_COLUMN) if has_ids else None
+    for i in rows:
+        row = group.first + i
+        image_id = ids[i].as_py() if ids is not None else sample_id(f"{group.path.name}/{row}")
+        yield row, image_id, {column: values[i].as_py() for column, values in cells.items()}
+
+
+def captions_of(cell: Any, column: str) -> list[str]:
+    """A caption cell's captions (a text or a list of texts); a ValueError when it holds none."""
     cells = cell if isinstance(cell, list) else [cell]
     captions = [c.strip() for c in cells if isinstance(c, str) and c.strip()]
-    return captions or None
+    if not captions:
+        raise ValueError(f"no caption in column {column!r}")
+    return captions
 
 
 def image_bytes(cell: Any, folder: Path) -> bytes:
-    """The encoded image of an image cell: bytes, or {bytes, path} as `datasets` writes it."""
-    if isinstance(cell, (bytes, bytearray)):
+    """The encoded image of an image cell: bytes, or {bytes, path} as `datasets` writes it (a
+    path relative to `folder`, the file's); a ValueError (OSError) says why there is none."""
+    if isinstance(cell, (bytes, bytearray)) and cell:
         return bytes(cell)
     if isinstance(cell, dict):
         if cell.get("bytes"):
             return cell["bytes"]
         if isinstance(cell.get("path"), str):
-            path = Path(cell["path"])
-            if path.is_absolute() or ".." in path.parts:
-                raise ValueError(f"image path {cell['path']!r} leaves the data folder")
-            return (folder / path).read_bytes()
+            path = listed_file(folder, cell["path"])
+            if isinstance(path, str):
+                raise ValueError(f"image path {cell['path']!r} {path}")
+            return path.read_bytes()
+        raise ValueError("the image cell holds neither bytes nor a path")
+    if cell is None or cell == b"":
+        raise ValueError("the image cell is empty")
     raise ValueError(f"an image cell must hold bytes or {{bytes, path}}, not {type(cell).__name__}")
 
 
@@ -131,21 +252,7 @@ class ParquetSource(torch.utils.data.IterableDataset):
         self.val_fraction, self.seed, self.epoch = val_fraction, seed, 0
         self.shuffle = split == "train" if shuffle is None else shuffle
         self.resize_and_crop = resize_and_crop(image_size)
-        train, val = table_files(data_dir)
-        self.hold_out = val is None
-        files = train if split == "train" or val is None else val
-        self.groups: list[tuple[Path, int, int]] = []  # (file, row group, its first row's index in the file)
-        for path in files:
-            table = _open(path)
-            missing = [c for c in (image_column, caption_column) if c not in table.schema.names]
-            if missing:
-                raise DatasetLayoutError(
-                    f"{path} has no column {missing[0]!r}; its columns are {', '.join(table.schema.names)} "
-                    f"(choose with --{'image' if missing[0] == image_column else 'caption'}-column)")
-            first = 0
-            for group in range(table.num_groups):
-                self.groups.append((path, group, first))
-                first += table.rows(group)
+        self.groups, self.hold_out = split_groups(data_dir, split, image_column, caption_column, val_fraction)
         self.by_rank = split == "train"  # validation runs on one process and reads every group
         distributed = self.by_rank and torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank, self.world_size = (
@@ -153,7 +260,7 @@ class ParquetSource(torch.utils.data.IterableDataset):
         if len(self.groups) < self.world_size:
             raise DatasetLayoutError(f"{len(self.groups)} row groups for {self.world_size} processes: every process "
                                      "needs at least one (write smaller row groups)")
-        counts = [len(self._rows_kept(path, group, first)) for path, group, first in self.groups]
+        counts = [len(group.rows) for group in self.groups]
         self.share = min(sum(counts[r :: self.world_size]) for r in range(self.world_size))
         self.length = self.share * self.world_size
         if self.length == 0:
@@ -161,32 +268,32 @@ class ParquetSource(torch.utils.data.IterableDataset):
         self.references = self._references() if split != "train" else {}
         self.image_info: dict[int, dict] = {}
         self.num_skipped = 0  # unreadable images and rows without captions, in this process
+        self._refuse_if_unreadable()
 
-    def _rows_kept(self, path: Path, group: int, first: int) -> list[int]:
-        """The rows of a group that belong to this split (all of them unless held out by hash)."""
-        count = _open(path).rows(group)
-        if not self.hold_out:
-            return list(range(count))
-        return [i for i in range(count) if is_held_out(f"{path.name}/{first + i}", self.val_fraction) ==
-                (self.split != "train")]
-
-    def _ids(self, table: Any, path: Path, first: int) -> list[int]:
-        if ID_COLUMN in table.column_names:
-            return [int(i) for i in table.column(ID_COLUMN).to_pylist()]
-        return [sample_id(f"{path.name}/{first + i}") for i in range(table.num_rows)]
+    def _refuse_if_unreadable(self) -> None:
+        """Decode the split's rows in order until one can be used (the first, for a sound set), so
+        that files none of whose rows can be read are refused here, in one line, and not met as
+        an epoch without a step."""
+        first, tried = None, 0
+        for group in self.groups:
+            for row, _, cells in read_rows(group, [self.image_column, self.caption_column]):
+                tried += 1
+                try:
+                    self._pixels(cells, group.path)
+                    return
+                except IMAGE_ERRORS as error:
+                    first = first or f"{group.path}: row {row}: {why_unreadable(error)}"
+        raise DatasetLayoutError(none_readable(tried, f"the {self.split} split of {self.data_dir}", first, what="rows"))
 
     def _references(self) -> dict[int, list[str]]:
         """Every image id of the split → all its captions: what evaluation scores against."""
         references = {}
-        for path, group, first in self.groups:
-            reader = _open(path)
-            columns = [self.caption_column] + ([ID_COLUMN] if ID_COLUMN in reader.schema.names else [])
-            table = reader.group(group, columns)
-            ids, cells = self._ids(table, path, first), table.column(self.caption_column).to_pylist()
-            for i in self._rows_kept(path, group, first):
-                captions = captions_of(cells[i])
-                if captions:
-                    references[ids[i]] = captions
+        for group in self.groups:
+            for _, image_id, cells in read_rows(group, [self.caption_column]):
+                try:
+                    references[image_id] = captions_of(cells[self.caption_column], self.caption_column)
+                except ValueError:
+                    continue  # a row without caption is left out of training too
         return references
 
     def set_epoch(self, epoch: int) -> None:
@@ -196,7 +303,7 @@ class ParquetSource(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         return self.length
 
-    def _my_groups(self) -> list[tuple[Path, int, int]]:
+    def _my_groups(self) -> list[RowGroup]:
         groups = self.groups[self.rank :: self.world_size]
         if self.shuffle:
             random.Random(f"{self.seed}/{self.epoch}").shuffle(groups)  # the same in every worker
@@ -204,30 +311,28 @@ class ParquetSource(torch.utils.data.IterableDataset):
         return groups[worker.id :: worker.num_workers] if worker else groups
 
     def __iter__(self) -> Iterator[dict]:
-        for path, group, first in self._my_groups():
-            reader = _open(path)
-            columns = [self.image_column, self.caption_column]
-            columns += [ID_COLUMN] if ID_COLUMN in reader.schema.names else []
-            table = reader.group(group, columns)
-            ids = self._ids(table, path, first)
-            images, cells = table.column(self.image_column), table.column(self.caption_column)
-            rows = self._rows_kept(path, group, first)
+        for group in self._my_groups():
+            order = list(group.rows)
             if self.shuffle:
-                random.Random(f"{self.seed}/{self.epoch}/{path.name}/{group}").shuffle(rows)
-            for i in rows:
-                sample = self._decode(images[i].as_py(), cells[i].as_py(), ids[i], path, first + i)
+                random.Random(f"{self.seed}/{self.epoch}/{group.path.name}/{group.index}").shuffle(order)
+            for row, image_id, cells in read_rows(group, [self.image_column, self.caption_column], order):
+                sample = self._decode(cells, image_id, group.path, row)
                 if sample is not None:
                     yield sample
 
-    def _decode(self, image: Any, cell: Any, image_id: int, path: Path, row: int) -> dict | None:
-        captions = captions_of(cell)
+    def _pixels(self, cells: dict, path: Path) -> tuple[torch.Tensor, list[str]]:
+        """A row's image (uint8, resized and cropped) and captions; an IMAGE_ERRORS one says why not."""
+        captions = captions_of(cells[self.caption_column], self.caption_column)
+        image = load_rgb(io.BytesIO(image_bytes(cells[self.image_column], path.parent)))
+        return to_uint8_tensor(self.resize_and_crop(image)), captions
+
+    def _decode(self, cells: dict, image_id: int, path: Path, row: int) -> dict | None:
         try:
-            if captions is None:
-                raise ValueError(f"no caption in column {self.caption_column!r}")
-            pixels = to_uint8_tensor(self.resize_and_crop(load_rgb(io.BytesIO(image_bytes(image, path.parent)))))
+            pixels, captions = self._pixels(cells, path)
         except IMAGE_ERRORS as error:
             if not self.num_skipped:
-                warnings.warn(f"skipping row {row} of {path} ({error}); further ones are counted", stacklevel=1)
+                warnings.warn(f"skipping row {row} of {path} ({why_unreadable(error)}); further ones are counted",
+                              stacklevel=1)
             self.num_skipped += 1
             return None
         rng = np.random.default_rng([self.seed, self.epoch, image_id])

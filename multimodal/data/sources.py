@@ -45,10 +45,10 @@ is only left out (missing images, images without captions, duplicates) is counte
 
         return WebDatasetSource(str(data_dir), split, image_size, caption_column, val_fraction, seed)
     if layout == "parquet":
-        from multimodal.data.parquet_source import ParquetSource  # pyarrow loads only for parquet
+        from multimodal.data.parquet_source import ParquetSource, hub_image_column  # pyarrow loads only for parquet
 
-        image_column = "image" if image_column == "file_name" else image_column  # the Hub's name for it
-        return ParquetSource(str(data_dir), split, image_size, caption_column, image_column, val_fraction, seed)
+        return ParquetSource(str(data_dir), split, image_size, caption_column, hub_image_column(image_column),
+                             val_fraction, seed)
     found = read_layout(data_dir, layout, caption_column, image_column, val_fraction)
     found.raise_if_fatal()
     left_out = [problem for problem in found.problems if not problem.fatal]
