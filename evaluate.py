@@ -36,7 +36,7 @@ from multimodal import cli, presets  # noqa: E402
 from multimodal.config import DATA_FIELDS, InferenceConfig, SamplingConfig, TrainConfig, sampling_presets  # noqa: E402
 from multimodal.model_card import write_model_card  # noqa: E402
 from multimodal.errors import InvalidInputError  # noqa: E402
-from multimodal.files import check_writable, write_text_atomically  # noqa: E402
+from multimodal.files import check_writable, input_overwritten, overlaps, write_text_atomically  # noqa: E402
 from multimodal.paths import is_shard_spec  # noqa: E402
 from multimodal.provenance import trained_data  # noqa: E402
 
@@ -148,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         except InvalidInputError as error:
             default = f"{error} (where the results go; --output FILE puts them elsewhere)"
             parser.error(f"{flag}: {error}" if getattr(args, flag[2:]) else default)
+        # Nothing this command reads is written over: the data set, or a file of the checkpoint
+        # (its results, evaluation*.json, are the checkpoint's to hold).
+        problem = path is not None and input_overwritten(path, {"the data set": data_dir if data_dir.is_dir() else None})
+        if problem:
+            parser.error(f"{flag} {problem}")
+        if path is None or not path.is_file() or (flag == "--output" and path.name.startswith("evaluation")):
+            continue
+        read = next((folder for folder in (checkpoint, trained) if overlaps(path, folder)), None)
+        if read is not None:
+            parser.error(f"{flag} {path} is a file of {read}, which this command reads; choose another name")
     # The libraries load only once the arguments are good: --help and usage errors are instant.
     from multimodal.data import open_split
     from multimodal.data.builtin import builtin_params

@@ -97,6 +97,18 @@ class Number(gr.Number):
         return None if payload is None else super().preprocess(number_sent(payload, self.label))
 
 
+class Textbox(gr.Textbox):
+    """gr.Textbox that refuses, in the page, what is no text: gradio passes null on (the handler
+    then fails) and turns a list or a number into its Python spelling."""
+
+    is_template = True  # drawn in the browser as a plain gr.Textbox
+
+    def preprocess(self, payload: Any) -> str:
+        if not isinstance(payload, str):
+            raise refuse(f"{self.label.split(' (')[0]} must be text, got {str(payload)[:40]}.")
+        return payload
+
+
 def uploaded(path: str, upload_folder: str) -> str:
     """`path` if it names a file uploaded to the page, else a gr.Error: an address gradio would
     download, or any other file of the server (gradio checks only the entries marked as files)."""
@@ -127,6 +139,12 @@ class Page(gr.Blocks):
     """gr.Blocks whose reading of a request answers what gradio refuses in it (a value out of
     bounds, a file the visitor names instead of uploading, a file entry that is none) with a
     message, as the handlers answer bad input, and no traceback in the log."""
+
+    def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+        """A call with too few or too many values (gradio would fail with a traceback, or ignore extras)."""
+        if len(inputs) != len(block_fn.inputs):
+            names = ", ".join(str(getattr(block, "label", None) or block).split(" (")[0] for block in block_fn.inputs)
+            raise refuse(f"{block_fn.name} takes {len(block_fn.inputs)} values ({names}), got {len(inputs)}.")
 
     async def preprocess_data(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -315,9 +333,9 @@ def build_page(demo: Demo) -> gr.Blocks:
         with gr.Tab("Text → image", id="text-to-image"):
             with gr.Row():
                 with gr.Column():
-                    prompt = gr.Textbox(label="Prompt", max_lines=2, elem_id="t2i-prompt",
+                    prompt = Textbox(label="Prompt", max_lines=2, elem_id="t2i-prompt",
                                         max_length=MAX_PROMPT_CHARACTERS)
-                    negative = gr.Textbox("", label="Negative prompt (what guidance steers away from)", max_lines=1,
+                    negative = Textbox("", label="Negative prompt (what guidance steers away from)", max_lines=1,
                                           elem_id="t2i-negative", max_length=MAX_PROMPT_CHARACTERS)
                     with gr.Row():
                         steps = Slider(1, 100, value=defaults.num_inference_steps, step=1, label="Steps")
@@ -360,7 +378,7 @@ def build_page(demo: Demo) -> gr.Blocks:
         with gr.Tab("Search", id="search"):
             with gr.Row():
                 with gr.Column():
-                    query = gr.Textbox(label="Find validation images like this text", elem_id="search-query",
+                    query = Textbox(label="Find validation images like this text", elem_id="search-query",
                                        max_length=MAX_PROMPT_CHARACTERS)
                     find = gr.Button("Search images", variant="primary", elem_id="search-run")
                     found = gr.Gallery(label="Most similar validation images", columns=4, elem_id="search-images")

@@ -42,6 +42,8 @@ from multimodal.paths import adapter_base, resolve_checkpoint
 from multimodal.provenance import trained_preset
 
 CAPTION_BATCH = 32  # images captioned per forward pass
+MAX_BEAMS = 64  # beyond these the decoder's batch outgrows memory before the first token
+MAX_CAPTIONS = 64
 
 
 @dataclass
@@ -130,8 +132,8 @@ def decoding_options(num_captions: int, options: dict[str, Any]) -> dict[str, An
     num_captions = returned
     num_beams = options.get("num_beams", 1)
     for name, ok, wanted in (
-        ("num_captions_per_image", num_captions >= 1, "at least 1"),
-        ("num_beams", num_beams >= 1, "at least 1"),
+        ("num_captions_per_image", 1 <= num_captions <= MAX_CAPTIONS, f"from 1 to {MAX_CAPTIONS}"),
+        ("num_beams", 1 <= num_beams <= MAX_BEAMS, f"from 1 to {MAX_BEAMS}"),
         # inf passes `> 0`, then samples random words: a temperature or penalty must be finite.
         ("temperature", 0 < options.get("temperature", 1.0) < math.inf, "a finite number above 0"),
         ("top_k", options.get("top_k", 1) >= 1, "at least 1"),

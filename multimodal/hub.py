@@ -35,6 +35,16 @@ def is_repo_id(name: str | os.PathLike) -> bool:
     return not Path(text.split("/")[0]).is_dir()
 
 
+def in_cache(repo_id: str) -> bool:
+    """Whether the local Hub cache holds `repo_id`'s config.json: a model name that loads offline."""
+    import huggingface_hub
+
+    try:
+        return isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # HFValidationError: not a repo id at all ("/x/no-bert")
+        return False
+
+
 def hub_origin(folder: str | os.PathLike) -> tuple[str, str] | None:
     """(repo id, commit) of a folder that is a snapshot in the Hub cache, else None."""
     found = _SNAPSHOT.search(Path(folder).resolve().as_posix())

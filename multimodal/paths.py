@@ -18,6 +18,7 @@ records of its training, `provenance.py`'s; the names of generated pictures, `im
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -125,6 +126,16 @@ def adapter_base(adapter: str | os.PathLike) -> Path:
 
 # WebDataset shards: what `--data-dir` names when it is not a dataset folder.
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_link_loop(path: str | os.PathLike) -> bool:
+    """Whether `path`, or a folder on the way to it, is a symbolic link that leads back to itself:
+    every later look at it (exists, resolve) would fail or lie."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
 
 
 def is_shard_spec(data_dir: str | os.PathLike) -> bool:

@@ -73,6 +73,24 @@ def test_a_number_that_is_none_or_too_big_is_a_message_naming_its_box(served, ca
     assert "Traceback" not in capfd.readouterr().err
 
 
+NINE = "text_to_image takes 9 values (Prompt, Steps, Guidance, Sampler, Seed, Images, Fast preview, Best of, Negative prompt)"
+
+
+@pytest.mark.parametrize("api, data, message", [
+    ("text_to_image", text_to_image(prompt=None), "Prompt must be text, got None."),
+    ("text_to_image", text_to_image(prompt=["a red circle"]), "Prompt must be text, got ['a red circle']."),
+    ("text_to_image", text_to_image(negative=7), "Negative prompt must be text, got 7."),
+    ("search_images", [None], "Find validation images like this text must be text, got None."),
+    ("text_to_image", ["a red circle", 2, 1.0], f"{NINE}, got 3."),
+    ("text_to_image", [*text_to_image(), "extra"], f"{NINE}, got 10."),
+])
+def test_a_prompt_that_is_no_text_or_a_call_with_the_wrong_number_of_values_is_a_message(
+    served, capfd, api, data, message
+):
+    assert refused(served[1], api, data) == message
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("picture", [
     {"path": "https://example.invalid/cat.png", "meta": FILE},
     {"path": "http://127.0.0.1:9/cat.png", "meta": FILE},

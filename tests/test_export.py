@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,21 @@ def test_fp16_is_written_only_where_onnx_runtime_runs_it(checkpoint, tmp_path, c
         assert code == 2 and len(stderr.splitlines()) == 1, stderr
         assert "--precision fp16: ONNX Runtime cannot run" in stderr and "export in fp32" in stderr
         assert list(tmp_path.iterdir()) == []  # nothing written, no temporary folder left
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("export.json", lambda data: b"\xb1\x00\xff" + data[:7]),  # binary garbage
+    ("export.json", lambda data: data[: len(data) // 2]),  # cut short: no longer JSON
+    ("unet_step.onnx", lambda data: data[: len(data) // 2]),
+])  # fmt: skip
+def test_a_damaged_export_file_is_named_in_one_line(exported, tmp_path, capsys, name, damage):
+    from multimodal.onnx_run.__main__ import main as onnx_main
+
+    copy = tmp_path / "onnx"
+    shutil.copytree(exported, copy)
+    (copy / name).write_bytes(damage((copy / name).read_bytes()))
+    assert onnx_main([str(copy), "a red circle", "--steps", "1", "--output", str(tmp_path / "x.png")]) == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1, stderr
+    assert f"{copy / name} is damaged or cut short; export again with python -m multimodal.export" in stderr
+    assert not (tmp_path / "x.png").exists()

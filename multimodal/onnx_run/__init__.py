@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import onnxruntime
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 from tokenizers import Tokenizer
 
 from multimodal.captions import clean_caption
@@ -31,19 +32,29 @@ from multimodal.paths import EXPORT_NAME
 ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
+def damaged(path: Path) -> InvalidInputError:
+    """The one message for an export file that is there but cannot be read: only a new export mends it."""
+    return InvalidInputError(f"{path} is damaged or cut short; export again with python -m multimodal.export")
+
+
 class OnnxGenerator:
     """Text → image and image → text from an export folder."""
 
     def __init__(self, export_dir: str | os.PathLike) -> None:
         self.directory = Path(export_dir)
+        spec_path = self.directory / EXPORT_NAME
         try:
-            self.spec = json.loads((self.directory / EXPORT_NAME).read_text())
+            text = spec_path.read_bytes()
         except OSError:
             raise InvalidInputError(
                 f"{self.directory} is not an ONNX export (no {EXPORT_NAME}); write one with python -m multimodal.export"
             ) from None
-        self.sampler = self.spec["sampler"]
-        self.alphas_cumprod = np.asarray(self.sampler["alphas_cumprod"], dtype=np.float64)
+        try:  # not UTF-8, not JSON, or not an export's fields
+            self.spec = json.loads(text)
+            self.sampler = self.spec["sampler"]
+            self.alphas_cumprod = np.asarray(self.sampler["alphas_cumprod"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError):
+            raise damaged(spec_path) from None
         self.tokenizer = Tokenizer.from_file(str(self.directory / self.spec["text"]["tokenizer"]))
         self.tokenizer.enable_truncation(self.spec["text"]["max_length"])
         self.tokenizer.enable_padding(pad_id=self.spec["text"]["pad_id"])  # to the longest prompt
@@ -58,7 +69,14 @@ class OnnxGenerator:
             # ones stall against any other busy process on a small machine.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.directory / self.spec["graphs"][graph]
-            self.sessions[graph] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            try:
+                self.sessions[graph] = onnxruntime.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
+            except NoSuchFile:
+                raise InvalidInputError(f"{path} is missing; export again with python -m multimodal.export") from None
+            except (InvalidProtobuf, InvalidGraph, Fail):
+                raise damaged(path) from None
         session = self.sessions[graph]
         feed = {item.name: np.asarray(inputs[item.name], dtype=ONNX_TYPES[item.type]) for item in session.get_inputs()}
         return [output.astype(np.float32) if output.dtype == np.float16 else output for output in session.run(None, feed)]
