@@ -133,6 +133,7 @@ def execute(argv: list[str], cwd: Path, logs: Path, timeout: float, memory_cap_m
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
                                 start_new_session=True)
+    RUNNING.add(proc.pid)
     cap = memory_cap_mb << 20
     try:
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (cap, cap))
@@ -155,6 +156,7 @@ def execute(argv: list[str], cwd: Path, logs: Path, timeout: float, memory_cap_m
         os.killpg(proc.pid, signal.SIGKILL)  # a child it left behind (a loader worker) goes too
     except ProcessLookupError:
         pass
+    RUNNING.discard(proc.pid)
     seconds = time.perf_counter() - begin
     read = lambda path: path.read_bytes().decode("utf-8", "replace")  # noqa: E731
     return Process(None if timed_out else proc.returncode, seconds, usage.ru_maxrss / 1024,
@@ -170,6 +172,19 @@ def exception_line(text: str) -> str:
         if ending:
             return ending[0].strip()
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+RUNNING: set[int] = set()  # the process groups the campaign has started and not yet reaped
+
+
+def stop_running() -> None:
+    """Kill every process group still running (the campaign was stopped): each is in a session of
+    its own, so nothing else would."""
+    for pid in list(RUNNING):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def message_lines(text: str) -> list[str]:
@@ -284,38 +299,43 @@ def build_material(root: Path, settings: "Settings") -> tuple[Material, list[dic
 
     log("material: two shapes sets")
     shapes = ["-m", "multimodal.data", "shapes"]
-    both = [
-        threading.Thread(target=step, args=("shapes", "", shapes + [str(material.data), "--num-train", "24",
-                                                                    "--num-val", "8", "--image-size", "28"])),
-        threading.Thread(target=step, args=("shapes-long", "", shapes + [str(material.long_data), "--num-train", "40",
-                                                                         "--num-val", "4", "--image-size", "28"])),
-    ]
-    for thread in both:
-        thread.start()
-    for thread in both:
-        thread.join()
-    if not material.image.is_file():
-        raise SystemExit(f"building the material failed: the shapes set has no {material.image}")
+    at_once(lambda: step("shapes", "", shapes + [str(material.data), "--num-train", "24", "--num-val", "8",
+                                                 "--image-size", "28"]),
+            lambda: step("shapes-long", "", shapes + [str(material.long_data), "--num-train", "40", "--num-val", "4",
+                                                      "--image-size", "28"]))
     log("material: a tiny run (train.py)")
     step("a tiny run", "train.py", ["--preset", "shapes", "--data-dir", str(material.data), "--output-dir",
                                     str(material.run), "--epochs", "1", "--diffusion-epochs", "1", "--batch-size", "8",
                                     "--no-sample-every-epoch", *TINY_FLAGS], baseline=True)
     log("material: a LoRA adapter and the ONNX export")
-    jobs = [
-        threading.Thread(target=step, args=("an adapter", "train.py", [
-            "--preset", "shapes", "--data-dir", str(material.data), "--output-dir", str(material.adapter.parent),
-            "--init-from", str(material.best), "--lora-rank", "2", "--max-steps", "2", "--batch-size", "8",
-            "--num-workers", "0", "--no-sample-every-epoch"])),
-        threading.Thread(target=step, args=("an export", "export", [str(material.best), str(material.export)], True)),
-    ]
-    for thread in jobs:
-        thread.start()
-    for thread in jobs:
-        thread.join()
+    at_once(lambda: step("an adapter", "train.py", [
+        "--preset", "shapes", "--data-dir", str(material.data), "--output-dir", str(material.adapter.parent),
+        "--init-from", str(material.best), "--lora-rank", "2", "--max-steps", "2", "--batch-size", "8",
+        "--num-workers", "0", "--no-sample-every-epoch"]),
+            lambda: step("an export", "export", [str(material.best), str(material.export)], baseline=True))
     for needed in (material.best, material.latest, material.adapter, material.export):
         if not needed.is_dir():
             raise SystemExit(f"building the material failed: {needed} was not written")
     return material, rows
+
+
+def at_once(*calls: Callable[[], None]) -> None:
+    """Run `calls` side by side; the first failure is raised here, once all have ended."""
+    failures: list[BaseException] = []
+
+    def run(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except BaseException as failure:  # SystemExit too: a step says why the material failed
+            failures.append(failure)
+
+    threads = [threading.Thread(target=run, args=(call,), daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def command(surface: str) -> list[str]:
@@ -1400,6 +1420,7 @@ class Server:
         with open(self.log_path, "ab") as sink:
             self.proc = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
                                          env=self.settings.env, start_new_session=True)
+        RUNNING.add(self.proc.pid)
         cap = self.settings.memory_cap_mb << 20
         resource.prlimit(self.proc.pid, resource.RLIMIT_AS, (cap, cap))
         import httpx
@@ -1423,6 +1444,7 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            RUNNING.discard(self.proc.pid)
         self.trap.close()
 
     def log(self) -> str:
@@ -1835,6 +1857,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # clean up as on Ctrl-C
     root = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="reliability-"))
     reuse = args.keep is not None and (root / MATERIAL_MARK).is_file()
     for previous in ("cases", "page", "killed", "logs", "gradio", "tmp"):  # an earlier campaign's, kept
@@ -1855,12 +1878,15 @@ def main(argv: list[str] | None = None) -> int:
         pages = chosen(page_cases(), args.quick, args.only) if not args.no_page else []
         kill = not (args.quick or args.no_kill or args.only) or "kill" in (args.only or "").split(",")
         log(f"{len(cases)} command-line cases, {len(pages)} page cases{', the kill -9 runs' if kill else ''}")
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        pool = ThreadPoolExecutor(max(1, args.jobs))
+        try:
             killing = pool.submit(kill_and_resume, material, settings) if kill else None
             paging = pool.submit(run_page, pages, material, settings) if pages else None
             futures = [pool.submit(run_logged, index, case, material, settings) for index, case in enumerate(cases)]
             rows += [future.result() for future in futures] + (paging.result() if paging else [])
             kills = killing.result() if killing else []
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         baselines = judge_all(rows)
         for row in rows + kills:
             for key in ("first_line", "last_line", "problem", "resume_message", "resume_refused"):
@@ -1881,6 +1907,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         return 0 if all(row["outcome"] in CLEAN for row in rows if not row["baseline"]) else 1
     finally:
+        stop_running()
         if args.keep is None:
             release(root)
             shutil.rmtree(root, ignore_errors=True)
