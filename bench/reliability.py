@@ -13,8 +13,8 @@ multimodal.onnx_run`; and the web page through its HTTP API (app.py serving the 
 
 Each case records the exit code, whether a traceback was printed, the lines on stderr, whether
 it hung (past its timeout), whether an input it was given changed or vanished ("data lost"),
-its peak memory (the process's own maximum resident set, from wait4; the page server's from its
-VmHWM, reset before each request), and the first line of its message. A case ends in one of:
+its peak memory (the process's own maximum resident set, from wait4 in bench/measured.py; the page
+server's from its VmHWM, reset before each request), and the first line of its message. A case ends in one of:
 refused (exit code not 0, no traceback, at most three lines), handled (exit code 0 and the
 output checks out), or a failure, the worst it did of: data lost, hang, traceback, killed by a
 signal, memory (2 GB more than the same surface's good input), wrong output, accepted bad input,
@@ -125,42 +125,60 @@ def execute(argv: list[str], cwd: Path, logs: Path, timeout: float, memory_cap_m
             stop_when: Callable[[Path], bool] | None = None) -> Process:
     """Run `argv` in `cwd` in a session of its own, its address space capped at `memory_cap_mb`
     (so a case that would take all the machine's memory fails instead), killed with its children
-    after `timeout` s, or as soon as `stop_when(stderr file)` holds. The peak memory is the
-    process's own ru_maxrss (wait4), not the campaign's."""
+    after `timeout` s, or as soon as `stop_when(stderr file)` holds. It runs under bench/measured.py
+    so that its peak memory is its own ru_maxrss, not the campaign's (see there); a process killed
+    here gets its VmHWM read just before."""
     logs.parent.mkdir(parents=True, exist_ok=True)
-    out, err = logs.with_suffix(".stdout"), logs.with_suffix(".stderr")
+    out, err, result = logs.with_suffix(".stdout"), logs.with_suffix(".stderr"), logs.with_suffix(".wait")
+    result.unlink(missing_ok=True)
+    launcher = [sys.executable, "-I", str(Path(__file__).with_name("measured.py")), str(result), str(memory_cap_mb)]
     begin = time.perf_counter()
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(launcher + argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                env=env, start_new_session=True)
     RUNNING.add(proc.pid)
-    cap = memory_cap_mb << 20
-    try:
-        resource.prlimit(proc.pid, resource.RLIMIT_AS, (cap, cap))
-    except ProcessLookupError:  # gone already
-        pass
-    deadline, stopped, timed_out = begin + timeout, False, False
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    deadline, stopped, timed_out, killed_peak_kb = begin + timeout, False, False, 0
+    while not os.waitpid(proc.pid, os.WNOHANG)[0]:
         timed_out = time.perf_counter() > deadline
         stopped = not timed_out and stop_when is not None and stop_when(err)
         if timed_out or stopped:
+            killed_peak_kb = high_water_kb(children_of(proc.pid))
             os.killpg(proc.pid, signal.SIGKILL)
-            pid, status, usage = os.wait4(proc.pid, 0)
+            os.waitpid(proc.pid, 0)
             break
         time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # a child it left behind (a loader worker) goes too
     except ProcessLookupError:
         pass
     RUNNING.discard(proc.pid)
     seconds = time.perf_counter() - begin
+    if result.exists():
+        status, peak_kb = (int(field) for field in result.read_text().split())
+        exit_code = os.waitstatus_to_exitcode(status)
+    else:  # killed here, with the launcher
+        exit_code, peak_kb = -signal.SIGKILL, killed_peak_kb
     read = lambda path: path.read_bytes().decode("utf-8", "replace")  # noqa: E731
-    return Process(None if timed_out else proc.returncode, seconds, usage.ru_maxrss / 1024,
-                   read(out), read(err), stopped)
+    return Process(None if timed_out else exit_code, seconds, peak_kb / 1024, read(out), read(err), stopped)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def high_water_kb(pids: list[int]) -> int:
+    """The largest VmHWM (peak resident set, KiB) among `pids`; 0 for those already gone."""
+    peak = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peak = max([peak] + [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")])
+    return peak
 
 
 def exception_line(text: str) -> str:
@@ -1454,10 +1472,7 @@ class Server:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def peak_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return high_water_kb([self.proc.pid]) / 1024
 
     def call(self, api: str, data: Any, timeout: float) -> Answer:
         """POST the inputs, then read the event stream to its end."""
