@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.checkpointing import CPU_BATCH, bench_checkpointing
 from bench.demo import bench_demo
 from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
@@ -59,10 +60,12 @@ class Plan:
     data_passes: int
     demo: bool  # `make demo` end to end, at each native precision
     text_cache_captions: int  # distinct captions fed to the frozen-BERT text cache (0: not measured)
+    checkpointing_batch: int  # coco with and without --gradient-checkpointing, on the CPU (0: not); a GPU: 64
 
 
-FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True, 50_000)
-QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False, 0)
+FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True, 50_000,
+            CPU_BATCH)
+QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False, 0, 0)
 GPU_COCO_BATCH = 64
 
 
@@ -144,6 +147,12 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
         for job in jobs:
             log(f"training: {job.preset}, {job.precision}, batch {job.batch_size}", start)
             results["training"].append(run_in_fresh_process(job))
+
+        checkpointing_batch = GPU_COCO_BATCH if device.type == "cuda" else plan.checkpointing_batch
+        if checkpointing_batch:
+            log(f"gradient checkpointing: coco, batch {checkpointing_batch}, without and with", start)
+            results["checkpointing"] = bench_checkpointing(device, checkpointing_batch, coco or shapes,
+                                                           coco.name if coco else "shapes at 224 px", overrides)
 
         log("data loading", start)
         sets = [

@@ -2,7 +2,10 @@
 its own (forward+backward in the trainer's autocast, as GenerativeMultimodalModel.forward
 composes them: every part gets its inputs detached, so its backward stops at its border).
 
-Each configuration runs in a fresh process so its peak RSS is its own.
+Each configuration runs in a fresh process so its peak RSS is its own. A stage with the
+contrastive loss also times a step accumulated over ACCUMULATED_BATCHES batches (--grad-accum),
+whose contrastive loss ranks every pair among all of them: the price is the features' first
+pass without gradients.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from bench.timing import Timer, peak_rss_mb, precision_name
 from multimodal.config import model_preset, train_preset
 from multimodal.device import autocast
 from multimodal.training import Trainer
+
+ACCUMULATED_BATCHES = 2  # the --grad-accum step measured: its overhead per batch does not depend on N
 
 
 @dataclass
@@ -90,7 +95,19 @@ def measure_stage(trainer: Trainer, batch: dict, timer: Timer) -> dict:
             trainer.train_step([batch])
 
         result["step_cold_cache_ms"] = timer(cold_step) * 1e3
+    if "contrastive" in trainer.stage.loss_weights:
+        result["accumulation"] = accumulation_times(trainer, batch, timer)
     return result
+
+
+def accumulation_times(trainer: Trainer, batch: dict, timer: Timer) -> dict:
+    """A step over ACCUMULATED_BATCHES batches (as --grad-accum groups them), and in it the pass
+    that computes every batch's contrastive features without gradients first: its cost beside N
+    plain steps' worth of work is that pass."""
+    batches = [batch] * ACCUMULATED_BATCHES
+    step = timer(lambda: trainer.train_step(batches))
+    features = timer(lambda: trainer._contrastive_features(batches, trainer.stage))
+    return {"batches": ACCUMULATED_BATCHES, "step_ms": step * 1e3, "feature_pass_ms": features * 1e3}
 
 
 def part_times(trainer: Trainer, batch: dict, timer: Timer) -> dict[str, float]:

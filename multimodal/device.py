@@ -32,16 +32,24 @@ def has_native_bf16() -> bool:
     )
 
 
+def cuda_lacks_bf16() -> bool:
+    """Whether this machine's GPU has no bf16 units (before Ampere: V100, T4), so emulates bf16."""
+    return torch.cuda.is_available() and not torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def autocast_dtype(precision: str, device: torch.device, training: bool = True) -> torch.dtype | None:
     """The autocast dtype for a `--precision` value, or None for plain fp32. `auto` takes bf16 on
-    CUDA. On the CPU, training takes bf16 where the CPU has native bf16 units (markedly faster);
+    CUDA, except that training on a GPU without bf16 units takes fp16 (the trainer scales its
+    loss). On the CPU, training takes bf16 where the CPU has native bf16 units (markedly faster);
     generation stays fp32 there, so that the same seed gives the same pixels it always has."""
     if precision == "fp32":
         return None
     if precision == "fp16":
         return torch.float16
-    if precision == "bf16" or device.type == "cuda":
+    if precision == "bf16":
         return torch.bfloat16
+    if device.type == "cuda":
+        return torch.float16 if training and cuda_lacks_bf16() else torch.bfloat16
     return torch.bfloat16 if training and has_native_bf16() else None
 
 

@@ -13,7 +13,7 @@ from multimodal.config.options import Config, option, require, suggest
 from multimodal.config.sampling import PRECISIONS
 from multimodal.paths import is_link_loop
 
-TRAIN_PRECISIONS = PRECISIONS[:3]  # fp16 training would need loss scaling, which the trainer does not do
+TRAIN_PRECISIONS = PRECISIONS  # fp16 trains with loss scaling (torch.amp.GradScaler)
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
 DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet", "karpathy")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
@@ -95,7 +95,11 @@ class TrainConfig(Config):
     max_steps: int | None = option(None, "stop after this many optimiser steps, whatever the epochs", group="schedule")
     batch_size: int = option(64, "images per step and process (global batch: × processes × --grad-accum)",
                              group="schedule")
-    grad_accum: int = option(1, "batches whose gradients add up to one optimiser step", group="schedule")
+    grad_accum: int = option(
+        1, "batches whose gradients add up to one optimiser step; the contrastive loss ranks each pair among all "
+        "of them, as one batch of N × --batch-size (their features first computed without gradients: one more "
+        "forward of the encoders per batch)", group="schedule",
+    )
     learning_rate: float = option(2e-4, "peak learning rate (AdamW; linear warm-up, then cosine decay)",
                                   group="schedule", flag="--lr")
     diffusion_learning_rate: float | None = option(
@@ -123,11 +127,17 @@ class TrainConfig(Config):
     device: str = option("auto", "where to train; auto: CUDA when present", group="hardware",
                          choices=("auto", "cpu", "cuda"))
     precision: str = option(
-        "auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16 units, else fp32", group="hardware",
+        "auto", "autocast precision; auto: bf16 on GPUs and CPUs with native bf16 units, else fp16 on CUDA (with "
+        "loss scaling; steps whose gradients overflow are skipped), else fp32", group="hardware",
         choices=TRAIN_PRECISIONS,
     )
     compile: bool = option(False, "torch.compile the image encoder, image decoder and UNet (slow first steps)",
                            group="hardware")
+    gradient_checkpointing: bool = option(
+        False, "trade compute for memory: the image encoder's and decoder's stages, BERT's and the caption decoder's layers and "
+        "the UNet's blocks keep no activations for the backward pass but compute them again there (larger batches "
+        "fit; a step takes about one more forward pass of them; the same gradients and weights)", group="hardware",
+    )
 
     init_from: str | None = option(
         None, "fine-tune: start from this trained checkpoint's weights and model (fresh optimiser and schedule)",

@@ -14,6 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
 
 from multimodal.config import ModelConfig
 from multimodal.logs import quiet_transformers
+from multimodal.models.checkpointing import set_transformers_checkpointing
 
 
 class CaptionDecoder(nn.Module):
@@ -43,6 +44,10 @@ class CaptionDecoder(nn.Module):
         )
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.max_length = config.max_caption_length
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Checkpoint the GPT-2's layers, by transformers' own switch; a training setting."""
+        set_transformers_checkpointing(self.lm, on)
 
     def memory(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, 7, 7) → (B, 49, width) tokens for cross-attention."""

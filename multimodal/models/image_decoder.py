@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
-from multimodal.models.image_encoder import ResidualBlock, group_norm, stage_widths
+from multimodal.models.image_encoder import ResidualBlock, group_norm, run_checkpointed, stage_widths
 
 
 class ImageDecoder(nn.Module):
@@ -14,13 +14,17 @@ class ImageDecoder(nn.Module):
     The last stage has no residual block: at full resolution it would cost more than the
     rest of the decoder together (measured in bench/), for little gain."""
 
+    gradient_checkpointing = False  # set by set_gradient_checkpointing
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         k = num_stride2_stages(config.image_size, config.latent_size)
         widths = stage_widths(config.decoder_width, k, config.latent_channels)[::-1]
         layers: list[nn.Module] = []
+        self.stage_starts: list[int] = []  # where each stage begins in `layers`, for checkpointing
         in_channels = config.latent_channels
         for i, width in enumerate(widths):
+            self.stage_starts.append(len(layers))
             layers += [nn.ConvTranspose2d(in_channels, width, 4, stride=2, padding=1), group_norm(width), nn.SiLU()]
             if i < k - 1:
                 layers.append(ResidualBlock(width))
@@ -43,7 +47,15 @@ class ImageDecoder(nn.Module):
 
     def decode_from_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (B, 256, 7, 7) → images (B, 3, H, W) in [-1, 1]."""
-        return self.layers(z)
+        if not self.gradient_checkpointing:
+            return self.layers(z)
+        ends = [*self.stage_starts[1:], len(self.layers)]  # the last stage draws the pixels too
+        return run_checkpointed([self.layers[start:end] for start, end in zip(self.stage_starts, ends)], z)
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Each stage keeps only its input for the backward pass (models/checkpointing.py): at 224 px
+        its activations are most of what a training step keeps."""
+        self.gradient_checkpointing = on
 
     @property
     def last_layer(self) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimodal.config import ModelConfig, num_stride2_stages
+from multimodal.models.checkpointing import checkpointed
 from multimodal.models.pretrained import FEATURE_CHANNELS, EfficientNetFeatures
 from multimodal.models.latent_regularizer import Terms, latent_regularizer
 from multimodal.models.weights import read_safetensors
@@ -44,8 +45,22 @@ def stage_widths(base: int, num_stages: int, max_width: int) -> list[int]:
     return [min(base * 2**i, max_width) for i in range(num_stages)]
 
 
+def run_checkpointed(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """`x` through each stage in turn, each keeping only its input for the backward pass
+    (models/checkpointing.py). The stages are sliced from the layers at each call, so they are
+    always the layers the model has (LoRA replaces some)."""
+    for stage in stages:
+        x = checkpointed(stage, x)
+    return x
+
+
+STAGE_LAYERS = 4  # a SimpleCNN stage: strided conv, norm, SiLU, residual block
+
+
 class SimpleCNN(nn.Module):
     """k stride-2 stages (k = log2(image_size / 7)), each a strided conv and a residual block."""
+
+    gradient_checkpointing = False  # set by ImageEncoder.set_gradient_checkpointing
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -62,14 +77,19 @@ class SimpleCNN(nn.Module):
             ]
             in_channels = width
         layers.append(nn.Conv2d(in_channels, config.latent_channels, 1))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers)  # flat, as checkpoints name the layers
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images)
+        if not self.gradient_checkpointing:
+            return self.layers(images)
+        starts = range(0, len(self.layers) - 1, STAGE_LAYERS)  # each stride-2 stage, then the 1×1 conv
+        return run_checkpointed([*(self.layers[i : i + STAGE_LAYERS] for i in starts), self.layers[-1]], images)
 
 
 class ResNetTrunk(nn.Module):
     """torchvision ResNet-50 without its classifier, then a 1×1 conv to the latent channels."""
+
+    gradient_checkpointing = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -83,8 +103,11 @@ class ResNetTrunk(nn.Module):
         self.to_latent = nn.Conv2d(2048, config.latent_channels, 1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """What the 1×1 conv reads: 2048 channels at the latent's size."""
-        return self.pool(self.trunk(images))
+        """What the 1×1 conv reads: 2048 channels at the latent's size. Checkpointed, stage by
+        stage: the stem (conv, norm, ReLU, max pool), then each of the four layers of bottlenecks."""
+        if not self.gradient_checkpointing:
+            return self.pool(self.trunk(images))
+        return self.pool(run_checkpointed([self.trunk[:4], *self.trunk[4:]], images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.features(images))
@@ -95,14 +118,19 @@ class EfficientNetTrunk(nn.Module):
     channels at stride 32 (7×7 at 224 px), then a 1×1 conv to the latent channels. The trunk's
     weights are saved with the rest of the model (a fine-tuned trunk differs from the package's)."""
 
+    gradient_checkpointing = False
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.trunk = EfficientNetFeatures(pretrained=True)
         self.to_latent = nn.Conv2d(FEATURE_CHANNELS, config.latent_channels, 1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """What the 1×1 conv reads: the trunk's last map."""
-        return self.trunk(images)[-1]
+        """What the 1×1 conv reads: the trunk's last map. Checkpointed, stage by stage (the
+        trunk's other maps, which only a perceptual loss reads, are not made)."""
+        if not self.gradient_checkpointing:
+            return self.trunk(images)[-1]
+        return run_checkpointed([self.trunk.stem, *self.trunk.blocks, self.trunk.head], images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.features(images))
@@ -158,6 +186,10 @@ class ImageEncoder(nn.Module):
         if self.frozen_trunk:
             self.backbone.trunk.eval()
         return self
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Checkpoint the backbone's stages (models/checkpointing.py); a training setting."""
+        self.backbone.gradient_checkpointing = on
 
     def latent(self, images: torch.Tensor, trunk_features: torch.Tensor | None = None) -> tuple[torch.Tensor, Terms]:
         """z and the regulariser's terms (its loss, codebook statistics); from `trunk_features`

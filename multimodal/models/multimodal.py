@@ -79,6 +79,15 @@ class GenerativeMultimodalModel(nn.Module):
         return next(self.parameters()).device
 
     # -- training -------------------------------------------------------------------------
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Trade compute for memory in training: the image encoder's and decoder's stages, BERT's and
+        the caption decoder's layers and the UNet's blocks keep only their inputs for the backward
+        pass and run again there (models/checkpointing.py). The gradients are the same; nothing of
+        it is saved."""
+        for part in (self.image_encoder, self.image_decoder, self.text_encoder, self.caption_decoder,
+                     self.diffusion.unet):
+            part.set_gradient_checkpointing(on)
+
     def loss_weights(self) -> dict[str, float]:
         """Each loss's weight in the total, from the config: what joint training optimises. A
         loss weighted 0 is left out, so it is neither computed (a 224 px decoder is most of a

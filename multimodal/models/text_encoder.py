@@ -18,6 +18,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from multimodal.config import ModelConfig
 from multimodal.errors import CheckpointError
 from multimodal.logs import quiet_transformers
+from multimodal.models.checkpointing import set_transformers_checkpointing
 
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")  # what save_pretrained writes
 
@@ -99,6 +100,11 @@ class TextEncoder(nn.Module):
         if self.frozen:
             self.bert.eval()
         return self
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Checkpoint BERT's layers, by transformers' own switch (a frozen BERT keeps no activations
+        anyway); a training setting."""
+        set_transformers_checkpointing(self.bert, on)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """input_ids and attention_mask, padded to the longest text, truncated at max_text_length."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multimodal.models.checkpointing import checkpointed
 from multimodal.models.image_encoder import group_norm
 
 
@@ -118,6 +119,8 @@ class ConditionalUNet2D(nn.Module):
     `attention_levels`: one flag per resolution level, highest first, whether it attends (the
     lowest level's flag is also the middle block's). Its length is the number of levels."""
 
+    gradient_checkpointing = False  # a training setting: each block and its attention checkpointed
+
     def __init__(
         self,
         latent_channels: int,
@@ -156,6 +159,19 @@ class ConditionalUNet2D(nn.Module):
         self.conv_out = nn.Conv2d(width, latent_channels, 3, padding=1)
         self.input_to_output = nn.Conv2d(latent_channels, latent_channels, 1)
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Keep only each residual block's inputs for the backward pass (models/checkpointing.py)."""
+        self.gradient_checkpointing = on
+
+    def _block(self, block: nn.Module, attention: nn.Module, h: torch.Tensor, cond: torch.Tensor,
+               context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """A residual block, then its attention (or none)."""
+
+        def run(h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return attention(block(h, cond), context, mask)
+
+        return checkpointed(run, h, cond, context, context_mask, enabled=self.gradient_checkpointing)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -170,11 +186,11 @@ class ConditionalUNet2D(nn.Module):
         for i, (block, attention) in enumerate(zip(self.down, self.down_attention)):
             if i and i % self.num_blocks == 0:  # the first block of a lower level
                 h = self.downsample[i // self.num_blocks - 1](h)
-            h = attention(block(h, cond), context, context_mask)
+            h = self._block(block, attention, h, cond, context, context_mask)
             skips.append(h)
-        h = self.mid_attention(self.mid(h, cond), context, context_mask)
+        h = self._block(self.mid, self.mid_attention, h, cond, context, context_mask)
         for i, (block, attention) in enumerate(zip(self.up, self.up_attention)):
             if i and i % self.num_blocks == 0:  # the first block of a higher level
                 h = self.upsample[i // self.num_blocks - 1](h)
-            h = attention(block(torch.cat([h, skips.pop()], dim=1), cond), context, context_mask)
+            h = self._block(block, attention, torch.cat([h, skips.pop()], dim=1), cond, context, context_mask)
         return self.conv_out(F.silu(self.norm_out(h))) + self.input_to_output(x)

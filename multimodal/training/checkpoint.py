@@ -3,7 +3,8 @@
     <dir>/config.json, model.safetensors, tokenizer files   the EMA weights: what generation loads
     <dir>/README.md                                           the model card (multimodal/model_card.py)
     <dir>/trainer_state.json                                  step, epoch, configs, history (and
-                                                              optimiser settings when resumable)
+                                                              optimiser settings and the fp16 loss
+                                                              scaler's state when resumable)
     <dir>/training_weights.safetensors                        the raw (non-averaged) weights  } resumable
     <dir>/training_state.safetensors                          optimiser moments and RNG states} only
     <dir>/training_discriminator.safetensors                  the autoencoder stage's discriminator}
@@ -122,12 +123,14 @@ def save_checkpoint(
     resumable: bool = True,
     base: Path | None = None,
     discriminator: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write a checkpoint folder atomically (temporary folder, then rename): what generation
     loads and the trainer's record, and with `resumable` what resuming needs besides (the raw
     weights, optimiser and RNG states: twice the size of the model again). With `base`, the
     models carry LoRA adapters on that checkpoint, and only the adapters are written. A run with an
-    autoencoder stage passes its `discriminator` and that one's optimiser."""
+    autoencoder stage passes its `discriminator` and that one's optimiser, an fp16 run its loss
+    `scaler` (its state is a few numbers, kept in the JSON)."""
     with folder_written_in_place(directory) as temporary:
         if base is None:
             ema_model.save_pretrained(temporary)
@@ -141,6 +144,8 @@ def save_checkpoint(
                 save_file(adapter_state(model), str(temporary / TRAINING_WEIGHTS))
             optimizer_tensors, optimizer_plain = _optimizer_tensors(optimizer)
             state |= {"optimizer": optimizer_plain, "rng": _python_rng_state()}
+            if scaler is not None and scaler.is_enabled():
+                state["grad_scaler"] = scaler.state_dict()
             if discriminator is not None:
                 save_model(discriminator[0], str(temporary / TRAINING_DISCRIMINATOR))
                 tensors, state["discriminator_optimizer"] = _optimizer_tensors(discriminator[1], DISCRIMINATOR_OPTIMIZER)
@@ -297,9 +302,12 @@ def load_checkpoint(
     ema_model: GenerativeMultimodalModel,
     optimizer: torch.optim.Optimizer,
     discriminator: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """Restore raw and EMA weights (the adapters alone, for a LoRA run), optimiser and RNG
-    states, and the autoencoder stage's discriminator when given; returns the trainer state.
+    states, and the autoencoder stage's discriminator and the fp16 loss scaler when given (a
+    scaler the checkpoint has no state for, as a run saved in another precision, starts
+    afresh); returns the trainer state.
     A file that cannot be read or does not fit is a CheckpointError naming it."""
     directory = Path(directory)
     device = str(model.device)
@@ -321,6 +329,8 @@ def load_checkpoint(
                 _optimizer_state(tensors, state["discriminator_optimizer"], DISCRIMINATOR_OPTIMIZER)
             )
         _restore_rng(tensors, state["rng"])
+        if scaler is not None and scaler.is_enabled() and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
     except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as error:
         raise CheckpointError(f"{directory / TRAINING_STATE} does not fit {TRAINER_STATE} and this run's "
                               f"optimiser: {error!r}") from None

@@ -36,6 +36,7 @@ from multimodal.data.replay import WithReplay
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import InvalidInputError, TrainingError
 from multimodal.files import write_text_atomically
+from multimodal.losses import FeatureCache
 from multimodal.metrics import retrieval_recall
 from multimodal.models import LOSSES, GenerativeMultimodalModel
 from multimodal.models.image_encoder import LATENT_PATH
@@ -222,11 +223,14 @@ class Trainer:
         self.trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
         self.ema = ExponentialMovingAverage(self.model, c.ema_decay)
         self.optimizer = create_optimizer(self.model, c, self.device)
+        self.model.set_gradient_checkpointing(c.gradient_checkpointing)
         if c.compile:
             compile_model(self.model)
         self.text_cache = create_text_cache(self.model, c)
         self.collate = create_collator(self.model, c)
         self.autocast = autocast_dtype(c.precision, self.device)
+        # fp16's narrow range needs loss scaling; a disabled scaler passes everything through.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
 
         # One optimiser step takes grad_accum batches of batch_size in every process.
         self.images_per_step = c.batch_size * self.dist.world_size * c.grad_accum
@@ -328,9 +332,8 @@ class Trainer:
         directory = self.output_dir / name
         base = Path(self.config.init_from) if self.config.lora_rank else None
         discriminator = self._discriminator()
-        save_checkpoint(
-            directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base, discriminator
-        )
+        save_checkpoint(directory, self.model, self.ema.module, self.optimizer, self._state(), name == "latest", base,
+                        discriminator, self.scaler)
         if name == "latest":
             keep_step_copies(directory, self.step, self.config.keep_last)
         return directory
@@ -345,7 +348,8 @@ class Trainer:
 
     def _resume(self) -> None:
         discriminator = self._discriminator()
-        state = load_checkpoint(self.output_dir / "latest", self.model, self.ema.module, self.optimizer, discriminator)
+        state = load_checkpoint(self.output_dir / "latest", self.model, self.ema.module, self.optimizer, discriminator,
+                                self.scaler)
         if self.objective:
             self.objective.load_state(state.get("autoencoder_objective") or {})
         self.step = state["step"]
@@ -360,14 +364,15 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------
     def _forward(
         self, model: torch.nn.Module, batch: dict, stage: Stage, latent_cache: LatentCache | None = None,
-        trunk_cache: LatentCache | None = None,
+        trunk_cache: LatentCache | None = None, only: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The model's output on `batch` for `stage`'s losses (`only` those of them it names)."""
         images = batch["images"].to(self.device)
         input_ids = batch["input_ids"].to(self.device)
         attention_mask = batch["attention_mask"].to(self.device)
         cache = self.text_cache
         states = cache.states(batch["captions"], input_ids, attention_mask) if cache is not None else None
-        weights = {name: weight for name, weight in stage.loss_weights.items() if name in LOSSES}
+        weights = {name: weight for name, weight in stage.loss_weights.items() if name in (only or LOSSES)}
         negatives = {}
         if "negative_input_ids" in batch and "contrastive" in weights:
             negatives = {name: batch[name].to(self.device)
@@ -381,52 +386,83 @@ class Trainer:
             features = trunk_cache.latents(batch["image_ids"], images) if trunk_cache is not None else None
             out = model(images, input_ids, attention_mask, text_states=states, loss_weights=weights, latents=latents,
                         trunk_features=features, **negatives)
-            if len(weights) < len(stage.loss_weights):  # the autoencoder stage's perceptual and adversarial losses
+            # The autoencoder stage's perceptual and adversarial losses.
+            if only is None and len(weights) < len(stage.loss_weights):
                 last_layer = self.model.image_decoder.last_layer if torch.is_grad_enabled() else None
                 out |= self.objective.losses(images, out, stage.loss_weights, self.step, last_layer)
             return out
 
     def train_step(self, batches: list[dict]) -> dict[str, float] | None:
         """One optimiser step over `grad_accum` batches. Returns the step's metrics, averaged over
-        the processes, or None when a loss was not finite in some process and every process
-        skipped the step. The metrics stay on the device until one read-back at the end."""
+        the processes, or None when a loss or a gradient was not finite in some process (in fp16:
+        the loss scale overflowed) and every process skipped the step. The metrics stay on the
+        device until one read-back at the end."""
         stage = self.stage_of(self.step)
         if stage is not self.stage:
             self._enter(stage)
+        cache = self._contrastive_features(batches, stage)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         names: list[str] = []
         sums: torch.Tensor | None = None
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            # DDP averages gradients once per step, on the last batch, not on every one.
-            with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
-                out = self._forward(self.train_model, batch, stage, self.latent_cache, self.trunk_cache)
-                loss = out["loss"]
-                if "discriminator" in out and out["discriminator"].requires_grad:  # once it trains
-                    loss = loss + out["discriminator"]  # its gradients reach the discriminator alone
-                (loss / len(batches)).backward()
-            names = [name for name in SHORT_NAMES if name in out]
-            values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
-            sums = values if sums is None else sums + values
-        # One read-back per step: the metrics and whether any process was asked to stop.
+        with self.model.contrastive.accumulating(cache) if cache is not None else nullcontext():
+            for i, batch in enumerate(batches):
+                last = i == len(batches) - 1
+                if cache is not None:
+                    cache.live = i
+                # DDP averages gradients once per step, on the last batch, not on every one.
+                with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
+                    out = self._forward(self.train_model, batch, stage, self.latent_cache, self.trunk_cache)
+                    loss = out["loss"]
+                    if cache is not None:  # the loss over the whole cache is the step's own, not one batch's share
+                        loss = loss + (len(batches) - 1) * stage.loss_weights["contrastive"] * out["contrastive"]
+                    loss = self.scaler.scale(loss)
+                    if "discriminator" in out and out["discriminator"].requires_grad:  # once it trains
+                        # Its gradients reach the discriminator alone, unscaled: they stay local until
+                        # its own step, and an overflow there must not set the processes' scales apart.
+                        loss = loss + out["discriminator"]
+                    (loss / len(batches)).backward()
+                names = [name for name in SHORT_NAMES if name in out]
+                values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
+                sums = values if sums is None else sums + values
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        if self.objective and self.objective.discriminator:
+            norm = norm + torch.nn.utils.get_total_norm(
+                [p.grad for p in self.objective.discriminator.parameters() if p.grad is not None])
+        # One read-back per step: the metrics, the gradients' norm and whether any process was asked to stop.
         stop = torch.tensor([float(self.stop_signal is not None)], device=self.device)
-        reduced = self.dist.all_reduce(torch.cat([stop, sums])).tolist()
+        reduced = self.dist.all_reduce(torch.cat([stop, norm.reshape(1).float(), sums])).tolist()
         if reduced[0] > 0 and self.stop_signal is None:
             self.stop_signal = "SIGTERM"  # another process got the signal: stop after the same step
-        metrics = {SHORT_NAMES[name]: value for name, value in zip(names, reduced[1:])}
-        if not math.isfinite(metrics["loss"]):
+        metrics = {SHORT_NAMES[name]: value for name, value in zip(names, reduced[2:])}
+        if not (math.isfinite(metrics["loss"]) and math.isfinite(reduced[1])):
+            self.scaler.update()  # in fp16: a smaller loss scale for the next step
             return self._skip_nonfinite()
         self.nonfinite_in_a_row = 0
         lr = stage.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.objective:
             self.objective.step(lr, self.step)
         self.ema.update(self.model, self.step)
         return metrics | {"lr": lr}
+
+    def _contrastive_features(self, batches: list[dict], stage: Stage) -> FeatureCache | None:
+        """With --grad-accum N the contrastive loss ranks each pair among all N batches' (open_clip's
+        --accum-freq): their features first, without gradients (one more forward of the encoders
+        per batch). In eval mode, so that no running statistic moves twice and the cached features
+        are the noise-free ones (no dropout, the latent's mean). None for one batch or no such loss."""
+        if len(batches) == 1 or "contrastive" not in stage.loss_weights:
+            return None
+        cache = FeatureCache()
+        self.model.eval()
+        with torch.no_grad(), self.model.contrastive.accumulating(cache):
+            for batch in batches:
+                self._forward(self.model, batch, stage, self.latent_cache, self.trunk_cache, only=("contrastive",))
+        return cache
 
     def _skip_nonfinite(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -435,9 +471,11 @@ class Trainer:
         self.nonfinite_in_a_row += 1
         self.nonfinite_total += 1
         if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+            scale = f" (fp16's loss scale is down to {self.scaler.get_scale():g}), or --precision fp32"
             raise TrainingError(
                 f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.step}; "
-                f"stopping (last good checkpoint: {self.output_dir / 'latest'}). Try a lower --lr."
+                f"stopping (last good checkpoint: {self.output_dir / 'latest'}). Try a lower --lr"
+                f"{scale if self.scaler.is_enabled() else ''}."
             )
         return None
 
