@@ -134,9 +134,10 @@ class TrainConfig(Config):
     compile: bool = option(False, "torch.compile the image encoder, image decoder and UNet (slow first steps)",
                            group="hardware")
     gradient_checkpointing: bool = option(
-        False, "trade compute for memory: the image encoder's and decoder's stages, BERT's and the caption decoder's layers and "
-        "the UNet's blocks keep no activations for the backward pass but compute them again there (larger batches "
-        "fit; a step takes about one more forward pass of them; the same gradients and weights)", group="hardware",
+        False, "trade compute for memory: the image encoder's and decoder's stages, BERT's and the caption "
+        "decoder's layers and the UNet's blocks keep no activations for the backward pass but compute them again "
+        "there (larger batches fit; a step takes about one more forward pass of them; the same gradients and "
+        "weights)", group="hardware",
     )
 
     init_from: str | None = option(
