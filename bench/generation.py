@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from bench.timing import Timer, precision_name
@@ -39,11 +41,33 @@ def bench_text_to_image(
     return rows
 
 
-def decode(model: GenerativeMultimodalModel, z: torch.Tensor, beams: int, use_cache: bool) -> None:
-    """Exactly NEW_TOKENS new tokens per caption, through the route generate_text_from_image takes."""
-    model.caption_decoder.generate(
-        z, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams, use_cache=use_cache
-    )
+def decode(model: GenerativeMultimodalModel, z: torch.Tensor, beams: int, use_cache: bool, loop: bool = False) -> None:
+    """Exactly NEW_TOKENS new tokens per caption by transformers' generate() (the route of every
+    caption before our decode loop), or with `loop` by the route generate_text_from_image takes:
+    our loop for greedy, generate() for beams."""
+    decoder = model.caption_decoder
+    route = decoder.generate if loop else decoder.generate_with_transformers
+    route(z, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams, use_cache=use_cache)
+
+
+def matmuls_only(model: GenerativeMultimodalModel, rows: int) -> Callable[[], None]:
+    """NEW_TOKENS tokens' worth of the caption decoder's matrix products at `rows` rows and nothing
+    else: the bound of any decode loop. At batch 1 each token reads every weight once (the output
+    layer alone is 30,522 × width), so this is memory traffic more than arithmetic."""
+    lm = model.caption_decoder.lm
+    layers = [layer for block in lm.transformer.h for layer in (
+        block.attn.c_attn, block.attn.c_proj, block.crossattention.q_attn, block.crossattention.c_proj,
+        block.mlp.c_fc, block.mlp.c_proj)]
+    inputs = [torch.randn(rows, 1, layer.weight.shape[0], device=model.device) for layer in layers]
+    hidden = torch.randn(rows, 1, lm.config.n_embd, device=model.device)
+
+    def run() -> None:
+        for _ in range(NEW_TOKENS):
+            for layer, x in zip(layers, inputs):
+                layer(x)
+            lm.lm_head(hidden)
+
+    return run
 
 
 @torch.no_grad()
@@ -51,7 +75,9 @@ def bench_image_to_text(
     model: GenerativeMultimodalModel, dtype: torch.dtype | None, batches: list[int], timer: Timer
 ) -> list[dict]:
     """New tokens per second of the caption decoder (the image encoder runs once, outside the
-    timing), greedy and 3-beam, with the key/value cache and without it."""
+    timing) by transformers' generate(), greedy and 3-beam, with the key/value cache and without
+    it. Greedy with the cache also by our decode loop (`loop_tokens_per_s`: the route captions take
+    now, the same tokens) and by its matrix products alone (`matmul_tokens_per_s`: its bound)."""
     model.eval()
     size = model.config.image_size
     rows = []
@@ -59,16 +85,21 @@ def bench_image_to_text(
         images = torch.rand(batch, 3, size, size, device=model.device) * 2 - 1
         with autocast(model.device, dtype):
             z = model.image_encoder.encode(images)
+
+        def timed(fn: Callable[[], None]) -> float:
+            def run() -> None:
+                with autocast(model.device, dtype):
+                    fn()
+
+            return batch * NEW_TOKENS / timer(run)
+
         for beams in (1, 3):
             for use_cache in (True, False):
-
-                def run() -> None:
-                    with autocast(model.device, dtype):
-                        decode(model, z, beams, use_cache)
-
-                seconds = timer(run)
-                rows.append(
-                    {"batch": batch, "beams": beams, "cache": use_cache, "new_tokens": NEW_TOKENS,
-                     "precision": precision_name(dtype), "tokens_per_s": batch * NEW_TOKENS / seconds}
-                )
+                row = {"batch": batch, "beams": beams, "cache": use_cache, "new_tokens": NEW_TOKENS,
+                       "precision": precision_name(dtype),
+                       "tokens_per_s": timed(lambda: decode(model, z, beams, use_cache))}
+                if beams == 1 and use_cache:
+                    row["loop_tokens_per_s"] = timed(lambda: decode(model, z, beams, use_cache, loop=True))
+                    row["matmul_tokens_per_s"] = timed(matmuls_only(model, batch))
+                rows.append(row)
     return rows

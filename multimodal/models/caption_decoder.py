@@ -1,7 +1,8 @@
 """Caption decoder: a small GPT-2 that cross-attends to the image latent.
 
-It is a transformers causal LM on purpose: `generate()` then gives greedy, beam search,
-sampling, repetition penalty and the key/value cache without a hand-written loop. It
+It is a transformers causal LM on purpose: `generate()` gives beam search and every other
+decoding option; greedy and sampled captions, the common ones, take a loop of our own over the
+same modules (caption_decoding.py), for speed. It
 speaks the BERT tokenizer's ids: [CLS] starts a caption and [SEP] ends it.
 """
 
@@ -14,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, GenerationConfig
 
 from multimodal.config import ModelConfig
 from multimodal.logs import quiet_transformers
+from multimodal.models import caption_decoding
 from multimodal.models.checkpointing import set_transformers_checkpointing
 
 
@@ -85,11 +87,23 @@ class CaptionDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:
         """Token ids (B · num_return_sequences, T) after [CLS]; any `GenerationConfig` option
-        (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty, …) passes through."""
+        (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty, …) passes through.
+        Greedy and sampled captions take our own decode loop (caption_decoding.py: the same tokens
+        as generate(), faster); beams and the rarer options take transformers' generate()."""
+        decoding = {name: value for name, value in decoding.items() if value is not None}  # None: unset, as for generate()
+        if not caption_decoding.applies(decoding, self.training):
+            return self.generate_with_transformers(z, max_new_tokens, **decoding)
+        options = decoding | {"max_new_tokens": self._new_tokens(max_new_tokens)}
+        return caption_decoding.decode(self.lm, self.memory(z), self.bos_id, self.eos_id, self.pad_id, options)[:, 1:]
+
+    @torch.no_grad()
+    def generate_with_transformers(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:
+        """`generate` by transformers' generate() whatever the options: the route of beam search,
+        and the reference our decode loop is tested and benchmarked against."""
         batch = z.shape[0]
         start = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
         generation_config = GenerationConfig(
-            max_new_tokens=min(max_new_tokens, self.max_length - 1),
+            max_new_tokens=self._new_tokens(max_new_tokens),
             bos_token_id=self.bos_id,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
@@ -105,3 +119,7 @@ class CaptionDecoder(nn.Module):
                 generation_config=generation_config,
             )
         return ids[:, 1:]
+
+    def _new_tokens(self, asked: int) -> int:
+        """At most as many new tokens as fit after [CLS] in the decoder's positions."""
+        return min(asked, self.max_length - 1)
