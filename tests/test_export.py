@@ -19,9 +19,11 @@ from PIL import Image
 
 from conftest import random_images, tiny_config
 from multimodal import GenerativeMultimodalModel, SamplingConfig
-from multimodal.export import TOLERANCE, export
+from multimodal.export import TOLERANCE, export, export_graph
 from multimodal.export.__main__ import main as export_main
+from multimodal.export.graphs import Graph, Part, graphs
 from multimodal.onnx_run import OnnxGenerator
+from multimodal.onnx_run.__main__ import main as onnx_main
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 GRAPHS = {"text_encoder", "unet_step", "image_decoder", "image_encoder", "caption_step"}
@@ -88,13 +90,75 @@ def test_a_regularised_latent_exports_and_the_graph_still_regularises(regularize
         assert nearest.max() <= TOLERANCE
 
 
+def pixel_difference(a, b) -> int:
+    return int(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max())
+
+
 def test_the_runner_draws_the_pixels_pytorch_draws_from_the_same_noise(onnx, generator):
     prompts = ["a red circle", "a small blue square at the top"]
     for sampling in (SamplingConfig(num_inference_steps=5), SamplingConfig(num_inference_steps=3, guidance_scale=1.0)):
         expected = generator.generate_from_text(prompts, sampling=sampling, generator=torch.Generator().manual_seed(0))
         noise = torch.randn((2, *onnx.spec["latent_shape"]), generator=torch.Generator().manual_seed(0)).numpy()
         for row, got in zip(expected, onnx.draw(prompts, sampling, noise=noise)):
-            assert np.abs(np.asarray(row[0], dtype=int) - got.astype(int)).max() <= 1  # at most a rounding apart
+            assert pixel_difference(row[0], got) <= 1  # at most a rounding apart
+
+
+def test_with_a_negative_prompt_the_runner_draws_what_pytorch_draws(onnx, generator, exported, tmp_path):
+    """Guidance away from a negative prompt's condition, one prompt steered and one not (its away
+    condition stays the null one), as PyTorch does; the command line's --negative-prompt too."""
+    prompts, negatives = ["a red circle", "a small blue square at the top"], ["a blue square at the top", ""]
+    sampling = SamplingConfig(num_inference_steps=5)
+    expected = generator.generate_from_text(prompts, sampling=sampling, generator=torch.Generator().manual_seed(0),
+                                            negative_prompt=negatives)
+    noise = torch.randn((2, *onnx.spec["latent_shape"]), generator=torch.Generator().manual_seed(0)).numpy()
+    steered, plain = onnx.draw(prompts, sampling, noise=noise, negative_prompts=negatives), onnx.draw(prompts, sampling, noise=noise)
+    assert [pixel_difference(row[0], got) for row, got in zip(expected, steered)] <= [1, 1]
+    assert pixel_difference(steered[0], plain[0]) > 8 and pixel_difference(steered[1], plain[1]) <= 1
+    args = [str(exported), prompts[0], "--steps", "5", "--seed", "0", "--output"]
+    assert onnx_main([*args, str(tmp_path / "steered.png"), "--negative-prompt", negatives[0]]) == 0
+    assert onnx_main([*args, str(tmp_path / "plain.png")]) == 0
+    from_cli = [np.asarray(Image.open(tmp_path / name)) for name in ("steered.png", "plain.png")]
+    assert np.array_equal(from_cli[0], onnx.draw(prompts[:1], sampling, seed=0, negative_prompts=negatives[:1])[0])
+    assert np.array_equal(from_cli[1], onnx.draw(prompts[:1], sampling, seed=0)[0])
+
+
+class UNetStepBeforeNegativePrompts(Part):
+    """unet_step as exports of format 1 had it: the null condition built in."""
+
+    def forward(self, latents, timestep, text_embedding, token_states, attention_mask, guidance_scale):
+        diffusion = self.model.diffusion
+        condition = diffusion.stacked_condition((text_embedding, token_states, attention_mask))
+        return diffusion.guided_prediction(latents, timestep, condition, guidance_scale, 0.0)
+
+
+def test_an_export_from_before_negative_prompts_draws_the_same_and_refuses_one_in_one_line(
+    onnx, exported, checkpoint, tmp_path, capsys
+):
+    old = tmp_path / "old"
+    shutil.copytree(exported, old)
+    spec = json.loads((old / "export.json").read_text())
+    del spec["format"]
+    (old / "export.json").write_text(json.dumps(spec))
+    new = graphs(GenerativeMultimodalModel.from_pretrained(checkpoint).eval(), torch.float32)["unet_step"]
+    def before(named: dict) -> dict:
+        return {name: value for name, value in named.items() if not name.startswith("away_")}
+
+    export_graph(Graph(UNetStepBeforeNegativePrompts(new.module.model), before(new.inputs), new.outputs,
+                       before(new.dynamic_axes)), old / "unet_step.onnx")
+    sampling = SamplingConfig(num_inference_steps=4)
+    pictures = [OnnxGenerator(folder).draw(["a red circle", "a blue square"], sampling, seed=0) for folder in (old, exported)]
+    assert all(np.array_equal(a, b) for a, b in zip(*pictures))  # the new graph draws today's pixels bit for bit
+    args = ["a red circle", "--steps", "2", "--output", str(tmp_path / "x.png")]
+    assert onnx_main([str(old), *args, "--negative-prompt", "a blue square"]) == 2
+    assert onnx_main([str(old), *args]) == 0
+    spec["format"] = 99
+    (old / "export.json").write_text(json.dumps(spec))
+    assert onnx_main([str(old), *args, "--overwrite"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(f"{old} was exported before negative prompts (its unet_step steers away from no text "
+                             "only); export again with python -m multimodal.export")  # fmt: skip
+    assert lines[1].endswith(f"{old} has export format 99; this runner reads 1 to 2; export again with python -m multimodal.export")
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v", "sample"])
@@ -124,7 +188,7 @@ def test_the_runner_writes_the_captions_pytorch_writes(onnx, generator, tmp_path
 def test_the_runner_never_imports_torch(exported, tmp_path):
     result, torch_loaded = run_module(
         "multimodal.onnx_run", str(exported), "a red circle", "--steps", "2", "--output", "x.png", "--seed", "0",
-        cwd=tmp_path,
+        "--negative-prompt", "a blue square", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "x.png").size == (28, 28) and not torch_loaded
@@ -141,6 +205,8 @@ def test_the_runner_never_imports_torch(exported, tmp_path):
         (["{out}", "a", "--steps", "0"], "--steps must be at least 1, got 0"),
         (["{tmp}", "a", "--output", "new.png"], "is not an ONNX export (no export.json)"),
         (["{out}", "--caption", "missing.png"], "no such image file: missing.png"),
+        (["{out}", "--caption", "mine.png", "--negative-prompt", "a"], "--caption does not draw"),
+        (["{out}", "a", "--negative-prompt", " "], "a prompt must not be empty"),
     ],
 )  # fmt: skip
 def test_the_runner_refuses_bad_input_in_one_line(exported, tmp_path, args, message):
@@ -190,8 +256,6 @@ def test_fp16_is_written_only_where_onnx_runtime_runs_it(checkpoint, tmp_path, c
     ("unet_step.onnx", lambda data: data[: len(data) // 2]),
 ])  # fmt: skip
 def test_a_damaged_export_file_is_named_in_one_line(exported, tmp_path, capsys, name, damage):
-    from multimodal.onnx_run.__main__ import main as onnx_main
-
     copy = tmp_path / "onnx"
     shutil.copytree(exported, copy)
     (copy / name).write_bytes(damage((copy / name).read_bytes()))

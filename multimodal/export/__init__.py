@@ -8,8 +8,10 @@ tokenizer settings and the defaults); the tokenizer files are copied beside them
 
     text_encoder.onnx   input_ids, attention_mask → token_states, text_embedding
     unet_step.onnx      latents, timestep, text_embedding, token_states, attention_mask,
-                        guidance_scale → the guided prediction (conditional and unconditional
-                        run as one batch inside the graph)
+                        the same three of what guidance steers away from (away_*: a negative
+                        prompt's condition), away_is_null (per row: the null condition instead),
+                        guidance_scale → the guided prediction (conditional and away run as
+                        one batch inside the graph)
     image_decoder.onnx  latents (de-normalised) → images in [-1, 1]
     image_encoder.onnx  images in [-1, 1] → latents, image_embedding
     caption_step.onnx   latents, input_ids (the caption so far) → logits of the next token
@@ -40,6 +42,9 @@ from multimodal.files import folder_written_in_place
 from multimodal.paths import EXPORT_NAME
 
 OPSET = 17
+# export.json's "format": 1 (no field) had the null condition built into unet_step; 2 takes the
+# condition guidance steers away from as inputs (negative prompts). The runner reads both.
+FORMAT = 2
 TOLERANCE = 1e-3  # largest difference from PyTorch an exported output may have (fp32)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -90,6 +95,7 @@ def describe(model: Any, precision: str, checkpoint: Path, differences: dict[str
     sampling = SamplingConfig()
     decoder = model.caption_decoder
     return {
+        "format": FORMAT,
         "checkpoint": str(checkpoint.resolve()),
         "precision": precision,
         "opset": OPSET,

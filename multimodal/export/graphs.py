@@ -30,13 +30,17 @@ class TextEncoder(Part):
 
 
 class UNetStep(Part):
-    """One guided denoising step: the text's and the null condition as one batch, combined with
-    `guidance_scale` (an input, so one graph serves every scale)."""
+    """One guided denoising step: the text's condition and the one guidance steers away from as
+    one batch, combined with `guidance_scale` (an input, so one graph serves every scale). The
+    away condition is an input (a negative prompt's, as long as the text's); where `away_is_null`
+    is true the graph puts the null condition in its place, as PyTorch does for no negative prompt."""
 
     def forward(self, latents: Tensor, timestep: Tensor, text_embedding: Tensor, token_states: Tensor,
-                attention_mask: Tensor, guidance_scale: Tensor) -> Tensor:
+                attention_mask: Tensor, away_text_embedding: Tensor, away_token_states: Tensor,
+                away_attention_mask: Tensor, away_is_null: Tensor, guidance_scale: Tensor) -> Tensor:
         diffusion = self.model.diffusion
-        condition = diffusion.stacked_condition((text_embedding, token_states, attention_mask))
+        away = diffusion.drop_condition(away_text_embedding, away_token_states, away_attention_mask, away_is_null)
+        condition = diffusion.stacked_condition((text_embedding, token_states, attention_mask), away)
         return diffusion.guided_prediction(latents, timestep, condition, guidance_scale, 0.0)
 
 
@@ -99,10 +103,13 @@ def graphs(model: GenerativeMultimodalModel, dtype: torch.dtype, batch: int = 2,
             UNetStep(model),
             {"latents": randn(batch, c, s, s), "timestep": torch.tensor([500]), "text_embedding": randn(batch, config.embed_dim),
              "token_states": randn(batch, length, hidden), "attention_mask": mask,
+             "away_text_embedding": randn(batch, config.embed_dim), "away_token_states": randn(batch, length, hidden),
+             "away_attention_mask": mask.flip(0), "away_is_null": torch.arange(batch) % 2 == 0,  # null and not
              "guidance_scale": torch.tensor([3.0], dtype=dtype)},
             ("prediction",),
-            latent | {"text_embedding": b, "token_states": {0: "batch", 1: "length"},
-                      "attention_mask": {0: "batch", 1: "length"}, "prediction": b},
+            latent | {name: {0: "batch", 1: "length"} for name in
+                      ("token_states", "attention_mask", "away_token_states", "away_attention_mask")}
+            | {"text_embedding": b, "away_text_embedding": b, "away_is_null": b, "prediction": b},
         ),
         "image_decoder": Graph(ImageDecoder(model), {"latents": randn(batch, c, s, s)}, ("images",), latent | {"images": b}),
         "image_encoder": Graph(
@@ -125,12 +132,15 @@ def real_inputs(model: GenerativeMultimodalModel, dtype: torch.dtype) -> dict[st
         states, embedding = model.text_encoder(tokens["input_ids"], tokens["attention_mask"])
         latents = model.image_decoder.get_latent_from_embedding(embedding)
         images = model.image_decoder.decode_from_latent(latents).clamp(-1, 1)
+    away = [part.roll(1, 0) for part in (embedding, states, tokens["attention_mask"])]  # another prompt's, as a negative one
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
     prefix = tokens["input_ids"][:, :4]
     return {
         "text_encoder": dict(tokens),
         "unet_step": {"latents": noise.to(dtype), "timestep": torch.tensor([model.config.num_timesteps - 1]), "text_embedding": embedding.to(dtype),
                       "token_states": states.to(dtype), "attention_mask": tokens["attention_mask"],
+                      "away_text_embedding": away[0].to(dtype), "away_token_states": away[1].to(dtype),
+                      "away_attention_mask": away[2], "away_is_null": torch.tensor([False, True, False]),
                       "guidance_scale": torch.tensor([3.0], dtype=dtype)},
         "image_decoder": {"latents": latents.to(dtype)},
         "image_encoder": {"images": images.to(dtype)},

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(no PyTorch). DDIM with guidance; greedy captions.",
         epilog="examples:\n"
         '  python -m multimodal.onnx_run onnx/ "a large red circle on the left" --output circle.png --seed 0\n'
+        '  python -m multimodal.onnx_run onnx/ "a red circle" --negative-prompt "a blue square" --seed 0\n'
         "  python -m multimodal.onnx_run onnx/ --caption circle.png",
     )
     parser.add_argument("export_dir", metavar="EXPORT_DIR", help="a folder written by python -m multimodal.export")
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the image file (default generated.png), or a folder ending in / for several prompts")
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     parser.add_argument("--seed", type=cli.seed, metavar="N", help="seed of numpy's starting noise")
+    parser.add_argument("--negative-prompt", type=cli.prompt, metavar="TEXT",
+                        help="what guidance steers away from, instead of no text (for every prompt)")
     cli.add_config_arguments(parser, SamplingConfig, skip=("sampler", "eta", "guidance_rescale", "num_candidates"),
                              group_titles={"": "sampling (DDIM)"})
     return parser
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.prompts) == bool(args.caption):
         parser.error("give prompts to draw, or --caption IMAGE to caption, not both" if args.prompts else
                      "give a prompt to draw, or --caption IMAGE")
+    if args.caption and args.negative_prompt is not None:
+        parser.error("--negative-prompt steers drawing; --caption does not draw")
     sampling = cli.config_from_flags(parser, args, SamplingConfig)
     paths = output_paths(parser, args) if args.prompts else []
     try:
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from PIL import Image
 
-        for path, pixels in zip(paths, generator.draw(args.prompts, sampling, seed=args.seed)):
+        for path, pixels in zip(paths, generator.draw(args.prompts, sampling, seed=args.seed,
+                                                    negative_prompts=[args.negative_prompt or ""] * len(args.prompts))):
             print(save_image(Image.fromarray(pixels), path, overwrite=True))
     except (InvalidInputError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
