@@ -228,7 +228,8 @@ class ImageTextGenerator:
     ) -> list[list[Image.Image]]:
         """`images[i][j]` is image j of prompt i, drawn as `self.sampling_config(sampling,
         **options)` says (options: num_inference_steps, guidance_scale, sampler, eta,
-        guidance_rescale, num_candidates: best of N by the caption decoder); `iter_from_text`
+        guidance_rescale, num_candidates: best of N by the caption decoder, caption_guidance and
+        caption_guidance_steps: the caption decoder's guidance while drawing); `iter_from_text`
         says how they are drawn. `use_diffusion=False` is the fast preview instead: the latent
         decoded straight from the text embedding, no noise drawn, the same picture every time.
         `negative_prompt` (one for all prompts, or one each): what guidance steers away from

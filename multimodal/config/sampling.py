@@ -16,6 +16,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what generation and evaluation 
 # with all its candidates).
 MAX_GUIDANCE_SCALE = 100.0
 MAX_CANDIDATES = 64
+MAX_CAPTION_GUIDANCE = 1000.0
 DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default, in tokens
 # Images drawn per sampling call (each with its best-of-N candidates), so that memory holds one
 # batch however many are asked. A multiple of 16: torch's CPU generator draws normal noise in
@@ -48,6 +49,14 @@ class SamplingConfig(Config):
         "default depends on the preset the checkpoint was trained with",
         flag="--candidates",
     )
+    caption_guidance: float = option(
+        0.0, "caption guidance: at each step, move the picture being drawn along the gradient of how likely the "
+        "caption decoder finds the prompt for what the UNet predicts (the model's own decoder as classifier "
+        "guidance's classifier); each guided step adds a backward pass through the UNet and the caption decoder; 0: off",
+    )
+    caption_guidance_steps: int | None = option(
+        None, "guide only the first N denoising steps, where the layout is decided (default: every step)",
+    )
 
     def validate(self) -> None:
         require(self.num_inference_steps >= 1, "num_inference_steps", f"must be at least 1, got {self.num_inference_steps}")
@@ -64,11 +73,18 @@ class SamplingConfig(Config):
         )
         require(1 <= self.num_candidates <= MAX_CANDIDATES, "num_candidates",
                 f"must be from 1 to {MAX_CANDIDATES}, got {self.num_candidates}")
+        require(0 <= self.caption_guidance <= MAX_CAPTION_GUIDANCE, "caption_guidance",
+                f"must be from 0 to {MAX_CAPTION_GUIDANCE:g}, got {self.caption_guidance:g}")
+        require(self.caption_guidance_steps is None or self.caption_guidance_steps >= 1, "caption_guidance_steps",
+                f"must be at least 1, got {self.caption_guidance_steps}")
 
     def describe(self) -> str:
         """How diffusion draws, in words: what evaluate.py prints and model cards say."""
         best_of = f", the best of {self.num_candidates} by the caption decoder" if self.num_candidates > 1 else ""
-        return f"{self.sampler}, {self.num_inference_steps} steps, guidance {self.guidance_scale:g}{best_of}"
+        caption = f", caption guidance {self.caption_guidance:g}" if self.caption_guidance > 0 else ""
+        if caption and self.caption_guidance_steps:
+            caption += f" over the first {self.caption_guidance_steps} steps"
+        return f"{self.sampler}, {self.num_inference_steps} steps, guidance {self.guidance_scale:g}{caption}{best_of}"
 
 
 @dataclass

@@ -105,6 +105,11 @@ class TrainConfig(Config):
     diffusion_learning_rate: float | None = option(
         None, "peak learning rate of the diffusion stage (default: --lr)", group="schedule"
     )
+    consistency_weight: float = option(
+        0.0, "diffusion stage: weight of -log p(caption | the clean latent the UNet predicts) under the frozen "
+        "caption decoder, low-noise steps counting most, so that the UNet draws what the caption says (needs "
+        "--diffusion-epochs: the first stage trains the decoder); 0: off", group="schedule",
+    )
     weight_decay: float = option(0.01, "AdamW weight decay", group="schedule")
     warmup_epochs: float = option(2.0, "epochs of linear learning-rate warm-up", group="schedule")
     max_grad_norm: float = option(1.0, "gradients are clipped to this norm", group="schedule")
@@ -180,7 +185,9 @@ class TrainConfig(Config):
         for name in ("learning_rate", "diffusion_learning_rate", "autoencoder_learning_rate"):
             value = getattr(self, name)
             require(value is None or (value > 0 and math.isfinite(value)), name, f"must be above 0, got {value}")
-        for name in ("weight_decay", "warmup_epochs", "perceptual_weight", "adversarial_weight"):
+        require(self.consistency_weight == 0 or self.diffusion_epochs > 0, "consistency_weight",
+                "needs --diffusion-epochs N: the caption decoder that judges the UNet is trained in the first stage")
+        for name in ("weight_decay", "warmup_epochs", "perceptual_weight", "adversarial_weight", "consistency_weight"):
             require(getattr(self, name) >= 0, name, f"cannot be negative, got {getattr(self, name)}")
         require(self.max_grad_norm > 0, "max_grad_norm", f"must be above 0, got {self.max_grad_norm}")
         require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,18 @@ _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
 
 Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (pooled text embedding, token states, their mask)
+# log p(prompt | z) of each row of a batch of (denormalised) clean latents z: what caption guidance climbs.
+CaptionJudge = Callable[[torch.Tensor], torch.Tensor]
+
+
+class DiffusionStep(NamedTuple):
+    """One training step of the UNet: its loss, and what a loss on its predicted clean latent needs."""
+
+    loss: torch.Tensor
+    noisy: torch.Tensor  # the noised, normalised latent the UNet saw
+    prediction: torch.Tensor
+    timesteps: torch.Tensor
+    dropped: torch.Tensor  # (B,) bool: the rows whose text was replaced by the null condition
 
 
 def make_scheduler(name: str, config: ModelConfig):
@@ -117,7 +130,7 @@ class LatentDiffusion(nn.Module):
             return self.noise_scheduler.get_velocity(latents, noise, timesteps)
         return latents
 
-    def training_loss(
+    def training_step(
         self,
         z: torch.Tensor,
         text_embedding: torch.Tensor,
@@ -126,8 +139,9 @@ class LatentDiffusion(nn.Module):
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """MSE of the UNet's prediction on a noised, normalised latent (z is not backpropagated)."""
+    ) -> DiffusionStep:
+        """MSE of the UNet's prediction on a noised, normalised latent (z is not backpropagated),
+        with the noised latent and the prediction for a loss on what the UNet would draw."""
         latents = self.normalize(z.detach())
         batch = latents.shape[0]
         if noise is None:
@@ -139,7 +153,26 @@ class LatentDiffusion(nn.Module):
         text_embedding, context, context_mask = self.drop_condition(text_embedding, context, context_mask, drop)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.unet(noisy, timesteps, text_embedding, context, context_mask)
-        return F.mse_loss(prediction.float(), self.target(latents, noise, timesteps).float())
+        loss = F.mse_loss(prediction.float(), self.target(latents, noise, timesteps).float())
+        return DiffusionStep(loss, noisy, prediction, timesteps, drop)
+
+    def training_loss(self, *args, **kwargs) -> torch.Tensor:
+        """`training_step`'s loss alone."""
+        return self.training_step(*args, **kwargs).loss
+
+    def signal_level(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t (B,): the share of the clean latent's variance left at each timestep, 1 → 0 as noise grows."""
+        return self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+
+    def predicted_clean(self, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x̂0: the clean (normalised) latent that the UNet's prediction for `noisy` at `timesteps`
+        implies, by the formula the schedulers' steps use (their `pred_original_sample`)."""
+        alpha = self.signal_level(timesteps.expand(noisy.shape[0])).view(-1, 1, 1, 1).to(prediction.dtype)
+        if self.config.prediction_type == "epsilon":
+            return (noisy - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
+        if self.config.prediction_type == "v":
+            return alpha.sqrt() * noisy - (1 - alpha).sqrt() * prediction
+        return prediction
 
     # -- sampling -------------------------------------------------------------------------
     def guidance_condition(self, condition: Condition, guidance_scale: float,
@@ -194,12 +227,14 @@ class LatentDiffusion(nn.Module):
         progress: bool = False,
         on_step: Callable[[torch.Tensor], None] | None = None,
         negative: Condition | None = None,
+        judge: CaptionJudge | None = None,
     ) -> torch.Tensor:
         """Denoise from pure noise to a latent z (denormalised, ready for the image decoder), one
         per row of `condition`. The noise is drawn on `generator` (a CPU generator), so a seed
         gives the same result on every device. `progress`: a bar over the steps; `on_step` gets
         the (denormalised) latent after each step, to watch the trajectory; `negative`: the
-        condition guidance steers away from instead of the null one (`guidance_condition`)."""
+        condition guidance steers away from instead of the null one (`guidance_condition`).
+        `judge` with `sampling.caption_guidance` > 0: caption guidance (`_toward_caption`)."""
         if sampling.num_inference_steps > self.config.num_timesteps:
             raise ConfigError(
                 "num_inference_steps",
@@ -214,7 +249,11 @@ class LatentDiffusion(nn.Module):
         x = x.to(device) * scheduler.init_noise_sigma
         step_options = {"eta": sampling.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
         guided_condition = self.guidance_condition(condition, sampling.guidance_scale, negative)
-        for t in tqdm(scheduler.timesteps, desc=f"{sampling.sampler} sampling", unit="step", disable=not progress):
+        guided_steps = sampling.caption_guidance_steps or sampling.num_inference_steps
+        for index, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampling.sampler} sampling", unit="step",
+                                       disable=not progress)):
+            if judge is not None and sampling.caption_guidance > 0 and index < guided_steps:
+                x = self._toward_caption(x, t, scheduler, guided_condition, sampling, judge)
             model_input = scheduler.scale_model_input(x, t)
             prediction = self.guided_prediction(
                 model_input, t, guided_condition, sampling.guidance_scale, sampling.guidance_rescale
@@ -223,6 +262,21 @@ class LatentDiffusion(nn.Module):
             if on_step is not None:
                 on_step(self.denormalize(x))
         return self.denormalize(x)
+
+    def _toward_caption(self, x: torch.Tensor, t: torch.Tensor, scheduler, condition: Condition,
+                        sampling: SamplingConfig, judge: CaptionJudge) -> torch.Tensor:
+        """Caption guidance, in the manner of classifier guidance with the caption decoder as the
+        classifier: x moved by `caption_guidance` along the gradient of log p(prompt | x̂0(x)),
+        where x̂0 is the clean latent the UNet predicts from x (its weights are not changed)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            model_input = scheduler.scale_model_input(x, t)
+            prediction = self.guided_prediction(
+                model_input, t, condition, sampling.guidance_scale, sampling.guidance_rescale
+            )
+            clean = self.denormalize(self.predicted_clean(model_input, prediction.float(), t))
+            (gradient,) = torch.autograd.grad(judge(clean).sum(), x)
+        return (x + sampling.caption_guidance * gradient).detach()
 
 
 LatentDiffusionUNet = LatentDiffusion  # the name the seed design gave this part

@@ -7,6 +7,7 @@
     e_txt ─► ImageDecoder.get_latent_from_embedding ─► z  fast_path
     z ─► CaptionDecoder ─► caption tokens                 caption (and log p(caption | image), a judge)
     norm(stop_grad(z)) ─► LatentDiffusion(e_txt, h)      diffusion
+    the UNet's predicted clean z ─► CaptionDecoder        consistency (−log p(caption | what it would draw))
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from multimodal.errors import CheckpointError
 from multimodal.losses import ContrastiveLoss
 from multimodal.model_card import write_model_card
 from multimodal.models.caption_decoder import CaptionDecoder
-from multimodal.models.diffusion import Condition, LatentDiffusion
+from multimodal.models.diffusion import CaptionJudge, Condition, DiffusionStep, LatentDiffusion
 from multimodal.models.image_decoder import ImageDecoder
 from multimodal.models.image_encoder import ImageEncoder
 from multimodal.models.text_encoder import TextEncoder
 from multimodal.models.weights import load_safetensors
 from multimodal.paths import CONFIG_NAME, WEIGHTS_NAME
 
-LOSSES = ("contrastive", "reconstruction", "latent", "fast_path", "caption", "diffusion")
+LOSSES = ("contrastive", "reconstruction", "latent", "fast_path", "caption", "diffusion", "consistency")
+# The losses of the ways from text to the latent: with only these asked, the encoders run without gradients.
+TEXT_TO_LATENT_LOSSES = ("diffusion", "fast_path", "consistency")
 # The losses of the autoencoder alone: they need neither the text nor the embeddings.
 AUTOENCODER_LOSSES = ("reconstruction", "latent")
 
@@ -142,7 +145,7 @@ class GenerativeMultimodalModel(nn.Module):
         if "latent" in weights and latents is not None:
             raise ValueError("the latent loss needs the images encoded, not cached latents")
         autoencoder_only = set(weights) <= set(AUTOENCODER_LOSSES)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= {"diffusion", "fast_path"}):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not set(weights) <= set(TEXT_TO_LATENT_LOSSES)):
             z, terms = self.image_encoder.latent(images, trunk_features) if latents is None else (latents, {})
             if not autoencoder_only:
                 image_embedding = self.image_encoder.embed(z)
@@ -173,10 +176,11 @@ class GenerativeMultimodalModel(nn.Module):
             out["fast_path"] = self.fast_path_loss(z, text_embedding)
         if "caption" in weights:
             out["caption"] = self.caption_decoder(z, input_ids, attention_mask)
-        if "diffusion" in weights:
-            out["diffusion"] = self.diffusion.training_loss(
-                z.detach(), text_embedding.detach(), text_states.detach(), attention_mask
-            )
+        if "diffusion" in weights or "consistency" in weights:
+            step = self.diffusion.training_step(z.detach(), text_embedding.detach(), text_states.detach(), attention_mask)
+            out["diffusion"] = step.loss
+            if "consistency" in weights:
+                out["consistency"] = self.consistency_loss(step, input_ids, attention_mask)
         out["loss"] = sum(weights[name] * out[name] for name in weights)
         if not autoencoder_only:
             out["image_embedding"] = image_embedding.detach()
@@ -188,6 +192,27 @@ class GenerativeMultimodalModel(nn.Module):
         text embedding and the image's own. Neither the embedding nor the target is moved by it."""
         predicted = self.image_decoder.get_latent_from_embedding(text_embedding.detach())
         return F.mse_loss(self.diffusion.normalize(predicted).float(), self.diffusion.normalize(z.detach()).float())
+
+    def consistency_loss(self, step: DiffusionStep, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """−log p(caption | x̂0) per caption token under the caption decoder, where x̂0 is the clean
+        latent the UNet's prediction implies: does what the UNet would draw say what the caption
+        says? Weighted by ᾱ_t, so low-noise steps (where x̂0 is a picture, not a blur) count most,
+        over the rows that saw their caption. The decoder judges and does not learn: it runs in
+        eval mode, and the stage that asks this loss does not train it."""
+        clean = self.diffusion.denormalize(self.diffusion.predicted_clean(step.noisy, step.prediction, step.timesteps))
+        was_training = self.caption_decoder.training
+        self.caption_decoder.eval()
+        try:
+            log_p = self.caption_decoder.log_likelihood(clean, input_ids, attention_mask)
+        finally:
+            self.caption_decoder.train(was_training)
+        weight = self.diffusion.signal_level(step.timesteps) * ~step.dropped
+        per_token = log_p / self.caption_tokens(attention_mask)
+        return -(weight * per_token).sum() / weight.sum().clamp(min=1e-8)
+
+    def caption_tokens(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """How many tokens of each caption the decoder predicts (after [CLS], within its length)."""
+        return attention_mask[:, 1 : self.caption_decoder.max_length].sum(dim=1).clamp(min=1)
 
     def compute_diffusion_loss(
         self,
@@ -233,6 +258,13 @@ class GenerativeMultimodalModel(nn.Module):
         tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(texts).items()}
         return self.caption_decoder.log_likelihood(latents.to(self.device), tokens["input_ids"], tokens["attention_mask"])
 
+    def caption_judge(self, texts: list[str]) -> CaptionJudge:
+        """log p(texts[i] | z_i) per caption token, as a function of latents z (one per text) that
+        keeps the gradient: what caption guidance climbs."""
+        tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(texts).items()}
+        count = self.caption_tokens(tokens["attention_mask"])
+        return lambda z: self.caption_decoder.log_likelihood(z, tokens["input_ids"], tokens["attention_mask"]) / count
+
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()
     def generate_image_from_text(
@@ -250,7 +282,8 @@ class GenerativeMultimodalModel(nn.Module):
         straight from the text embedding, no noise is drawn and `sampling` is not read. With
         `num_candidates` N > 1 (and diffusion), N pictures are drawn per text (text i's are rows
         i·N … i·N+N-1 of one batch) and the one whose caption likelihood of the text is highest is
-        kept (DALL·E's reranking, judged by our own caption decoder). `progress`: a bar over the
+        kept (DALL·E's reranking, judged by our own caption decoder). With `caption_guidance` > 0,
+        the same decoder steers each picture toward its text as it is drawn. `progress`: a bar over the
         steps. `negative_prompts` (one per text; "" for none): what guidance steers away from
         instead of the null condition, as diffusers' negative prompts do."""
         sampling = sampling or SamplingConfig()
@@ -266,7 +299,8 @@ class GenerativeMultimodalModel(nn.Module):
         else:
             condition = self.text_condition(drawn)
         if use_diffusion:
-            z = self.diffusion.sample(condition, sampling, generator, progress, negative=negative)
+            judge = self.caption_judge(drawn) if sampling.caption_guidance > 0 else None
+            z = self.diffusion.sample(condition, sampling, generator, progress, negative=negative, judge=judge)
         else:
             z = self.image_decoder.get_latent_from_embedding(condition[0])
         images = self.image_decoder.decode_from_latent(z).clamp(-1, 1)

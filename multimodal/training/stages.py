@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from multimodal.config import TrainConfig
+from multimodal.errors import ConfigError
 from multimodal.models.image_encoder import LATENT_PATH
 
 
@@ -101,5 +102,10 @@ def plan_stages(config: TrainConfig, steps_per_epoch: int, loss_weights: dict[st
         length = total - first_end
         warmup, lr = max(1, length // 20), config.diffusion_learning_rate or lr
         weights = {"diffusion": 1.0} | {name: w for name, w in loss_weights.items() if name == "fast_path"}
+        if config.consistency_weight > 0:
+            if "caption" not in loss_weights:
+                raise ConfigError("consistency_weight", "needs a trained caption decoder to judge the UNet's "
+                                  "pictures, and this model's caption weight is 0")
+            weights["consistency"] = config.consistency_weight
         stages.append(Stage("diffusion", first_end, total, weights, TEXT_TO_LATENT, warmup, lr, True))
     return stages

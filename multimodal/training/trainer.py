@@ -76,6 +76,7 @@ SHORT_NAMES = {
     "fast_path": "fast",
     "caption": "cap",
     "diffusion": "diff",
+    "consistency": "consist",
     "i2t_accuracy": "i2t",
     "t2i_accuracy": "t2i",
 }
