@@ -78,7 +78,8 @@ class CaptionDecoder(nn.Module):
         input_ids = input_ids[:, : self.max_length]
         attention_mask = attention_mask[:, : self.max_length]
         hidden = self.lm.transformer(
-            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=self.memory(z)
+            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=self.memory(z),
+            use_cache=False,  # one pass over whole captions: no key/value cache to keep
         ).last_hidden_state
         has_target = attention_mask[:, 1:].bool()
         rows = has_target.nonzero()[:, 0]
