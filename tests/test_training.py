@@ -214,7 +214,7 @@ def test_train_py_on_real_coco_files(tmp_path):
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["--lr", "-1"], "--lr must be above 0, got -1.0"),
         (["--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
-        (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
         (["--batch-szie", "4"], "(did you mean --batch-size?)"),
         (["--batch", "4"], "unrecognized argument --batch"),
         (["--image-size", "100"], "7·2^k"),
