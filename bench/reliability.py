@@ -460,22 +460,23 @@ def prepared(*steps: Prepare) -> Prepare:
     return prepare
 
 
-def checkpoint(*damage: Damage, name: str = "ck") -> Prepare:
-    """A copy of the trained checkpoint (run/best) at {case}/NAME, then damaged."""
+def damaged_copy(source: Callable[[Material], Path], name: str, damage: tuple[Damage, ...]) -> Prepare:
+    """A copy of `source(material)` at {case}/NAME, then damaged by each of `damage` in turn."""
     def prepare(folder: Path, material: Material) -> None:
-        target = copy(material.best, folder / name)
+        target = copy(source(material), folder / name)
         for each in damage:
             each(target)
     return prepare
+
+
+def checkpoint(*damage: Damage, name: str = "ck") -> Prepare:
+    """A copy of the trained checkpoint (run/best) at {case}/NAME, then damaged."""
+    return damaged_copy(lambda material: material.best, name, damage)
 
 
 def resumable(*damage: Damage) -> Prepare:
     """A copy of the run's latest/ as {case}/run/latest, then damaged."""
-    def prepare(folder: Path, material: Material) -> None:
-        target = copy(material.latest, folder / "run" / "latest")
-        for each in damage:
-            each(target)
-    return prepare
+    return damaged_copy(lambda material: material.latest, "run/latest", damage)
 
 
 def whole_run() -> Prepare:
@@ -485,11 +486,7 @@ def whole_run() -> Prepare:
 
 def data(*damage: Damage, name: str = "data") -> Prepare:
     """A copy of the shapes set (COCO layout) at {case}/NAME, then damaged."""
-    def prepare(folder: Path, material: Material) -> None:
-        target = copy(material.data, folder / name)
-        for each in damage:
-            each(target)
-    return prepare
+    return damaged_copy(lambda material: material.data, name, damage)
 
 
 TRAIN_JSON = "annotations/captions_train2017.json"
