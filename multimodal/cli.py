@@ -3,7 +3,9 @@
 A person running them should see only what they need: every flag has help text, its true
 default and its choices; bad input is one line on stderr naming the flag, with exit code 2
 (never a traceback); library chatter is silenced; and the checkpoint is found without flags
-once `make demo` or `python train.py` has written one.
+once `make demo` or `python train.py` has written one. Every flag is taken in the spellings people
+type besides its own (`ArgumentParser.ours`): with "_" for "-", as transformers' HfArgumentParser
+takes them, as its config field's name, and in the design documents' words (DESIGN_NAMES).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import typing
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
-from multimodal.config import InferenceConfig
+from multimodal.config import DESIGN_NAMES, InferenceConfig
 from multimodal.config.options import SEED_RANGE, choices_of, seed_problem
 from multimodal.errors import (
     ConfigError,
@@ -37,21 +39,71 @@ from multimodal.errors import (
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (its usage block hides the reason),
-    takes no abbreviations of flags, and suggests the flag a typo meant."""
+    takes no abbreviations of flags, suggests the flag a typo meant, and takes each flag in the
+    other spellings of it (`ours`); `--help` lists the dashed ones alone."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(self.respelt(sys.argv[1:] if args is None else args), namespace)
+
+    def respelt(self, args: Sequence[str]) -> list[str]:
+        """`args` with each flag spelt another way (`--data_dir`, `--data_dir=X`) as this
+        command's own; values, positional arguments and all after `--` as they are."""
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+
+        def respell(arg: str) -> str:
+            flag, equals, value = arg.partition("=")
+            ours = self.ours(flag) if flag.startswith("--") else None
+            return ours + equals + value if ours else arg
+
+        return [respell(arg) for arg in args[:end]] + args[end:]
+
+    def ours(self, flag: str) -> str | None:
+        """This command's flag that `flag` spells, or None (see `spellings`)."""
+        spellings = self.spellings()
+        return spellings.get(flag) or spellings.get("--" + flag[2:].replace("_", "-"))
+
+    def spellings(self) -> dict[str, str]:
+        """Each spelling this command takes → its flag: the flags themselves, with "_" for "-"
+        wherever typed (`--data_dir`); an option's config field name (`--learning-rate`: --lr);
+        a design document's name for that field (DESIGN_NAMES: `--ldm-epochs`: --diffusion-epochs).
+        A flag that stores False (`--no-open-images`) means the opposite of its field's name."""
+        fields: dict[str, str] = {}
+        for action in self._actions:
+            if action.option_strings and action.const is not False:
+                fields.setdefault(action.dest, action.option_strings[0])
+        fields |= {design: fields[field] for design, field in DESIGN_NAMES.items() if field in fields}
+        return {"--" + name.replace("_", "-"): flag for name, flag in fields.items()} | {
+            flag: flag for flag in self._option_string_actions}
+
     def error(self, message: str) -> NoReturn:
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
             flag = unknown.group(1).split("=")[0]
-            close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
-            if close:
-                message = f"unrecognized argument {flag} (did you mean {close[0]}?)"
+            name = flag[2:].replace("-", "_")
+            if flag.startswith("--") and name in DESIGN_NAMES:  # the documents' name of a setting this command lacks
+                field = "--" + DESIGN_NAMES[name].replace("_", "-")
+                message = f"unrecognized argument {flag} (the design documents' name for {field}: {self.prog} has none)"
+            else:
+                close = self.closest(flag)
+                if close:
+                    message = f"unrecognized argument {flag} (did you mean {close}?)"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def closest(self, flag: str) -> str | None:
+        """The flag a mistyped `flag` most likely meant: the one of the closest spelling this
+        command takes, "_" read as "-" (`--num_embedings`: --codebook-size)."""
+        spellings = self.spellings()
+        typed = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        close = difflib.get_close_matches(typed, list(spellings), n=1)
+        return spellings[close[0]] if close else None
 
 
 # -- flags made from config fields ---------------------------------------------------------

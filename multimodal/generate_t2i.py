@@ -5,6 +5,8 @@ repository's generate_t2i.py calls the same `main`.
 
     python generate_t2i.py "a large red circle on the left"                    # → generated.png
     python generate_t2i.py "a red circle" "a blue square" --num-samples 4 --output out/
+    python generate_t2i.py --unconditional --num-samples 16                     # no prompt
+    python generate_t2i.py "a blue square" --init-image x.png --strength 0.6    # image-to-image
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from pathlib import Path
 
 from multimodal import cli
 from multimodal.config import InferenceConfig, SamplingConfig, sampling_presets
-from multimodal.config.sampling import IMAGE_BATCH
-from multimodal.errors import InvalidInputError
+from multimodal.config.sampling import DEFAULT_STRENGTH, IMAGE_BATCH, PROMPT_FIELDS, check_strength
+from multimodal.errors import ConfigError, InvalidInputError
 from multimodal.files import check_writable
 from multimodal.images import image_file_names, image_format
 
 DEFAULT_FILE = Path("generated.png")
 DEFAULT_FOLDER = Path("generated")
+UNCONDITIONAL_NAME = "unconditional"  # the file names of pictures of no prompt: unconditional_<n>.png
+
+
+def strength(text: str) -> float:
+    """A --strength value, checked as the model checks it (`check_strength`)."""
+    try:
+        return check_strength(float(text))
+    except ValueError as error:
+        problem = error.problem if isinstance(error, ConfigError) else f"expected a number in [0, 1], got {text!r}"
+        raise argparse.ArgumentTypeError(problem) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         '  python generate_t2i.py "a large red circle on the left" --seed 0\n'
         '  python generate_t2i.py "a red circle" "a blue square" --num-samples 4 --output out/\n'
         '  python generate_t2i.py "a red circle" --steps 20 --sampler dpm --guidance-scale 5\n'
-        '  python generate_t2i.py "a red circle" --no-diffusion       # fast preview',
+        '  python generate_t2i.py "a red circle" --no-diffusion       # fast preview\n'
+        '  python generate_t2i.py --unconditional --num-samples 16    # no prompt\n'
+        '  python generate_t2i.py "a blue square" --init-image x.png --strength 0.6',
     )
-    parser.add_argument("prompts", nargs="+", type=cli.prompt, metavar="PROMPT", help="what to draw")
+    parser.add_argument("prompts", nargs="*", type=cli.prompt, metavar="PROMPT",
+                        help="what to draw (one or more; none with --unconditional)")
     output = parser.add_argument_group("output")
     output.add_argument(
         "--output",
@@ -53,7 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--diffusion", action=argparse.BooleanOptionalAction, default=True,
                           help="draw by diffusion (the default); --no-diffusion: the fast preview, decoded straight from "
                           "the text embedding")
+    sampling.add_argument("--unconditional", action="store_true",
+                          help="draw without a prompt, from the model's learned 'no text' condition: pictures like "
+                          "its training set's (files unconditional_<n>.png); no guidance, nothing to judge by")
     cli.add_config_arguments(parser, SamplingConfig, defaults=sampling_presets(), group_titles={"": "sampling"})
+    redraw = parser.add_argument_group("image to image")
+    redraw.add_argument("--init-image", metavar="FILE",
+                        help="redraw this picture toward the prompt (SDEdit): its latent noised part of the way, then "
+                        "denoised with the prompt")
+    redraw.add_argument("--strength", type=strength, metavar="S",
+                        help=f"with --init-image, in [0, 1]: how much of the denoising redraws it; 0 gives it back as "
+                        f"the model reconstructs it, 1 ignores it (default: {DEFAULT_STRENGTH})")
     cli.add_common_arguments(parser)
     cli.add_run_arguments(parser)
     return parser
@@ -61,6 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Options that would change nothing are refused (or, when harmless, warned about once)."""
+    if args.unconditional:
+        if args.prompts:
+            parser.error("--unconditional draws without a prompt: give prompts or --unconditional, not both")
+        for flag, given in (("--negative-prompt", args.negative_prompt is not None), ("--init-image", args.init_image),
+                            ("--no-diffusion", not args.diffusion)):
+            if given:
+                parser.error(f"{flag} needs a prompt; --unconditional has none")
+        steering = [name for name in cli.given(args, SamplingConfig) if name in PROMPT_FIELDS]
+        if steering:
+            flags = ", ".join(cli.flag_of(next(f for f in dataclasses.fields(SamplingConfig) if f.name == n))
+                              for n in steering)
+            parser.error(f"{flags} steer toward a prompt; --unconditional has none")
+    elif not args.prompts:
+        parser.error("the following arguments are required: PROMPT (or --unconditional)")
+    if args.strength is not None and args.init_image is None:
+        parser.error("--strength says how much of --init-image to redraw; give --init-image too")
+    if args.init_image is not None:
+        if not args.diffusion:
+            parser.error("--init-image redraws by diffusion; --no-diffusion does not sample")
+        if not Path(args.init_image).is_file():
+            parser.error(f"--init-image {args.init_image}: no such file")
     if args.diffusion:
         return
     ignored = list(cli.given(args, SamplingConfig))
@@ -77,7 +123,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def output_paths(args: argparse.Namespace) -> list[Path]:
     """Where each image goes, decided before anything is computed (see --output's help)."""
-    count = len(args.prompts) * args.num_samples
+    names_from = [UNCONDITIONAL_NAME] if args.unconditional else args.prompts
+    count = len(names_from) * args.num_samples
     text = args.output
     folder = None
     if text is None and count > 1:
@@ -93,7 +140,7 @@ def output_paths(args: argparse.Namespace) -> list[Path]:
         image_format(path)
         paths = [path]
     else:
-        names = image_file_names(args.prompts, args.num_samples)
+        names = image_file_names(names_from, args.num_samples)
         paths = [folder / name for row in names for name in row]
     existing = [path for path in paths if path.exists()]
     if existing and not args.overwrite:
@@ -123,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet,
                                        adapter=args.adapter, precision=inference.precision)
         # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
-        images = generator.iter_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
-                                          use_diffusion=args.diffusion, negative_prompt=args.negative_prompt,
-                                          **cli.given(args, SamplingConfig))
+        if args.unconditional:
+            images = generator.iter_unconditional(args.num_samples, seed=args.seed, **cli.given(args, SamplingConfig))
+        else:
+            images = generator.iter_from_text(args.prompts, num_images_per_prompt=args.num_samples, seed=args.seed,
+                                              use_diffusion=args.diffusion, negative_prompt=args.negative_prompt,
+                                              init_image=args.init_image, strength=args.strength,
+                                              **cli.given(args, SamplingConfig))
         for image, path in zip(images, paths):
             save_image(image, path, overwrite=True)  # output_paths already refused existing files
     for path in paths:

@@ -1,6 +1,8 @@
 """ImageTextGenerator: a trained checkpoint as a tool for people.
 
     prompts ─► GenerativeMultimodalModel.generate_image_from_text ─► PIL images (and image files)
+    picture + prompt ─► the same, from the picture's noised latent ─► the picture redrawn (image_to_image)
+    no prompt ─► GenerativeMultimodalModel.generate_unconditional ─► PIL images (generate_unconditional)
     images  ─► GenerativeMultimodalModel.generate_text_from_image ─► clean captions
     images, texts ─► encode_image / encode_text ─► unit vectors, cosine similarity
 
@@ -19,7 +21,7 @@ import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from transformers import GenerationConfig
 from multimodal import presets
 from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig, SamplingConfig, preset_sampling, suggest
 from multimodal.config.options import check_seed
-from multimodal.config.sampling import IMAGE_BATCH
+from multimodal.config.sampling import DEFAULT_STRENGTH, IMAGE_BATCH, PROMPT_FIELDS, check_strength
 from multimodal.data.transforms import ImageInput, as_rgb, image_transform, to_pil
 from multimodal.device import autocast, autocast_dtype, fork_rng, pick_device, precision_warning
 from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning, SlowPrecisionWarning
@@ -114,6 +116,16 @@ def negative_prompts(negative_prompt: Sequence[str] | str | None, num_prompts: i
     if len(given) != num_prompts:
         raise InvalidInputError(f"{len(given)} negative prompts for {num_prompts} prompts: give one, or one each")
     return given
+
+
+def renamed(name: str, value: Any, alias: str, alias_value: Any, default: Any = None) -> Any:
+    """The argument `name`, or its value given under `alias`, the design documents' name for it
+    (`value` left at its `default`); both given is an error."""
+    if alias_value is None:
+        return value
+    if value != default:
+        raise InvalidInputError(f"{alias} is another name for {name}: give one of them")
+    return alias_value
 
 
 def decoding_options(num_captions: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +223,7 @@ class ImageTextGenerator:
             if name not in names:
                 raise InvalidInputError(
                     f"unknown option {name!r}{suggest(name, names)}; text→image takes {', '.join(names)}, "
-                    "num_images_per_prompt, seed, generator, negative_prompt and use_diffusion"
+                    "num_images_per_prompt, seed, generator, negative_prompt, use_diffusion, init_image and strength"
                 )
         return (sampling or self.sampling).replace(**options)
 
@@ -224,6 +236,9 @@ class ImageTextGenerator:
         sampling: SamplingConfig | None = None,
         use_diffusion: bool = True,
         negative_prompt: Sequence[str] | str | None = None,
+        init_image: ImageInput | None = None,
+        strength: float | None = None,
+        num_samples_per_prompt: int | None = None,
         **options: Any,
     ) -> list[list[Image.Image]]:
         """`images[i][j]` is image j of prompt i, drawn as `self.sampling_config(sampling,
@@ -233,11 +248,15 @@ class ImageTextGenerator:
         says how they are drawn. `use_diffusion=False` is the fast preview instead: the latent
         decoded straight from the text embedding, no noise drawn, the same picture every time.
         `negative_prompt` (one for all prompts, or one each): what guidance steers away from
-        instead of no text, as in diffusers.
+        instead of no text, as in diffusers. `init_image`: image-to-image, that picture redrawn
+        toward each prompt (`image_to_image`). `num_samples_per_prompt` is the design documents'
+        name for `num_images_per_prompt`.
         """
         prompts = check_prompts(prompts)
+        num_images_per_prompt = renamed("num_images_per_prompt", num_images_per_prompt,
+                                        "num_samples_per_prompt", num_samples_per_prompt, default=1)
         images = list(self.iter_from_text(prompts, num_images_per_prompt, seed, generator, sampling, use_diffusion,
-                                          negative_prompt, **options))
+                                          negative_prompt, init_image, strength, **options))
         n = num_images_per_prompt
         return [images[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -250,6 +269,8 @@ class ImageTextGenerator:
         sampling: SamplingConfig | None = None,
         use_diffusion: bool = True,
         negative_prompt: Sequence[str] | str | None = None,
+        init_image: ImageInput | None = None,
+        strength: float | None = None,
         **options: Any,
     ) -> Iterator[Image.Image]:
         """The images of `generate_from_text` one by one, image j of prompt i as the (i·n + j)-th,
@@ -262,36 +283,91 @@ class ImageTextGenerator:
         the pixels one batch of all would give. ddpm and ddim with eta above 0 draw noise at every
         step, so for more than `IMAGE_BATCH` images theirs depend on the batches, as they do on the
         number of images asked.
+
+        With `init_image` (a path, PIL image or array), every image is that picture redrawn
+        toward its prompt, `strength` (default `DEFAULT_STRENGTH`) of the way (`image_to_image`).
         """
         prompts = check_prompts(prompts)
         sampling = self.sampling_config(sampling, **options)
         if num_images_per_prompt < 1:
             raise InvalidInputError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
+        generator = self._generator(seed, generator)
+        init = None
+        if init_image is None and strength is not None:
+            raise InvalidInputError("strength says how much of init_image to redraw; give init_image too")
+        if init_image is not None:
+            if not use_diffusion:
+                raise InvalidInputError("image-to-image redraws by diffusion; use_diffusion=False does not sample")
+            strength = check_strength(DEFAULT_STRENGTH if strength is None else strength)
+            init = self._pixels(init_image)
+            if len(init) != 1:
+                raise InvalidInputError(f"init_image is one picture, got {len(init)}")
+        negatives = negative_prompts(negative_prompt, len(prompts))
+        self._warn_if_truncated(prompts + [text for text in negatives if text])
+        texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
+        negatives = [text for text in negatives for _ in range(num_images_per_prompt)]
+
+        def draw(start: int, stop: int, progress: bool) -> torch.Tensor:
+            return self.model.generate_image_from_text(
+                texts[start:stop], sampling, generator, progress=progress, use_diffusion=use_diffusion,
+                negative_prompts=negatives[start:stop], strength=strength,
+                init_images=None if init is None else init.expand(stop - start, -1, -1, -1),
+            )
+
+        return self._in_batches(len(texts), draw)
+
+    def generate_unconditional(
+        self,
+        num_images: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SamplingConfig | None = None,
+        **options: Any,
+    ) -> list[Image.Image]:
+        """`num_images` pictures of no prompt, drawn from the null condition (what the model
+        learned for dropped text): what the training set looks like. `options` are the sampler's
+        (num_inference_steps, sampler, eta); guidance and the caption decoder's options steer
+        toward a prompt and are refused. The same seed gives the same pictures, each its own
+        noise; they are drawn as `iter_from_text`'s are, `IMAGE_BATCH` at a time."""
+        return list(self.iter_unconditional(num_images, seed, generator, sampling, **options))
+
+    def iter_unconditional(
+        self,
+        num_images: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        sampling: SamplingConfig | None = None,
+        **options: Any,
+    ) -> Iterator[Image.Image]:
+        """The pictures of `generate_unconditional` one by one (arguments checked at once)."""
+        steering = [name for name in options if name in PROMPT_FIELDS]
+        if steering:
+            raise InvalidInputError(f"{', '.join(steering)} steer toward a prompt; unconditional generation has none")
+        sampling = self.sampling_config(sampling, **options)
+        if num_images < 1:
+            raise InvalidInputError(f"num_images must be at least 1, got {num_images}")
+        generator = self._generator(seed, generator)
+        return self._in_batches(
+            num_images, lambda start, stop, progress: self.model.generate_unconditional(stop - start, sampling,
+                                                                                         generator, progress))
+
+    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+        """The caller's generator, or a new one seeded with `seed` (None: a random seed)."""
         if seed is not None and generator is not None:
             raise InvalidInputError("give seed or generator, not both")
         if generator is None:
             generator = torch.Generator()
             generator.manual_seed(check_seed(seed)) if seed is not None else generator.seed()
-        negatives = negative_prompts(negative_prompt, len(prompts))
-        self._warn_if_truncated(prompts + [text for text in negatives if text])
-        texts = [prompt for prompt in prompts for _ in range(num_images_per_prompt)]
-        negatives = [text for text in negatives for _ in range(num_images_per_prompt)]
-        return self._draw(texts, negatives, sampling, generator, use_diffusion)
+        return generator
 
-    def _draw(
-        self, texts: list[str], negatives: list[str], sampling: SamplingConfig, generator: torch.Generator,
-        use_diffusion: bool,
-    ) -> Iterator[Image.Image]:
-        """`iter_from_text`'s drawing, once its arguments are checked (a generator runs only when read)."""
-        batches = range(0, len(texts), IMAGE_BATCH)
+    def _in_batches(self, count: int, draw: Callable[[int, int, bool], torch.Tensor]) -> Iterator[Image.Image]:
+        """`count` pictures, `IMAGE_BATCH` at a time: `draw(start, stop, progress)` draws pictures
+        start … stop-1 (a generator: it runs only when read)."""
+        batches = range(0, count, IMAGE_BATCH)
         several = len(batches) > 1  # one bar over the batches, else the sampler's over its steps
         for start in tqdm(batches, desc="images", unit="batch", disable=not self.progress or not several):
             with self.computing():
-                pixels = self.model.generate_image_from_text(
-                    texts[start : start + IMAGE_BATCH], sampling, generator,
-                    progress=self.progress and not several, use_diffusion=use_diffusion,
-                    negative_prompts=negatives[start : start + IMAGE_BATCH],
-                )
+                pixels = draw(start, min(start + IMAGE_BATCH, count), self.progress and not several)
             yield from (to_pil(image) for image in pixels)
 
     def __call__(
@@ -334,6 +410,23 @@ class ImageTextGenerator:
             save_image(image, save_path, overwrite)
         return image
 
+    def image_to_image(
+        self,
+        image: ImageInput,
+        prompt: str,
+        strength: float = DEFAULT_STRENGTH,
+        seed: int | None = None,
+        save_path: str | os.PathLike | None = None,
+        overwrite: bool = False,
+        **options: Any,
+    ) -> Image.Image:
+        """`image` redrawn toward `prompt` (SDEdit): its latent noised to the step strength·T of
+        the schedule, then denoised with the prompt over the last int(steps·strength) steps, as
+        diffusers' img2img pipeline does. `strength` in [0, 1]: 0 gives the picture back as the
+        autoencoder reconstructs it, 1 ignores it (plain text→image, the same pixels for the same
+        seed). `save_path` and `options` as in `text_to_image`."""
+        return self.text_to_image(prompt, seed, save_path, overwrite, init_image=image, strength=strength, **options)
+
     def batch_text_to_image(
         self, texts: Sequence[str], save_dir: str | os.PathLike | None = None, **options: Any
     ) -> list[Image.Image]:
@@ -349,19 +442,23 @@ class ImageTextGenerator:
     # -- image → text ---------------------------------------------------------------------
     def generate_from_image(
         self,
-        images: Sequence[ImageInput] | ImageInput,
+        images: Sequence[ImageInput] | ImageInput | None = None,
         num_captions_per_image: int = 1,
         seed: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        *,
+        image_paths: Sequence[ImageInput] | ImageInput | None = None,
         **generation_options: Any,
     ) -> list[list[str]]:
-        """`captions[i]` are the captions of image i (paths, PIL images or arrays may be mixed).
+        """`captions[i]` are the captions of image i (paths, PIL images or arrays may be mixed;
+        `image_paths` is the design documents' name for `images`).
 
         Greedy by default; `generation_options` are transformers' GenerationConfig options:
         `num_beams` > 1 is beam search; temperature / top_k / top_p (or several captions without
         beams) sample, reproducibly when `seed` is given; repetition_penalty,
         no_repeat_ngram_size, … pass through as they are.
         """
+        images = renamed("images", images, "image_paths", image_paths)
         options = decoding_options(num_captions_per_image, generation_options | {"max_new_tokens": max_new_tokens})
         check_seed(seed)
         num_captions = options.get("num_return_sequences", 1)
@@ -422,7 +519,7 @@ class ImageTextGenerator:
         """A batch (B, 3, S, S) in [-1, 1]; every image is read and checked before any work starts."""
         if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
             images = [images]
-        if len(images) == 0:
+        if images is None or len(images) == 0:
             raise InvalidInputError("no image given")
         size = self.model.config.image_size
         pixels = []

@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from installed pack
 
 from multimodal import cli, presets  # noqa: E402
 from multimodal.config import ModelConfig, TrainConfig, model_preset, train_preset  # noqa: E402
+from multimodal.config.model import new_diffusion_config  # noqa: E402
 from multimodal.config.training import read_run_config  # noqa: E402
 from multimodal.files import input_overwritten  # noqa: E402
 from multimodal.paths import is_shard_spec  # noqa: E402
@@ -47,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from <output-dir>/latest exactly where it stopped, with the model it records "
                      "(model flags need not be repeated; one that disagrees with it is refused)")
     run.add_argument("--config", type=Path, metavar="FILE",
-                     help="config fields from a JSON or YAML file (flags given beside it override it); a run's "
-                     "<output-dir>/latest/trainer_state.json is one: --config RUN/latest/trainer_state.json "
-                     "--output-dir AGAIN replays that run")
+                     help="config fields from a JSON or YAML file (flags given beside it override it): one mapping "
+                     "of model and training fields together, as a seed design's config dict (the design documents' "
+                     "names too: vae_epochs, ldm_lr, ...), or a run's <output-dir>/latest/trainer_state.json: "
+                     "--config RUN/latest/trainer_state.json --output-dir AGAIN replays that run")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh even if <output-dir> already holds a run (its checkpoints are replaced)")
     trains = {name: train_preset(name).to_dict() | {"preset": "coco"} for name in presets.names()}  # --preset's own default
@@ -69,9 +71,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig | None, Tra
     if train_config.init_from is None:
         recorded = {k: v for k, v in model_from_file.items() if k != "bert_config"}  # BERT comes with its weights
         return model_preset(preset, **recorded | model_flags), train_config
+    if train_config.autoencoder_frozen:  # a new diffusion UNet on its frozen autoencoder: diffusion flags set it up
+        return new_diffusion_config(train_config.init_from, model_flags), train_config
     if model_flags:
         flags = ", ".join("--" + name.replace("_", "-") for name in model_flags)
-        raise ValueError(f"--init-from takes the model from {train_config.init_from}; {flags} cannot change it")
+        raise ValueError(f"--init-from fine-tunes the model of {train_config.init_from} as it is; {flags} cannot "
+                         "change it (a new diffusion UNet on its frozen autoencoder can: --autoencoder-frozen)")
     return None, train_config
 
 
@@ -86,7 +91,7 @@ def resumed_model(parser: argparse.ArgumentParser, args: argparse.Namespace, tra
         parser, lambda: resumed_model_config(state, cli.given(args, ModelConfig), cli.given(args, TrainConfig)),
         ModelConfig, TrainConfig,
     )
-    return recorded if train.init_from is None else None
+    return recorded if train.init_from is None or train.autoencoder_frozen else None
 
 
 def check_output_dir(output: Path, resume: bool, overwrite: bool) -> str | None:

@@ -3,7 +3,8 @@
     options.py    the machinery: `option(...)` fields, checks on construction, JSON round trips
     model.py      ModelConfig: what builds a GenerativeMultimodalModel (a checkpoint's config.json)
     sampling.py   SamplingConfig (how text→image draws) and InferenceConfig (what it computes in)
-    training.py   TrainConfig: how train.py trains
+    training.py   TrainConfig: how train.py trains; a whole run's flat mapping split between the two
+                  (`split_run_config`), the design documents' names for our fields (DESIGN_NAMES)
     tools.py      the configs of visualize.py, app.py, the ONNX export and the shapes-set drawing
 
 The named presets they start from are records in multimodal/presets.py. Nothing here imports
@@ -36,19 +37,21 @@ from multimodal.config.tools import EMBEDDING_MAPS, ExportConfig, ServeConfig, S
 from multimodal.config.training import (
     DATA_FIELDS,
     DATA_FORMATS,
+    DESIGN_NAMES,
     LORA_TARGETS,
     REPORT_TO,
     TRAIN_PRECISIONS,
     TrainConfig,
     default_data_dir,
+    split_run_config,
     train_preset,
 )
 
 __all__ = [
-    "DATA_FIELDS", "DATA_FORMATS", "DEFAULT_MAX_NEW_TOKENS", "EMBEDDING_MAPS", "EMBEDDING_POOLINGS", "IMAGE_ENCODERS",
-    "LATENT_REGULARIZERS", "LORA_TARGETS", "NOISE_SCHEDULES", "PRECISIONS", "PREDICTION_TYPES", "PRETRAINED_STRIDE",
-    "REPORT_TO", "SAMPLERS", "SAMPLERS_WITH_ETA", "TRAIN_PRECISIONS", "Config", "ExportConfig", "InferenceConfig",
+    "DATA_FIELDS", "DATA_FORMATS", "DEFAULT_MAX_NEW_TOKENS", "DESIGN_NAMES", "EMBEDDING_MAPS", "EMBEDDING_POOLINGS",
+    "IMAGE_ENCODERS", "LATENT_REGULARIZERS", "LORA_TARGETS", "NOISE_SCHEDULES", "PRECISIONS", "PREDICTION_TYPES",
+    "PRETRAINED_STRIDE", "REPORT_TO", "SAMPLERS", "SAMPLERS_WITH_ETA", "TRAIN_PRECISIONS", "Config", "ExportConfig", "InferenceConfig",
     "ModelConfig", "SamplingConfig", "ServeConfig", "ShapesConfig", "TrainConfig", "VisualizeConfig",
     "default_data_dir", "model_preset", "num_stride2_stages", "option", "preset_sampling", "sampling_presets",
-    "suggest", "train_preset",
+    "split_run_config", "suggest", "train_preset",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ EMBEDDING_POOLINGS = ("flatten", "mean")  # how the image embedding head reads t
 PRETRAINED_STRIDE = 32  # how much efficientnet_lite0 shrinks an image: 224 px → 7×7
 # What sits between the image encoder's features and the latent z (models/latent_regularizer.py).
 LATENT_REGULARIZERS = ("none", "kl", "vq")
+# The loss weights of the parts that learn from captions: an unconditional model has none of them.
+CAPTION_LOSS_WEIGHTS = ("contrastive_weight", "caption_weight", "fast_path_weight")
 # The sizes in a `bert_config` that build BERT's tensors (transformers' BertConfig names).
 BERT_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings")
@@ -34,30 +39,75 @@ def _json_types(hint: Any) -> tuple[type, ...]:
 
 
 MAX_IMAGE_SIZE = 1792  # 7·2^8: larger images outgrow a CPU's memory in one training batch
+# Without a latent size or downsampling factor given: the seed design's 7×7 latent at every image
+# size of 7·2^k (28, 56, 112, 224, …: every preset and checkpoint before the factor existed), else
+# the f=32 of ImageNet-shaped encoders (256 px → 8×8, 512 → 16×16).
+SEED_LATENT_SIZE = 7
+DEFAULT_DOWNSAMPLING = 32
+MIN_UNET_SIDE = 4  # the UNet halves the latent no further: a 2×2 map is all border to a 3×3 convolution
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 2 and n & (n - 1) == 0
+
+
+def latent_side(image_size: int, latent_size: int | None, downsampling_factor: int | None) -> int:
+    """The latent's side, the one rule of the sizes: image size / the image encoder's
+    downsampling factor, a power of 2 (its stride-2 stages), for any image size it divides. The
+    factor is the one given, else the one a given latent size implies; with neither, 32, except
+    at the image sizes 7·2^k, whose latent stays the seed design's 7×7 (224 → 7, 56 → 7; 256 → 8)."""
+    if downsampling_factor is not None:
+        require(_power_of_two(downsampling_factor), "downsampling_factor",
+                f"must be a power of 2 (2, 4, 8, 16, 32, …): the encoder's stride-2 stages, got {downsampling_factor}")
+        require(image_size % downsampling_factor == 0, "image_size",
+                f"must be divisible by downsampling_factor ({downsampling_factor}), got {image_size}")
+        derived = image_size // downsampling_factor
+        require(latent_size in (None, derived), "latent_size",
+                f"must be image_size / downsampling_factor ({image_size} / {downsampling_factor} = {derived}), got "
+                f"{latent_size}: give one of the two")
+        return derived
+    if latent_size is not None:
+        return latent_size
+    if image_size % SEED_LATENT_SIZE == 0 and _power_of_two(image_size // SEED_LATENT_SIZE):
+        return SEED_LATENT_SIZE
+    require(image_size >= DEFAULT_DOWNSAMPLING and image_size % DEFAULT_DOWNSAMPLING == 0, "image_size",
+            f"must be divisible by {DEFAULT_DOWNSAMPLING}, the default downsampling factor (256, 512, …), or be 7·2^k "
+            f"(56, 112, 224, …: a 7×7 latent); or give --downsampling-factor (8: 256 px → 32×32) or --latent-size, "
+            f"got {image_size}")
+    return image_size // DEFAULT_DOWNSAMPLING
 
 
 def num_stride2_stages(image_size: int, latent_size: int) -> int:
-    """How many stride-2 stages take `image_size` down to `latent_size` (image = latent * 2^k)."""
-    k, size = 0, image_size
-    while size > latent_size and size % 2 == 0:
-        size //= 2
-        k += 1
-    if size != latent_size or k == 0:
+    """How many stride-2 stages take `image_size` down to `latent_size` (image = latent * 2^k):
+    log2 of the downsampling factor, what the image encoder and decoder are built of."""
+    factor, remainder = divmod(image_size, latent_size) if latent_size >= 1 else (0, 1)
+    if remainder or not _power_of_two(factor):
         raise ConfigError(
             "image_size",
-            f"must be {latent_size}·2^k with k ≥ 1 (e.g. {latent_size * 8}, {latent_size * 16}, {latent_size * 32}), "
+            f"must be latent_size ({latent_size}) × a power of 2 (e.g. {latent_size * 8}, {latent_size * 32}), "
             f"got {image_size}",
         )
-    return k
+    return factor.bit_length() - 1
 
 
 @dataclass
 class ModelConfig(Config):
     """Everything needed to build a `GenerativeMultimodalModel`."""
 
-    image_size: int = option(224, "image side in pixels; must be 7·2^k (56, 112, 224, …)", group="images")
+    image_size: int = option(
+        224, "image side in pixels: the latent's side × the downsampling factor (224 → 7×7; 256 → 8×8, or 32×32 "
+        "with --downsampling-factor 8)", group="images",
+    )
     latent_channels: int = option(256, "channels of the shared spatial latent z", group="images")
-    latent_size: int = option(7, "side of the spatial latent z", group="images")
+    latent_size: int | None = option(
+        None, "side of the spatial latent z: image size / --downsampling-factor; given neither, 7 at the image "
+        "sizes 7·2^k (56, 112, 224, …) and image size / 32 at the others (256 px: 8)", group="images",
+    )
+    downsampling_factor: int | None = option(
+        None, "how many times the image encoder shrinks the image's side, a power of 2 (its stride-2 stages): the "
+        "latent's side is image size / it; unless given, what --latent-size implies",
+        group="images",
+    )
     image_encoder: str = option(
         "simple_cnn", "image encoder: the small CNN from scratch, a ResNet-50 trunk, or EfficientNet-Lite0 with "
         "ImageNet weights (image size 32 × latent size: 224 px for 7×7)", group="images", choices=IMAGE_ENCODERS,
@@ -115,9 +165,10 @@ class ModelConfig(Config):
     unet_width: int = option(256, "channels of the diffusion UNet", group="diffusion")
     unet_blocks: int = option(2, "residual blocks on each side of the UNet", group="diffusion")
     unet_heads: int = option(4, "attention heads in the UNet", group="diffusion")
-    attention_resolutions: str = option(
-        "7", "comma-separated sides at which the UNet attends; it halves the latent while the side is even (a "
-        "14×14 latent: levels 14 and 7), and each must be one of those levels", group="diffusion",
+    attention_resolutions: str | None = option(
+        None, "comma-separated sides at which the UNet attends (unless given: its lowest level); it halves the latent "
+        f"while the side is even and the half at least {MIN_UNET_SIDE} (a 14×14 latent: levels 14 and 7; 32×32: 32, "
+        "16, 8 and 4), and each must be one of those levels", group="diffusion",
     )
     num_timesteps: int = option(1000, "diffusion training timesteps", group="diffusion")
     noise_schedule: str = option("cosine", "beta schedule of the noise", group="diffusion", choices=NOISE_SCHEDULES)
@@ -125,7 +176,10 @@ class ModelConfig(Config):
         "v", "what the UNet predicts: the noise, the velocity v or the clean latent", group="diffusion",
         choices=PREDICTION_TYPES,
     )
-    cond_drop: float = option(0.1, "fraction of captions dropped in training, for guidance", group="diffusion")
+    cond_drop: float = option(
+        0.1, "fraction of captions dropped in training, for guidance; 1: an unconditional model, which learns from no "
+        "caption (what training on an images-only data set makes)", group="diffusion",
+    )
     latent_stats_momentum: float = option(0.01, "momentum of the running latent statistics", group="diffusion")
 
     init_logit_scale: float = option(1 / 0.07, "initial contrastive inverse temperature", group="losses")
@@ -162,16 +216,31 @@ class ModelConfig(Config):
                     f"must be {' or '.join(JSON_NAMES[t] for t in wanted)}, got {value!r}")
         return super().from_dict(values)
 
+    def __post_init__(self) -> None:
+        """The sizes a config leaves to their rule are settled first (`latent_side`, the lowest
+        level for attention), so that a config and its config.json always name them."""
+        self.latent_size = latent_side(self.image_size, self.latent_size, self.downsampling_factor)
+        if self.attention_resolutions is None and self.latent_size >= 1:
+            self.attention_resolutions = str(self.unet_levels[-1])
+        super().__post_init__()
+
     def validate(self) -> None:
         require(self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         num_stride2_stages(self.image_size, self.latent_size)
+        require(self.image_encoder != "efficientnet_lite0" or self.downsampling_factor in (None, PRETRAINED_STRIDE),
+                "downsampling_factor", f"must be {PRETRAINED_STRIDE} for efficientnet_lite0 (its fixed stride; simple_cnn "
+                f"takes any), got {self.downsampling_factor}")
         require(
             self.image_encoder != "efficientnet_lite0" or self.image_size == PRETRAINED_STRIDE * self.latent_size,
             "image_size",
             f"must be {PRETRAINED_STRIDE} × latent_size ({PRETRAINED_STRIDE * self.latent_size}) for "
             f"efficientnet_lite0, got {self.image_size}",
         )
-        require(0.0 <= self.cond_drop < 1.0, "cond_drop", f"must be in [0, 1), got {self.cond_drop}")
+        require(0.0 <= self.cond_drop <= 1.0, "cond_drop", f"must be in [0, 1], got {self.cond_drop}")
+        if self.unconditional:
+            learning = [name for name in CAPTION_LOSS_WEIGHTS if getattr(self, name) > 0]
+            require(not learning, "cond_drop", f"1 makes an unconditional model, which learns from no caption: "
+                    f"{', '.join(learning)} must be 0 too (`without_captions()` sets them all)")
         require(
             self.max_caption_length >= self.max_text_length,
             "max_caption_length",
@@ -210,8 +279,10 @@ class ModelConfig(Config):
             raise ConfigError("attention_resolutions", f"must be comma-separated sides among {wanted}, "
                               f"got {self.attention_resolutions!r}") from None
         for side in attending:
+            larger = " (a larger latent has larger ones: --downsampling-factor, --latent-size)" * (side > levels[0])
             require(side in levels, "attention_resolutions",
-                     f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent ({wanted})")
+                     f"{side} is not a level of the UNet over a {self.latent_size}×{self.latent_size} latent "
+                     f"({wanted}){larger}")
 
     def _validate_text_encoder(self) -> None:
         """A `text_encoder` whose weights will be loaded is a folder here or a name in the local Hub
@@ -243,16 +314,57 @@ class ModelConfig(Config):
 
     @property
     def unet_levels(self) -> list[int]:
-        """The sides the UNet works at: the latent's, halved while it is even."""
+        """The sides the UNet works at: the latent's, halved while it is even and the half at
+        least MIN_UNET_SIDE (7·2^k latents end at 7, as they always did)."""
         levels = [self.latent_size]
-        while levels[-1] % 2 == 0:
+        while levels[-1] % 2 == 0 and levels[-1] // 2 >= MIN_UNET_SIDE:
             levels.append(levels[-1] // 2)
         return levels
+
+    @property
+    def unconditional(self) -> bool:
+        """Trained on images alone: the diffusion model only ever saw the null condition, and the
+        parts that learn from captions (the embedding heads, the caption decoder, the fast path)
+        never learned. It draws from no prompt."""
+        return self.cond_drop == 1.0
+
+    def without_captions(self) -> "ModelConfig":
+        """This model for a data set without captions (images-only): every caption dropped (the
+        diffusion condition always the null one) and the losses that need captions left out. The
+        one place an unconditional model is made."""
+        return self.replace(cond_drop=1.0, **dict.fromkeys(CAPTION_LOSS_WEIGHTS, 0.0))
 
     @property
     def attention_resolutions_list(self) -> list[int]:
         return [int(side) for side in self.attention_resolutions.split(",") if side.strip()]
 
+
+
+# The fields a new diffusion UNet on a trained model's frozen autoencoder may set anew (--autoencoder-frozen).
+DIFFUSION_FIELDS = tuple(field.name for field in dataclasses.fields(ModelConfig) if field.metadata["group"] == "diffusion")
+
+
+def new_diffusion_config(checkpoint: str | os.PathLike, given: dict[str, Any]) -> ModelConfig:
+    """The model of a run that trains a new diffusion UNet on the frozen autoencoder of the trained
+    model at `checkpoint` (--autoencoder-frozen): that model's config.json, with the diffusion
+    fields `given` (the noise schedule, the UNet's size, …). Any other field given is a ValueError
+    naming its flag: the rest of the model is the checkpoint's. Reads no tensor."""
+    from multimodal.errors import CheckpointError
+    from multimodal.paths import CONFIG_NAME, resolve_checkpoint
+
+    other = [name for name in given if name not in DIFFUSION_FIELDS]
+    if other:
+        flags = ", ".join("--" + name.replace("_", "-") for name in other)
+        raise ValueError(f"--autoencoder-frozen keeps every part of {checkpoint} but its diffusion UNet; {flags} "
+                         f"cannot change it (the diffusion flags can: --noise-schedule, --prediction-type, …)")
+    path = resolve_checkpoint(checkpoint) / CONFIG_NAME
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} cannot be read: {error}") from None
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{path} is not a model config: a JSON object is expected")
+    return ModelConfig.from_dict(recorded | given)
 
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:

@@ -22,6 +22,13 @@ DEFAULT_MAX_NEW_TOKENS = 30  # the longest caption generation writes by default,
 # batch however many are asked. A multiple of 16: torch's CPU generator draws normal noise in
 # blocks of 16 numbers, so batches in turn draw exactly the starting noise one batch of all would.
 IMAGE_BATCH = 16
+# The fields that steer a picture toward its prompt: without a prompt (unconditional generation)
+# they have nothing to steer toward.
+PROMPT_FIELDS = ("guidance_scale", "guidance_rescale", "num_candidates", "caption_guidance", "caption_guidance_steps")
+# Image-to-image (SDEdit): how much of the denoising schedule redraws the input picture. An
+# argument beside the SamplingConfig, not a field of it, as diffusers' img2img pipeline takes it:
+# it means nothing without an input picture, and a SamplingConfig is how every drawing samples.
+DEFAULT_STRENGTH = 0.6
 
 
 @dataclass
@@ -97,6 +104,14 @@ class InferenceConfig(Config):
         "pixels); bf16 on a CPU without bf16 units is emulated and slow", group="model and device",
         choices=PRECISIONS,
     )
+
+
+def check_strength(strength: float) -> float:
+    """An image-to-image strength, checked: the share of the schedule that redraws the input, 0
+    (the input's reconstruction) to 1 (pure noise: text→image)."""
+    require(isinstance(strength, (int, float)) and not isinstance(strength, bool) and 0 <= strength <= 1,
+            "strength", f"must be in [0, 1], got {strength}")
+    return float(strength)
 
 
 def preset_sampling(preset: str | None) -> SamplingConfig:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from multimodal import presets
 from multimodal.adapters.targets import LORA_TARGETS
+from multimodal.config.model import ModelConfig
 from multimodal.config.options import Config, option, require, suggest
 from multimodal.config.sampling import PRECISIONS
 from multimodal.paths import is_link_loop
 
 TRAIN_PRECISIONS = PRECISIONS  # fp16 trains with loss scaling (torch.amp.GradScaler)
 # The dataset layouts --data-dir may hold (multimodal/data/layouts.py reads them); auto detects one.
-DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet", "karpathy")
+DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdataset", "parquet", "karpathy",
+                "images-only")
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 MAX_LORA_RANK = 512  # wider than any layer it adapts: a low-rank adapter no more
@@ -36,8 +38,11 @@ class TrainConfig(Config):
         "('shards/{000000..000099}.tar' or a folder of .tar) (default: data/coco/coco2017, or data/<preset> "
         "for a built-in set)", group="data",
     )
-    data_format: str = option("auto", "layout of --data-dir; auto: detected from its files", group="data",
-                              choices=DATA_FORMATS)
+    data_format: str = option(
+        "auto", "layout of --data-dir; auto: detected from its files (images-only: a folder of images and no caption "
+        "file of any kind, which trains the autoencoder and an unconditional diffusion model)", group="data",
+        choices=DATA_FORMATS,
+    )
     caption_column: str = option("text", "metadata column (or WebDataset .json key) that holds the captions",
                                  group="data")
     image_column: str = option("file_name", "metadata column that names the image file", group="data")
@@ -86,8 +91,10 @@ class TrainConfig(Config):
     )
     discriminator_width: int = option(64, "channels of the discriminator's first layer; doubles per layer",
                                       group="autoencoder")
-    epochs: int = option(20, "passes over the training images (the first stage when --diffusion-epochs is set)",
-                         group="schedule")
+    epochs: int = option(
+        20, "passes over the training images (the first stage when --diffusion-epochs is set; 0: none, so that only "
+        "the autoencoder stage or, on a trained --init-from model, the diffusion stage trains)", group="schedule",
+    )
     diffusion_epochs: int = option(
         0, "then train the diffusion UNet alone this many epochs, on the frozen encoders (0: all parts jointly)",
         group="schedule",
@@ -161,6 +168,12 @@ class TrainConfig(Config):
         "embedding heads and the fast path; '+NAMES' adds NAMES to the default. The caption decoder's rows for "
         "the captions' words always learn", group="fine-tuning",
     )
+    autoencoder_frozen: bool = option(
+        False, "with --init-from RUN: keep RUN's autoencoder (the image encoder's latent path and the image decoder) "
+        "frozen in every stage and train a new diffusion UNet on its latent, which the diffusion flags may set up "
+        "anew (--noise-schedule, --prediction-type, --unet-width, …); with --epochs 0 --diffusion-epochs N only the "
+        "UNet and the fast path train (a diffusion model trained apart from its autoencoder)", group="fine-tuning",
+    )
     replay_images: int = option(
         0, "fine-tune: mix this many images of the data the --init-from checkpoint was trained on (as it records "
         "it; --replay-data names another set) into the training split, so what the model knew stays known",
@@ -172,7 +185,7 @@ class TrainConfig(Config):
     )
 
     def validate(self) -> None:
-        for name, least in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
+        for name, least in (("epochs", 0), ("batch_size", 1), ("grad_accum", 1), ("save_every", 1),
                             ("max_nonfinite_steps", 1), ("log_every", 1), ("diffusion_epochs", 0), ("keep_last", 0),
                             ("text_cache_mb", 1), ("replay_images", 0), ("autoencoder_epochs", 0),
                             ("discriminator_start", 0), ("discriminator_width", 1)):
@@ -185,6 +198,18 @@ class TrainConfig(Config):
         for name in ("learning_rate", "diffusion_learning_rate", "autoencoder_learning_rate"):
             value = getattr(self, name)
             require(value is None or (value > 0 and math.isfinite(value)), name, f"must be above 0, got {value}")
+        require(self.epochs > 0 or self.autoencoder_epochs > 0 or self.diffusion_epochs > 0, "epochs",
+                "is 0 and so are --autoencoder-epochs and --diffusion-epochs: nothing would train")
+        require(self.epochs > 0 or self.diffusion_epochs == 0 or self.autoencoder_epochs > 0 or self.init_from,
+                "epochs", "0 leaves the encoders as they start, and a diffusion stage on them would learn a random "
+                "latent: give --init-from RUN (a trained run's) or --autoencoder-epochs N")
+        require(not self.autoencoder_frozen or self.init_from is not None, "autoencoder_frozen",
+                "needs --init-from RUN: the trained run whose autoencoder it keeps")
+        require(not (self.autoencoder_frozen and self.autoencoder_epochs), "autoencoder_frozen",
+                "keeps the --init-from autoencoder as it is: leave out --autoencoder-epochs")
+        require(not (self.autoencoder_frozen and self.lora_rank), "autoencoder_frozen",
+                "trains a new diffusion UNet, which has no trained weights for adapters to fine-tune: leave out "
+                "--lora-rank")
         require(self.consistency_weight == 0 or self.diffusion_epochs > 0, "consistency_weight",
                 "needs --diffusion-epochs N: the caption decoder that judges the UNet is trained in the first stage")
         for name in ("weight_decay", "warmup_epochs", "perceptual_weight", "adversarial_weight", "consistency_weight"):
@@ -232,12 +257,47 @@ def default_data_dir(preset: str) -> Path:
     return Path(presets.get(preset).data_dir)
 
 
+# The design documents' names for our config fields, where theirs differ (a flag's "-" and "_" are
+# one): a --config key or a command-line flag in their words sets the field named here. The one table
+# of them; multimodal/cli.py turns it into flags.
+DESIGN_NAMES = {
+    "vae_epochs": "autoencoder_epochs",
+    "vae_lr": "autoencoder_learning_rate",
+    "vae_batch_size": "batch_size",  # one batch size serves every stage
+    "ldm_epochs": "diffusion_epochs",
+    "ldm_lr": "diffusion_learning_rate",
+    "num_embeddings": "codebook_size",
+    "commitment_cost": "vq_commitment",
+    "latent_dim": "latent_channels",
+    "noise_steps": "num_timesteps",
+}
+
+
+def split_run_config(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ModelConfig fields, TrainConfig fields) of one flat mapping of a whole run's settings, as
+    the seed design writes its config dict: each key goes to the config that has that field, a
+    design document's name (DESIGN_NAMES) as ours. A ValueError names an unknown key, or two keys
+    that set the same field."""
+    model_fields, train_fields = set(ModelConfig.field_names()), set(TrainConfig.field_names())
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for key, value in values.items():
+        name = DESIGN_NAMES.get(key, key)
+        if name in model or name in train:
+            other = next(k for k in values if DESIGN_NAMES.get(k, k) == name)
+            raise ValueError(f"keys {other!r} and {key!r} both set {name}")
+        if name not in model_fields | train_fields:
+            known = sorted(model_fields | train_fields | set(DESIGN_NAMES))
+            raise ValueError(f"unknown key {key!r}{suggest(key, known)}")
+        (model if name in model_fields else train)[name] = value
+    return model, train
+
+
 def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(TrainConfig fields, ModelConfig fields) of a run configuration file: JSON or YAML, either
     what a run records (a trainer_state.json, whose train_config and model_config replay it) or
-    one mapping of both configs' fields. Unknown keys are refused with their name."""
-    from multimodal.config.model import ModelConfig
-
+    one flat mapping of both configs' fields (`split_run_config`). Unknown keys are refused with
+    their name."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -255,17 +315,15 @@ def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(f"--config {path} cannot be read: {str(error).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path} must hold a mapping of config fields, not {type(values).__name__}")
-    if "train_config" in values:  # a trainer_state.json: the rest is the run's progress, not its configuration
-        train, model = values["train_config"], values.get("model_config") or {}
-        if not isinstance(train, dict) or not isinstance(model, dict):
-            raise ValueError(f"--config {path}: train_config and model_config must be mappings")
-    else:
-        model_fields = set(ModelConfig.field_names())
-        train = {k: v for k, v in values.items() if k not in model_fields}
-        model = {k: v for k, v in values.items() if k in model_fields}
-    known = TrainConfig.field_names() + ModelConfig.field_names()
-    for config_class, fields in ((TrainConfig, train), (ModelConfig, model)):
-        unknown = [name for name in fields if name not in config_class.field_names()]
-        if unknown:
-            raise ValueError(f"--config {path}: unknown key {unknown[0]!r}{suggest(unknown[0], known)}")
+    try:
+        if "train_config" in values:  # a trainer_state.json: the rest is the run's progress, not its configuration
+            train, model = values["train_config"], values.get("model_config") or {}
+            if not isinstance(train, dict) or not isinstance(model, dict):
+                raise ValueError("train_config and model_config must be mappings")
+            TrainConfig.check_names(train)
+            ModelConfig.check_names(model)
+        else:
+            model, train = split_run_config(values)
+    except ValueError as error:
+        raise ValueError(f"--config {path}: {error}") from None
     return train, model

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from multimodal.data.caption_dataset import IMAGE_ERRORS, none_readable, why_unreadable
-from multimodal.data.layouts import Problem, is_held_out, read_layout, resolve_format
+from multimodal.data.layouts import CAPTIONLESS, Problem, is_held_out, read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 
 
@@ -147,6 +147,7 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
             for split, records in layout.splits.items():
                 counts = report.splits.setdefault(split, SplitCounts())
                 for path, captions in zip(records.paths, records.captions):
+                    captions = [] if name in CAPTIONLESS else captions  # the empty caption is no caption
                     _count(report, counts, path, captions, open_images and _unreadable(path))
     except DatasetLayoutError as error:  # not the layout at all: the one problem to report
         report.splits.clear()  # counted only partly
@@ -157,7 +158,8 @@ def check(data_dir: str | os.PathLike, data_format: str = "auto", caption_column
             report.problems.append(Problem(str(data_dir), none_readable(counts.unreadable, f"the {split} split",
                                                                         counts.first_unreadable, hint="")))
         elif counts.images == 0 and report.trains:
-            report.problems.append(Problem(str(data_dir), f"no readable captioned image in the {split} split"))
+            what = "image" if report.layout in CAPTIONLESS else "captioned image"
+            report.problems.append(Problem(str(data_dir), f"no readable {what} in the {split} split"))
     return report
 
 
@@ -181,7 +183,12 @@ def format_report(data_dir: str | os.PathLike, report: Report, data_format: str 
         held = f", held out: --val-fraction of the {names}" if split == "val" and report.held_out else ""
         spread = f" ({min(per)}–{max(per)} per image, mean {sum(per) / len(per):.1f})" if per else ""
         files = f", from {counts.rows} rows in {counts.files} file{'s' * (counts.files > 1)}" if counts.files else ""
-        lines.append(f"  {split}: {counts.images} images, {sum(per)} captions{spread}{files}{held}")
+        captions = "no captions" if report.layout in CAPTIONLESS else f"{sum(per)} captions{spread}"
+        lines.append(f"  {split}: {counts.images} images, {captions}{files}{held}")
+    if report.layout in CAPTIONLESS:
+        images = sum(counts.images for counts in report.splits.values())
+        lines.append(f"{report.layout}: {images} images, no captions — trains the autoencoder and an unconditional "
+                     "diffusion model")
     lengths = token_lengths(report.caption_texts)
     if lengths:
         lines.append(f"  caption length in tokens: min {min(lengths)}, median {statistics.median(lengths):g}, "

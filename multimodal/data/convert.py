@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 from PIL import Image
 
 from multimodal.data.caption_dataset import IMAGE_ERRORS
-from multimodal.data.layouts import read_layout, resolve_format
+from multimodal.data.layouts import CAPTIONLESS, read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 from multimodal.files import input_overwritten
 
@@ -38,6 +38,9 @@ def _source_samples(src: str, split: str, data_format: str, caption_column: str,
                     val_fraction: float) -> Iterator[Sample]:
     """Each image of `split` of `src` as a Sample, in order."""
     layout = resolve_format(src, data_format)
+    if layout in CAPTIONLESS:
+        raise DatasetLayoutError(f"{src} holds images without captions; the layouts convert writes pair each image "
+                                 "with its captions (train on the folder as it is)")
     if layout == "webdataset":
         from multimodal.data.webdataset_source import (CAPTION_KEYS, IMAGE_KEYS, WebDatasetSource, captions_of,
                                                        sample_id, scan_shard)

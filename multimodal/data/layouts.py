@@ -10,6 +10,8 @@
                   sets (multimodal/data/parquet_source.py streams them)
     karpathy      dataset_coco.json (Karpathy's split: train + restval, val, test) beside COCO's
                   image folders (multimodal/data/karpathy.py)
+    images-only   images and no caption file of any kind (or train/ and val/ folders of them):
+                  each image has the empty caption, and a run on them is unconditional
 
 Every reader gives the same thing, `CaptionRecords` for a train and a val split, and lists
 what is wrong as `Problem`s with their file and line: fatal ones (the set would not train as
@@ -41,6 +43,14 @@ from multimodal.paths import is_shard_spec
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VAL_FOLDERS = ("validation", "val", "test")  # the first one present is the validation split
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+# The layouts whose images have no captions: each has the one caption NO_CAPTION, and training on
+# them makes an unconditional model (multimodal/training/trainer.py).
+CAPTIONLESS = ("images-only",)
+NO_CAPTION = ""
+# Files that may hold captions: a folder with any of them is detected as images-only never, so that
+# captions laid out in no layout this reads are named as such, not silently trained without.
+CAPTION_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".tar", ".yaml", ".yml",
+                    ".xml", ".caption", ".cap")
 EXPECTED = (
     "expected one of: COCO (annotations/captions_train2017.json and train2017/), an image folder with "
     "metadata.jsonl or metadata.csv, paired NAME.jpg + NAME.txt files, images/1.jpg… with captions.txt, "
@@ -100,7 +110,16 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     for folder in (root, root / "train"):
         if folder.is_dir() and any(_is_image(p) and p.with_suffix(".txt").is_file() for p in folder.iterdir()):
             return "paired"
-    empty = "is empty" if not any(root.iterdir()) else "holds no dataset layout this reads"
+    files = [Path(current, name) for current, _, names in os.walk(root) for name in names]
+    images = sum(path.suffix.lower() in IMAGE_SUFFIXES for path in files)
+    captions = next((path for path in files if path.suffix.lower() in CAPTION_SUFFIXES), None)
+    if images and captions is None:
+        return "images-only"
+    if images:
+        raise DatasetLayoutError(f"{root} holds images and {captions.relative_to(root)}, but in no dataset layout "
+                                 f"this reads; {EXPECTED} (to train on the images alone, without captions: "
+                                 "--data-format images-only)")
+    empty = "is empty" if not files else "holds no dataset layout this reads"
     raise DatasetLayoutError(f"{root} {empty}; {EXPECTED}")
 
 
@@ -172,10 +191,11 @@ def _add_split(layout: Layout, root: Path, train_dir: Path, val_dir: Path | None
     else:
         layout.splits["train"] = train
         layout.splits["val"], layout.num_missing["val"] = read(val_dir)
+    what = "image" if layout.name in CAPTIONLESS else "captioned image"
     for split, records in layout.splits.items():
         if not records.paths and not any(p.fatal for p in layout.problems):
             folder = val_dir if split == "val" and val_dir else train_dir
-            layout.problems.append(Problem(str(folder), f"no captioned image for the {split} split"))
+            layout.problems.append(Problem(str(folder), f"no {what} for the {split} split"))
 
 
 def _caption_list(cell: Any, csv_cell: bool) -> list[str] | str:
@@ -339,6 +359,15 @@ def read_captions_txt(root: Path, problems: list[Problem]) -> tuple[CaptionRecor
     return records, num_missing
 
 
+def read_images_split(folder: Path, skip: tuple[Path, ...] = ()) -> tuple[CaptionRecords, int]:
+    """Every image under `folder` (leaving out the `skip` folders), each with the one caption
+    NO_CAPTION: the images-only layout, whose caption files, if any, are not read."""
+    records = CaptionRecords()
+    for path in _images_under(folder, skip):
+        records.add(str(path), [NO_CAPTION])
+    return records, 0
+
+
 def read_layout(data_dir: str | os.PathLike, data_format: str = "auto", caption_column: str = "text",
                 image_column: str = "file_name", val_fraction: float = 0.05) -> Layout:
     """The train and val records of a folder in any layout but the streamed ones (webdataset,
@@ -382,6 +411,12 @@ def read_layout(data_dir: str | os.PathLike, data_format: str = "auto", caption_
 
         train_dir, val_dir = _split_folders(root, has_pairs)
         _add_split(layout, root, train_dir, val_dir, lambda folder: read_paired_split(folder, problems), val_fraction)
+    elif name == "images-only":
+        def has_images(folder: Path) -> bool:
+            return folder.is_dir() and next(_images_under(folder), None) is not None
+
+        train_dir, val_dir = _split_folders(root, has_images)
+        _add_split(layout, root, train_dir, val_dir, read_images_split, val_fraction)
     else:  # captions-txt
         for needed in (root / "captions.txt", root / "images"):
             if not needed.exists():

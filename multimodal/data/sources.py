@@ -10,11 +10,17 @@ import torch
 
 from multimodal.data.caption_dataset import CaptionDataset
 from multimodal.data.coco import CocoCaptionDataset
-from multimodal.data.layouts import read_layout, resolve_format
+from multimodal.data.layouts import CAPTIONLESS, read_layout, resolve_format
 from multimodal.errors import DatasetLayoutError
 
 # The layouts read as streams, never all at once: what per-image options cannot apply to.
 STREAMED = {"webdataset": "WebDataset shards", "parquet": "parquet files"}
+
+
+def has_captions(data_dir: str | os.PathLike, data_format: str = "auto") -> bool:
+    """Whether the data set's images come with captions: on one without (the images-only layout)
+    a run trains the autoencoder and an unconditional diffusion model. Reads no image."""
+    return resolve_format(data_dir, data_format) not in CAPTIONLESS
 
 
 def open_split(

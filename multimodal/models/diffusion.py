@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from multimodal.config import ModelConfig, SamplingConfig
+from multimodal.config.sampling import check_strength
 from multimodal.errors import ConfigError
 from multimodal.models.unet import ConditionalUNet2D
 
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
+DESIGN_DOWNSAMPLING = 32  # the seed design's encoder: 224 px → 7×7 (LatentDiffusionUNet's image side)
 
 Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (pooled text embedding, token states, their mask)
 # log p(prompt | z) of each row of a batch of (denormalised) clean latents z: what caption guidance climbs.
@@ -228,13 +230,22 @@ class LatentDiffusion(nn.Module):
         on_step: Callable[[torch.Tensor], None] | None = None,
         negative: Condition | None = None,
         judge: CaptionJudge | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
         """Denoise from pure noise to a latent z (denormalised, ready for the image decoder), one
         per row of `condition`. The noise is drawn on `generator` (a CPU generator), so a seed
         gives the same result on every device. `progress`: a bar over the steps; `on_step` gets
         the (denormalised) latent after each step, to watch the trajectory; `negative`: the
         condition guidance steers away from instead of the null one (`guidance_condition`).
-        `judge` with `sampling.caption_guidance` > 0: caption guidance (`_toward_caption`)."""
+        `judge` with `sampling.caption_guidance` > 0: caption guidance (`_toward_caption`).
+
+        `init` (denormalised latents, one per row): image-to-image (SDEdit). As diffusers' img2img
+        pipeline does (`get_timesteps`), of the S steps only the last int(S·strength) run, from
+        `init` normalised and noised to the first of them by the scheduler's own `add_noise`.
+        Strength 1 starts from the pure noise text→image starts from (diffusers' inpainting
+        pipeline: `is_strength_max`), drawn first in both, so the two give the same latent;
+        strength 0 runs no step and returns `init` itself."""
         if sampling.num_inference_steps > self.config.num_timesteps:
             raise ConfigError(
                 "num_inference_steps",
@@ -245,12 +256,21 @@ class LatentDiffusion(nn.Module):
         device = condition[0].device
         scheduler.set_timesteps(sampling.num_inference_steps, device=device)
         c, s = self.config.latent_channels, self.config.latent_size
-        x = torch.randn((condition[0].shape[0], c, s, s), generator=generator, dtype=torch.float32)
-        x = x.to(device) * scheduler.init_noise_sigma
+        noise = torch.randn((condition[0].shape[0], c, s, s), generator=generator, dtype=torch.float32).to(device)
+        timesteps = scheduler.timesteps
+        x = noise * scheduler.init_noise_sigma
+        if init is not None and check_strength(strength) < 1:
+            start = (sampling.num_inference_steps - int(sampling.num_inference_steps * strength)) * scheduler.order
+            timesteps = timesteps[start:]
+            if len(timesteps) == 0:
+                return init
+            if hasattr(scheduler, "set_begin_index"):  # multistep solvers count their steps from here
+                scheduler.set_begin_index(start)
+            x = scheduler.add_noise(self.normalize(init.float()), noise, timesteps[:1].expand(len(noise)))
         step_options = {"eta": sampling.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
         guided_condition = self.guidance_condition(condition, sampling.guidance_scale, negative)
         guided_steps = sampling.caption_guidance_steps or sampling.num_inference_steps
-        for index, t in enumerate(tqdm(scheduler.timesteps, desc=f"{sampling.sampler} sampling", unit="step",
+        for index, t in enumerate(tqdm(timesteps, desc=f"{sampling.sampler} sampling", unit="step",
                                        disable=not progress)):
             if judge is not None and sampling.caption_guidance > 0 and index < guided_steps:
                 x = self._toward_caption(x, t, scheduler, guided_condition, sampling, judge)
@@ -279,4 +299,35 @@ class LatentDiffusion(nn.Module):
         return (x + sampling.caption_guidance * gradient).detach()
 
 
-LatentDiffusionUNet = LatentDiffusion  # the name the seed design gave this part
+class LatentDiffusionUNet(LatentDiffusion):
+    """`LatentDiffusion` under the name the seed design gave this part, also built from its
+    keywords: `LatentDiffusionUNet(latent_channels=256, latent_size=7, condition_dim=512,
+    num_timesteps=1000)`. Those make the ModelConfig it is built from (condition_dim is the pooled
+    text embedding's size, `embed_dim`; `context_dim`, the width of the token states its
+    cross-attention reads, defaults to it), with any other ModelConfig field by name and the
+    rest the defaults; the image side is the one the design's f=32 encoder (or the
+    downsampling_factor given) gives that latent.
+    `LatentDiffusionUNet(config, context_dim)` is `LatentDiffusion(config, context_dim)`."""
+
+    def __init__(
+        self,
+        config: ModelConfig | None = None,
+        context_dim: int | None = None,
+        *,
+        latent_channels: int | None = None,
+        latent_size: int | None = None,
+        condition_dim: int | None = None,
+        num_timesteps: int | None = None,
+        **fields: Any,
+    ) -> None:
+        named = {"latent_channels": latent_channels, "latent_size": latent_size, "embed_dim": condition_dim,
+                 "num_timesteps": num_timesteps}
+        fields = {name: value for name, value in named.items() if value is not None} | fields
+        if config is not None and fields:
+            raise TypeError(f"give a ModelConfig or its fields by name, not both (got {', '.join(fields)})")
+        if config is None:
+            if "latent_size" in fields and "image_size" not in fields:
+                factor = fields.get("downsampling_factor") or DESIGN_DOWNSAMPLING
+                fields = {"image_size": factor * fields["latent_size"]} | fields
+            config = ModelConfig.from_dict(fields)
+        super().__init__(config, config.embed_dim if context_dim is None else context_dim)

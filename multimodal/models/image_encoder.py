@@ -58,7 +58,8 @@ STAGE_LAYERS = 4  # a SimpleCNN stage: strided conv, norm, SiLU, residual block
 
 
 class SimpleCNN(nn.Module):
-    """k stride-2 stages (k = log2(image_size / 7)), each a strided conv and a residual block."""
+    """k stride-2 stages (k = log2 of the downsampling factor, image_size / latent_size), each a strided
+    conv and a residual block."""
 
     gradient_checkpointing = False  # set by ImageEncoder.set_gradient_checkpointing
 

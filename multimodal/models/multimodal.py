@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from torch import nn
 from multimodal import hub
 from multimodal.captions import clean_caption
 from multimodal.config import ModelConfig, SamplingConfig
+from multimodal.config.sampling import DEFAULT_STRENGTH
 from multimodal.errors import CheckpointError
 from multimodal.losses import ContrastiveLoss
 from multimodal.model_card import write_model_card
@@ -80,6 +82,11 @@ class GenerativeMultimodalModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def latent_diffusion(self) -> LatentDiffusion:
+        """`diffusion` under the architecture document's name (the same module, not a copy)."""
+        return self.diffusion
 
     # -- training -------------------------------------------------------------------------
     def set_gradient_checkpointing(self, on: bool) -> None:
@@ -152,8 +159,7 @@ class GenerativeMultimodalModel(nn.Module):
                 if text_states is None:
                     text_states = self.text_encoder.token_states(input_ids, attention_mask)
                 text_embedding = self.text_encoder.project(text_states, attention_mask)
-        if self.training and self.diffusion.track_latent_stats:
-            self.diffusion.update_latent_stats(z.detach())
+        self._track_latent_stats(z)
 
         out: dict[str, torch.Tensor] = {name: value for name, value in terms.items() if name != "latent"}
         if "latent" in weights:
@@ -214,17 +220,51 @@ class GenerativeMultimodalModel(nn.Module):
         """How many tokens of each caption the decoder predicts (after [CLS], within its length)."""
         return attention_mask[:, 1 : self.caption_decoder.max_length].sum(dim=1).clamp(min=1)
 
+    def _track_latent_stats(self, z: torch.Tensor) -> None:
+        """In training, move the latent statistics toward this batch's latents."""
+        if self.training and self.diffusion.track_latent_stats:
+            self.diffusion.update_latent_stats(z.detach())
+
     def compute_diffusion_loss(
         self,
-        images: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         text_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The diffusion loss alone for a batch of (image, caption) pairs, the encoders run
-        without gradients: to measure the UNet on data of one's own, or to train it alone. (The
-        trainer's diffusion stage asks `forward` for this loss and the fast path's together.)"""
-        return self(images, input_ids, attention_mask, text_states, loss_weights={"diffusion": 1.0})["diffusion"]
+        """The diffusion loss alone for a batch of (image, text) pairs, the encoders run without
+        gradients: to measure the UNet on data of one's own, or to train it alone. (The trainer's
+        diffusion stage asks `forward` for this loss and the fast path's together.)
+
+        `image_features`: images (B, 3, image_size, image_size) in [-1, 1], or their latents z
+        (B, latent_channels, latent_size, latent_size) when the caller has them. `text_features`:
+        token ids (B, L), with their `attention_mask` (default: every token but padding) and BERT's
+        `text_states` when cached; or pooled text embeddings (B, embed_dim), read as
+        `embedding_condition` says."""
+        images, latents = self._images_or_latents(image_features)
+        if not text_features.is_floating_point():
+            if attention_mask is None:
+                attention_mask = (text_features != self.tokenizer.pad_token_id).long()
+            return self(images, text_features, attention_mask, text_states, loss_weights={"diffusion": 1.0},
+                        latents=latents)["diffusion"]
+        if attention_mask is not None or text_states is not None:
+            raise ValueError("text embeddings have no tokens: attention_mask and text_states go with token ids")
+        with torch.no_grad():
+            z = self.image_encoder.encode(images) if latents is None else latents
+        self._track_latent_stats(z)
+        return self.diffusion.training_step(z, *self.embedding_condition(text_features.detach())).loss
+
+    def _images_or_latents(self, features: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(images, None) or (None, latents), told apart by their shape."""
+        c = self.config
+        if features.dim() == 4 and features.shape[1:] == (3, c.image_size, c.image_size):
+            return features, None
+        if features.dim() == 4 and features.shape[1:] == (c.latent_channels, c.latent_size, c.latent_size):
+            return None, features
+        raise ValueError(
+            f"expected images (B, 3, {c.image_size}, {c.image_size}) or latents (B, {c.latent_channels}, "
+            f"{c.latent_size}, {c.latent_size}), got shape {tuple(features.shape)}"
+        )
 
     # -- encoding -------------------------------------------------------------------------
     def text_condition(self, texts: list[str]) -> Condition:
@@ -232,6 +272,18 @@ class GenerativeMultimodalModel(nn.Module):
         tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(texts).items()}
         states, embedding = self.text_encoder(**tokens)
         return embedding, states, tokens["attention_mask"]
+
+    def embedding_condition(self, embeddings: torch.Tensor) -> Condition:
+        """The condition of pooled embeddings (B, embed_dim) given without their text. The UNet
+        reads a prompt twice: its pooled embedding through FiLM, and BERT's token states through
+        cross-attention. An embedding has no token states, so cross-attention sees the learned
+        null token, as for dropped text, and only FiLM carries the embedding: the UNet trained on
+        a prompt's both parts, so it follows an embedding alone less closely than the prompt itself.
+        The fast path (`use_diffusion=False`) is the way trained for embeddings."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.config.embed_dim:
+            raise ValueError(f"expected embeddings (B, {self.config.embed_dim}), got shape {tuple(embeddings.shape)}")
+        _, context, mask = self.diffusion.null_condition(len(embeddings), 1)
+        return embeddings.to(self.device, context.dtype), context, mask
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -269,46 +321,99 @@ class GenerativeMultimodalModel(nn.Module):
     @torch.no_grad()
     def generate_image_from_text(
         self,
-        texts: list[str],
+        texts: list[str] | torch.Tensor,
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
         use_diffusion: bool = True,
         negative_prompts: list[str] | None = None,
+        init_images: torch.Tensor | None = None,
+        strength: float | None = None,
+        **sampling_options: Any,
     ) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1], one per text, drawn as `sampling` says (default:
-        `SamplingConfig()`); the starting noise comes from `generator` (a CPU generator; None:
-        torch's global one). With `use_diffusion=False`, the fast preview: the latent comes
-        straight from the text embedding, no noise is drawn and `sampling` is not read. With
-        `num_candidates` N > 1 (and diffusion), N pictures are drawn per text (text i's are rows
-        i·N … i·N+N-1 of one batch) and the one whose caption likelihood of the text is highest is
-        kept (DALL·E's reranking, judged by our own caption decoder). With `caption_guidance` > 0,
-        the same decoder steers each picture toward its text as it is drawn. `progress`: a bar over the
-        steps. `negative_prompts` (one per text; "" for none): what guidance steers away from
-        instead of the null condition, as diffusers' negative prompts do."""
-        sampling = sampling or SamplingConfig()
-        n = sampling.num_candidates if use_diffusion else 1  # the preview draws no noise: one picture
-        drawn = [text for text in texts for _ in range(n)]
-        negative = None
-        if negative_prompts is not None and any(negative_prompts) and use_diffusion:
-            if len(negative_prompts) != len(texts):
-                raise ValueError(f"{len(negative_prompts)} negative prompts for {len(texts)} prompts")
-            both = self.text_condition(drawn + [text for text in negative_prompts for _ in range(n)])
-            condition, negative = zip(*(part.chunk(2) for part in both))
-            negative = self._null_where_empty(negative, [text for text in negative_prompts for _ in range(n)])
+        `SamplingConfig()`) with `sampling_options` (its field names: num_inference_steps=50, …)
+        on top; the starting noise comes from `generator` (a CPU generator; None: torch's global
+        one). With `use_diffusion=False`, the fast preview: the latent comes straight from the text
+        embedding, no noise is drawn and `sampling` is not read. With `num_candidates` N > 1 (and
+        diffusion), N pictures are drawn per text (text i's are rows i·N … i·N+N-1 of one batch)
+        and the one whose caption likelihood of the text is highest is kept (DALL·E's reranking,
+        judged by our own caption decoder). With `caption_guidance` > 0, the same decoder steers
+        each picture toward its text as it is drawn. `progress`: a bar over the steps.
+        `negative_prompts` (one per text; "" for none): what guidance steers away from instead of
+        the null condition, as diffusers' negative prompts do.
+
+        `texts` may be text embeddings (B, embed_dim) instead of strings: the fast preview decodes
+        `image_decoder.get_latent_from_embedding` of them, diffusion reads them as
+        `embedding_condition` says; with no words, nothing judges (best of N, caption guidance)
+        or steers away (negative prompts). `init_images` (B, 3, H, W) in [-1, 1], one per text:
+        image-to-image (SDEdit), each picture's latent noised to the step `strength`·T
+        (default `DEFAULT_STRENGTH`) and denoised toward its text (`LatentDiffusion.sample`)."""
+        sampling = (sampling or SamplingConfig()).replace(**sampling_options)
+        if init_images is None and strength is not None:
+            raise ValueError("strength says how much of init_images to redraw; give init_images too")
+        if init_images is not None and not use_diffusion:
+            raise ValueError("image-to-image denoises by diffusion; use_diffusion=False does not sample")
+        if isinstance(texts, torch.Tensor):
+            judged = [name for name, used in (("num_candidates", sampling.num_candidates > 1),
+                                              ("caption_guidance", sampling.caption_guidance > 0),
+                                              ("negative_prompts", any(negative_prompts or ()))) if used]
+            if judged and use_diffusion:
+                raise ValueError(f"{', '.join(judged)} judge or steer by a prompt's words; embeddings have none")
+            n, drawn, condition, negative = 1, None, self.embedding_condition(texts), None
         else:
-            condition = self.text_condition(drawn)
-        if use_diffusion:
-            judge = self.caption_judge(drawn) if sampling.caption_guidance > 0 else None
-            z = self.diffusion.sample(condition, sampling, generator, progress, negative=negative, judge=judge)
-        else:
-            z = self.image_decoder.get_latent_from_embedding(condition[0])
+            n = sampling.num_candidates if use_diffusion else 1  # the preview draws no noise: one picture
+            drawn = [text for text in texts for _ in range(n)]
+            condition, negative = self._prompt_conditions(drawn, negative_prompts, n, use_diffusion)
+        if not use_diffusion:
+            latents = self.image_decoder.get_latent_from_embedding(condition[0])
+            return self.image_decoder.decode_from_latent(latents).clamp(-1, 1)
+        init = None
+        if init_images is not None:
+            if len(init_images) != len(texts):
+                raise ValueError(f"{len(init_images)} init images for {len(texts)} texts: one each")
+            init = self.encode_latent(init_images).repeat_interleave(n, dim=0)
+        judge = self.caption_judge(drawn) if drawn is not None and sampling.caption_guidance > 0 else None
+        z = self.diffusion.sample(condition, sampling, generator, progress, negative=negative, judge=judge, init=init,
+                                  strength=DEFAULT_STRENGTH if strength is None else strength)
         images = self.image_decoder.decode_from_latent(z).clamp(-1, 1)
         if n == 1:
             return images
         likelihood = self.caption_log_likelihood(self.encode_latent(images), drawn).view(len(texts), n)
         best = likelihood.argmax(dim=1) + torch.arange(len(texts), device=likelihood.device) * n
         return images[best]
+
+    def _prompt_conditions(self, drawn: list[str], negative_prompts: list[str] | None, n: int,
+                           use_diffusion: bool) -> tuple[Condition, Condition | None]:
+        """The condition of each text drawn, and of its negative prompt (None without any), in one
+        pass of the text encoder; each of the `len(drawn) / n` negative prompts stands for n rows."""
+        if negative_prompts is None or not any(negative_prompts) or not use_diffusion:
+            return self.text_condition(drawn), None
+        if len(negative_prompts) * n != len(drawn):
+            raise ValueError(f"{len(negative_prompts)} negative prompts for {len(drawn) // n} prompts")
+        negatives = [text for text in negative_prompts for _ in range(n)]
+        condition, negative = zip(*(part.chunk(2) for part in self.text_condition(drawn + negatives)))
+        return condition, self._null_where_empty(negative, negatives)
+
+    @torch.no_grad()
+    def generate_unconditional(
+        self,
+        num_images: int,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        **sampling_options: Any,
+    ) -> torch.Tensor:
+        """Images (num_images, 3, H, W) in [-1, 1] drawn from the null condition, what the UNet
+        learned for dropped text: pictures like the training set's, of no prompt. Of `sampling`
+        only the sampler, its steps and eta are read: guidance would steer toward the very
+        condition it steers from, and the caption decoder has no prompt to judge by. The noise
+        comes from `generator` as in `generate_image_from_text`."""
+        if num_images < 1:
+            raise ValueError(f"num_images must be at least 1, got {num_images}")
+        sampling = (sampling or SamplingConfig()).replace(**sampling_options).replace(guidance_scale=1.0)
+        z = self.diffusion.sample(self.diffusion.null_condition(num_images, 1), sampling, generator, progress)
+        return self.image_decoder.decode_from_latent(z).clamp(-1, 1)
 
     def _null_where_empty(self, condition: Condition, texts: list[str]) -> Condition:
         """`condition` with the rows whose text is empty replaced by the null condition."""
@@ -317,11 +422,27 @@ class GenerativeMultimodalModel(nn.Module):
 
     @torch.no_grad()
     def generate_text_from_image(self, images: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:
-        """Captions for images in [-1, 1]; `decoding` takes transformers' GenerationConfig names
-        (num_beams, do_sample, temperature, top_k, top_p, repetition_penalty,
-        num_return_sequences). With several return sequences, an image's captions are adjacent.
-        Captions come back as plain text: no special tokens, no '##' pieces, normal spacing."""
-        return self.generate_text_from_latent(self.encode_latent(images), max_new_tokens, **decoding)
+        """Captions for images (B, 3, H, W) in [-1, 1], or for image embeddings (B, embed_dim);
+        `decoding` takes transformers' GenerationConfig names (num_beams, do_sample, temperature,
+        top_k, top_p, repetition_penalty, num_return_sequences). With several return sequences, an
+        image's captions are adjacent. Captions come back as plain text: no special tokens, no '##'
+        pieces, normal spacing.
+
+        The caption decoder reads the spatial latent z, which a pooled embedding no longer holds
+        (`docs/DESIGN.md`: why the two are apart), so an embedding goes to a latent first by the
+        fast path, `image_decoder.get_latent_from_embedding` (trained on text embeddings, which
+        share the embeddings' space): its caption is that of the picture the fast path draws from
+        it, coarser than an image's own."""
+        if images.dim() == 2:
+            if images.shape[1] != self.config.embed_dim:
+                raise ValueError(f"expected embeddings (B, {self.config.embed_dim}), got shape {tuple(images.shape)}")
+            latents = self.image_decoder.get_latent_from_embedding(images.to(self.device))
+        elif images.dim() == 4:
+            latents = self.encode_latent(images)
+        else:
+            raise ValueError(f"expected images (B, 3, H, W) or embeddings (B, {self.config.embed_dim}), "
+                             f"got shape {tuple(images.shape)}")
+        return self.generate_text_from_latent(latents, max_new_tokens, **decoding)
 
     @torch.no_grad()
     def generate_text_from_latent(self, latents: torch.Tensor, max_new_tokens: int = 30, **decoding) -> list[str]:

@@ -1,11 +1,12 @@
 """The denoiser: a UNet over the latent, at one or more resolution levels.
 
-The latent's side is halved while it is even: a 7×7 latent is one level, too small to halve, so
-its "U" is made of skip connections between the two halves rather than of resampling; a 14×14
-latent has levels 14 and 7, a 28×28 one 28, 14 and 7 (a stride-2 convolution down, nearest
-upsampling and a convolution up). Attention costs the square of the positions, so it runs only
-at the levels `attention_resolutions` names (the design's two-stage model attends at its two
-lowest). Each residual block is told the time step and the pooled text
+The latent's side is halved while it is even and the half at least 4 (`ModelConfig.unet_levels`):
+a 7×7 latent is one level, too small to halve, so its "U" is made of skip connections between
+the two halves rather than of resampling; a 14×14 latent has levels 14 and 7, a 28×28 one 28, 14
+and 7, the 32×32 latent of a 256 px image at f=8 32, 16, 8 and 4 (a stride-2 convolution down,
+nearest upsampling and a convolution up). Attention costs the square of the positions, so it
+runs only at the levels `attention_resolutions` names (the design's two-stage model attends at
+16 and 8). Each residual block is told the time step and the pooled text
 embedding through FiLM; attention blocks let positions talk to each other and to the BERT
 token states. A 1×1 convolution carries the input straight to the output, so 256 latent
 channels never have to squeeze through a narrower trunk.

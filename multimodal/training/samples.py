@@ -26,10 +26,16 @@ def write_sample_sheet(
     seed: int = 0,
 ) -> list[str]:
     """Top row: images generated for `prompts` (noise from `seed`). Bottom row: `images` with
-    their generated captions. Returns those captions."""
+    their generated captions. Returns those captions. An unconditional model draws from no
+    prompt, and its caption decoder never learned: it writes none."""
     model.eval()
-    generated = model.generate_image_from_text(prompts, sampling, torch.Generator().manual_seed(seed))
-    captions = model.generate_text_from_image(images)
+    generator = torch.Generator().manual_seed(seed)
+    if model.config.unconditional:
+        generated = model.generate_unconditional(len(prompts), sampling, generator)
+        captions = [""] * len(images)
+    else:
+        generated = model.generate_image_from_text(prompts, sampling, generator)
+        captions = model.generate_text_from_image(images)
     drawn = [to_pil(picture.cpu()) for picture in generated]
     shown = [to_pil(picture.cpu()) for picture in images]
     sample_sheet(drawn, prompts, shown, captions, path)

@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 
 from multimodal.adapters import add_adapters
 from multimodal.config import ModelConfig, TrainConfig
+from multimodal.config.model import new_diffusion_config
 from multimodal.data import CaptionCollator, open_split
 from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.data.hard_negatives import NEGATIVES_PER_CAPTION, swapped_captions
 from multimodal.data.replay import WithReplay
+from multimodal.data.sources import has_captions
 from multimodal.device import autocast, autocast_dtype, fork_rng
 from multimodal.errors import InvalidInputError, TrainingError
 from multimodal.files import write_text_atomically
@@ -96,13 +98,40 @@ def seed_everything(seed: int) -> None:
 
 
 # -- what a run is built from: the model, its data, adapters, optimiser and caches ---------
-def build_model(
-    model_config: ModelConfig | None, init_from: str | None, device: torch.device
-) -> GenerativeMultimodalModel:
-    """A new model of `model_config`, or the model of the checkpoint `init_from`."""
-    if init_from is None:
+# What --autoencoder-frozen builds anew: the diffusion UNet and its learned "no text" condition (the
+# latent statistics stay the checkpoint's: they are its frozen encoder's).
+NEW_DIFFUSION = ("diffusion.unet.", "diffusion.null_text_embedding", "diffusion.null_context")
+
+
+def build_model(model_config: ModelConfig | None, config: TrainConfig, device: torch.device) -> GenerativeMultimodalModel:
+    """A new model of `model_config`; the model of the checkpoint `config.init_from`; or, with
+    --autoencoder-frozen, a new model of `model_config` holding every weight of that checkpoint
+    but its diffusion UNet's (NEW_DIFFUSION)."""
+    if config.init_from is None:
         return GenerativeMultimodalModel(model_config).to(device)
-    return GenerativeMultimodalModel.from_pretrained(init_from, device=device)
+    trained = GenerativeMultimodalModel.from_pretrained(config.init_from, device=device)
+    if not config.autoencoder_frozen:
+        return trained
+    model = GenerativeMultimodalModel(model_config, tokenizer_path=config.init_from).to(device)
+    kept = {name: value for name, value in trained.state_dict().items() if not name.startswith(NEW_DIFFUSION)}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    if unexpected or any(not name.startswith(NEW_DIFFUSION) for name in missing):
+        raise TrainingError(f"{config.init_from}'s weights do not fit the model of its own config.json")
+    return model
+
+
+def check_conditioning(model: GenerativeMultimodalModel, config: TrainConfig, captioned: bool) -> None:
+    """A fine-tuned model that suits the data: a text-conditioned one for captions, an
+    unconditional one for images alone (a new model is made to suit it)."""
+    if config.init_from is None or model.config.unconditional != captioned:
+        return
+    if captioned:
+        raise TrainingError(f"{config.init_from} is an unconditional model (trained on images without captions): its "
+                            "text side never learned; train a new model on these captions (leave out --init-from)")
+    if not config.autoencoder_frozen:
+        raise TrainingError(f"{config.data_dir} has no captions: fine-tuning {config.init_from}'s text-conditioned "
+                            "model on it would unlearn its text; train a new unconditional diffusion model on its "
+                            "autoencoder with --autoencoder-frozen")
 
 
 def get_data(config: TrainConfig, image_size: int, dist: Distributed) -> tuple[Dataset, Dataset]:
@@ -207,11 +236,18 @@ class Trainer:
 
         # Resuming continues the model the checkpoint records: read (and checked) before anything is built.
         resumed = self._resumable_state() if resume else None
-        if resumed is not None and c.init_from is None:
+        if resumed is None and c.autoencoder_frozen and model_config is None:
+            model_config = new_diffusion_config(c.init_from, {})  # a new UNet of the checkpoint's own settings
+        # The one place the data decides the model: images without captions train an unconditional one.
+        self.captioned = has_captions(c.data_dir, c.data_format)
+        if model_config is not None and not self.captioned:
+            model_config = model_config.without_captions()
+        if resumed is not None and (c.init_from is None or c.autoencoder_frozen):  # a model this run built
             model_config = resumed_model_config(resumed, model_config.to_dict() if model_config else {})
         # Every process builds the same initial weights (the data sets draw no random numbers);
         # after that each draws its own noise.
-        self.model = build_model(model_config, c.init_from, self.device)
+        self.model = build_model(model_config, c, self.device)
+        check_conditioning(self.model, c, self.captioned)
         self.model_config = self.model.config
         self.train_set, self.val_set = get_data(c, self.model_config.image_size, self.dist)
         self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards, parquet files
@@ -500,7 +536,7 @@ class Trainer:
                     text_embeddings.append(out["text_embedding"].float().cpu())
                 captions += batch["captions"]
         metrics = {f"val_{k}": float(v) / len(captions) for k, v in sums.items()}
-        if not image_embeddings:
+        if not image_embeddings or self.model_config.unconditional:  # no captions to retrieve
             return metrics
         first = {}  # each distinct caption → the row of its first occurrence
         for row, caption in enumerate(captions):
@@ -558,6 +594,9 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until `total_steps`; returns the last epoch's metrics row."""
         if self.dist.is_main:
+            if not self.captioned:
+                tqdm.write(f"{self.config.data_dir} has no captions (images-only): training the autoencoder and an "
+                           "unconditional diffusion model, the caption losses left out")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.log = open_reports(self.config.report_to, self.output_dir, self.config.log_every, self.step,
                                     self.config.to_dict())
