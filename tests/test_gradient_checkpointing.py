@@ -115,3 +115,12 @@ def test_a_run_with_the_flag_trains_as_one_without_and_saves_the_same_checkpoint
             torch.testing.assert_close(got.get_tensor(key), want.get_tensor(key), rtol=1e-4, atol=1e-6, msg=key)
     state = json.loads((checked / "trainer_state.json").read_text())
     assert state["train_config"]["gradient_checkpointing"] is True  # a training setting, recorded for replay
+
+
+def test_a_run_with_the_flag_trains_in_bf16_autocast(shapes_dir, tmp_path):
+    # bf16 is the GPUs' default and the CPU's where it has bf16 units: the recomputation must
+    # run under the forward's autocast, or torch refuses the backward pass.
+    trainer = tiny_trainer(shapes_dir, tmp_path / "bf16", epochs=1, max_steps=2, precision="bf16",
+                           gradient_checkpointing=True)
+    steps = run_recording(trainer)
+    assert len(steps) == 2 and all(torch.isfinite(torch.tensor(step["loss"])) for step in steps)

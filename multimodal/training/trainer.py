@@ -35,7 +35,7 @@ from multimodal.data.builtin import ensure_builtin_dataset, is_builtin
 from multimodal.data.hard_negatives import NEGATIVES_PER_CAPTION, swapped_captions
 from multimodal.data.replay import WithReplay
 from multimodal.data.sources import has_captions
-from multimodal.device import autocast, autocast_dtype, fork_rng
+from multimodal.device import attention_backends, autocast, autocast_dtype, fork_rng
 from multimodal.errors import InvalidInputError, TrainingError
 from multimodal.files import write_text_atomically
 from multimodal.losses import FeatureCache
@@ -458,7 +458,10 @@ class Trainer:
                         # Its gradients reach the discriminator alone, unscaled: they stay local until
                         # its own step, and an overflow there must not set the processes' scales apart.
                         loss = loss + out["discriminator"]
-                    (loss / len(batches)).backward()
+                    # With --gradient-checkpointing, blocks run again in the backward pass: with the
+                    # forward's attention kernels, or torch refuses tensors of another kernel's shapes.
+                    with attention_backends(self.device, self.autocast):
+                        (loss / len(batches)).backward()
                 names = [name for name in SHORT_NAMES if name in out]
                 values = torch.stack([out[name].detach().float() for name in names]) / len(batches)
                 sums = values if sums is None else sums + values
