@@ -280,10 +280,14 @@ class GenerativeMultimodalModel(nn.Module):
         null token, as for dropped text, and only FiLM carries the embedding: the UNet trained on
         a prompt's both parts, so it follows an embedding alone less closely than the prompt itself.
         The fast path (`use_diffusion=False`) is the way trained for embeddings."""
-        if embeddings.dim() != 2 or embeddings.shape[1] != self.config.embed_dim:
-            raise ValueError(f"expected embeddings (B, {self.config.embed_dim}), got shape {tuple(embeddings.shape)}")
+        self._check_embeddings(embeddings)
         _, context, mask = self.diffusion.null_condition(len(embeddings), 1)
         return embeddings.to(self.device, context.dtype), context, mask
+
+    def _check_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Pooled embeddings in place of texts or images must be (B, embed_dim)."""
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.config.embed_dim:
+            raise ValueError(f"expected embeddings (B, {self.config.embed_dim}), got shape {tuple(embeddings.shape)}")
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -434,8 +438,7 @@ class GenerativeMultimodalModel(nn.Module):
         share the embeddings' space): its caption is that of the picture the fast path draws from
         it, coarser than an image's own."""
         if images.dim() == 2:
-            if images.shape[1] != self.config.embed_dim:
-                raise ValueError(f"expected embeddings (B, {self.config.embed_dim}), got shape {tuple(images.shape)}")
+            self._check_embeddings(images)
             latents = self.image_decoder.get_latent_from_embedding(images.to(self.device))
         elif images.dim() == 4:
             latents = self.encode_latent(images)
