@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
 
-from bench.timing import Timer, precision_name
+from bench.timing import Timer, count_flops, precision_name
 from multimodal import GenerativeMultimodalModel, SamplingConfig
 from multimodal.data import all_combinations, canonical_caption
 from multimodal.device import autocast
@@ -19,26 +20,74 @@ def prompts(count: int) -> list[str]:
 
 
 def bench_text_to_image(
-    model: GenerativeMultimodalModel, dtype: torch.dtype | None, batches: list[int], steps: int, timer: Timer
+    model: GenerativeMultimodalModel, dtype: torch.dtype | None, batches: list[int], steps: int, timer: Timer,
+    compiled: bool = False,
 ) -> list[dict]:
     """ms per image of DDIM sampling (BERT, `steps` UNet steps, the image decoder), with
-    classifier-free guidance (scale 3: one forward of twice the batch) and without (scale 1)."""
+    classifier-free guidance (scale 3: one forward of twice the batch) and without (scale 1);
+    the FLOPs of a picture, and how long its UNet calls take alone, to say what bounds it.
+    At batch 1 with guidance, also on one thread and (`compiled`) with the UNet compiled by
+    torch.compile (inductor, weights frozen): how much of a step is per-operation overhead."""
     rows = []
     for batch in batches:
         texts = prompts(batch)
         for guidance in (3.0, 1.0):
+            sampling = SamplingConfig(num_inference_steps=steps, guidance_scale=guidance)
 
             def sample() -> None:
                 with autocast(model.device, dtype):
-                    sampling = SamplingConfig(num_inference_steps=steps, guidance_scale=guidance)
                     model.generate_image_from_text(texts, sampling, torch.Generator().manual_seed(0))
 
-            seconds = timer(sample)
-            rows.append(
-                {"batch": batch, "steps": steps, "guidance": guidance, "precision": precision_name(dtype),
-                 "ms_per_image": seconds * 1e3 / batch}
-            )
+            row = {"batch": batch, "steps": steps, "guidance": guidance, "precision": precision_name(dtype),
+                   "ms_per_image": timer(sample) * 1e3 / batch, "gflop_per_image": count_flops(sample) / 1e9 / batch,
+                   "unet_ms_per_image": timer(unet_calls(model, texts, sampling, dtype)) * 1e3 / batch}
+            if batch == 1 and guidance != 1.0:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    row["one_thread_ms_per_image"] = timer(sample) * 1e3
+                finally:
+                    torch.set_num_threads(threads)
+                if compiled:
+                    row |= compiled_sampling(model, sample, timer)
+            rows.append(row)
     return rows
+
+
+def unet_calls(model: GenerativeMultimodalModel, texts: list[str], sampling: SamplingConfig,
+               dtype: torch.dtype | None) -> Callable[[], None]:
+    """The UNet calls of one sampling run alone (same inputs each step): the rest of a picture is
+    BERT, the scheduler's arithmetic and the image decoder."""
+    diffusion = model.diffusion
+    with torch.no_grad():
+        condition = diffusion.guidance_condition(model.text_condition(texts), sampling.guidance_scale)
+    latent = torch.randn(condition[0].shape[0], model.config.latent_channels, model.config.latent_size,
+                         model.config.latent_size, device=model.device)
+    t = torch.full((len(latent),), 500, device=model.device)
+
+    @torch.no_grad()
+    def run() -> None:
+        with autocast(model.device, dtype):
+            for _ in range(sampling.num_inference_steps):
+                diffusion.unet(latent, t, *condition)
+
+    return run
+
+
+def compiled_sampling(model: GenerativeMultimodalModel, sample: Callable[[], None], timer: Timer) -> dict:
+    """`sample` with the UNet compiled (inductor, frozen weights): its first call and then ms per
+    image; the eager UNet is put back after. Where inductor cannot build (no C++ compiler), why."""
+    eager = model.diffusion.unet
+    try:
+        model.diffusion.unet = torch.compile(eager, options={"freezing": True})
+        start = time.perf_counter()
+        sample()
+        first_s = time.perf_counter() - start
+        return {"compiled_first_call_s": first_s, "compiled_ms_per_image": timer(sample) * 1e3}
+    except Exception as error:  # inductor's failures are of many kinds; the row says which
+        return {"compiled_error": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"}
+    finally:
+        model.diffusion.unet = eager
 
 
 def decode(model: GenerativeMultimodalModel, z: torch.Tensor, beams: int, use_cache: bool, loop: bool = False) -> None:

@@ -143,10 +143,15 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
                                  "tokens/s (the matmuls alone / generate())", "≥ 4×", f"{loop:.2f}× ({bound:.2f}×)",
                                  at_least(loop, 4.0)))
     for batch in sorted({r["batch"] for r in results["text_to_image"]}):
-        by_scale = {r["guidance"]: r["ms_per_image"] for r in results["text_to_image"] if r["batch"] == batch}
-        ratio = by_scale[3.0] / by_scale[1.0]
+        by_scale = {r["guidance"]: r for r in results["text_to_image"] if r["batch"] == batch}
+        ratio = by_scale[3.0]["ms_per_image"] / by_scale[1.0]["ms_per_image"]
         rows.append((f"text→image, batch {batch}: guided / unguided sampling time", "≤ 1.3×",
                      f"{ratio:.2f}×", at_most(ratio, 1.3)))
+    one = next((r for r in results["text_to_image"] if r["batch"] == 1 and r["guidance"] == 3.0), None)
+    if one is not None and "gflop_per_image" in one:
+        floor = times_floor(results, one)
+        rows.append((f"one picture, batch 1, {one['steps']} guided DDIM steps, {one['precision']}: time / its FLOPs at "
+                     f"the {one['precision'][:4]} matmul peak", "≤ 2.0×", f"{floor:.1f}×", at_most(floor, 2.0)))
     for preset in ("shapes", "coco"):
         workers = max((row.get("workers", 0) for row in results["data"] if row["set"] == preset), default=0)
         run, rate = training(results, preset, precision), loader_rate(results, preset, workers)
@@ -244,14 +249,34 @@ def unet_details(results: dict) -> str:
     ) + f"\n\nSizes: {sizes}."
 
 
+def times_floor(results: dict, row: dict) -> float:
+    """A picture's time over the time its FLOPs would take at the matmul peak of its precision."""
+    return row["ms_per_image"] / (row["gflop_per_image"] / peak_for(results, row["precision"]) * 1e3)
+
+
 def text_to_image_details(results: dict) -> str:
-    rows = []
+    rows, counted = [], all("gflop_per_image" in r for r in results["text_to_image"])
     for batch in sorted({r["batch"] for r in results["text_to_image"]}):
         by_scale = {r["guidance"]: r for r in results["text_to_image"] if r["batch"] == batch}
         guided, plain = by_scale[3.0], by_scale[1.0]
         rows.append([str(batch), str(guided["steps"]), guided["precision"], num(guided["ms_per_image"]),
-                     num(plain["ms_per_image"]), f"{guided['ms_per_image'] / plain['ms_per_image']:.2f}×"])
-    return table(["batch", "DDIM steps", "precision", "ms/image, guidance 3", "ms/image, guidance 1", "guided / unguided"], rows)
+                     num(plain["ms_per_image"]), f"{guided['ms_per_image'] / plain['ms_per_image']:.2f}×"]
+                    + ([num(guided["gflop_per_image"]), f"{times_floor(results, guided):.1f}×",
+                        f"{100 * guided['unet_ms_per_image'] / guided['ms_per_image']:.0f}%"] if counted else []))
+    text = table(["batch", "DDIM steps", "precision", "ms/image, guidance 3", "ms/image, guidance 1", "guided / unguided"]
+                 + (["GFLOP/image, guidance 3", "time / its FLOPs at the peak", "its UNet calls alone"] if counted else []),
+                 rows)
+    one = next((r for r in results["text_to_image"] if r["batch"] == 1 and r["guidance"] == 3.0), {})
+    if "one_thread_ms_per_image" in one:
+        text += (f"\n\nOne guided picture at batch 1: {num(one['ms_per_image'])} ms on "
+                 f"{results['machine'].get('torch_threads', 'all')} threads, {num(one['one_thread_ms_per_image'])} ms on one")
+        if "compiled_ms_per_image" in one:
+            text += (f"; with the UNet compiled (`torch.compile`, inductor, frozen weights) "
+                     f"{num(one['compiled_ms_per_image'])} ms, after a first call of {num(one['compiled_first_call_s'])} s")
+        elif "compiled_error" in one:
+            text += f"; the compiled UNet did not build ({one['compiled_error']})"
+        text += "."
+    return text
 
 
 def image_to_text_details(results: dict) -> str:
@@ -382,6 +407,69 @@ def accumulation_cell(stage: dict) -> str:
             f"(+{100 * accumulation['feature_pass_ms'] / plain:.0f}%)")
 
 
+def bounds(results: dict) -> list[str]:
+    """What limits each hot path on this device, read from the run's own numbers."""
+    lines = []
+    by_batch = {r["batch"]: r for r in results["text_to_image"] if r["guidance"] == 3.0}
+    one = by_batch.get(1, {})
+    if "gflop_per_image" in one:
+        floor = one["gflop_per_image"] / peak_for(results, one["precision"]) * 1e3
+        line = (f"**One picture at batch 1** ({one['steps']} guided DDIM steps, {one['precision']}): the latency of many "
+                f"small operations, not arithmetic. Its {num(one['gflop_per_image'])} GFLOP would take {num(floor)} ms "
+                f"at the matmul peak; it takes {num(one['ms_per_image'])} ms, {100 * one['unet_ms_per_image'] / one['ms_per_image']:.0f}% "
+                "of it in the UNet calls. A step at batch 2 is about a hundred operations (3×3 convolutions over 7×7, "
+                "GroupNorm, SiLU, attention over 49 positions), each too small to fill the cores")
+        if "one_thread_ms_per_image" in one:
+            line += (f": {results['machine'].get('torch_threads', 'all')} threads make it only "
+                     f"{one['one_thread_ms_per_image'] / one['ms_per_image']:.2f}× faster than one")
+        if "compiled_ms_per_image" in one:
+            line += (f". Compiling the UNet (inductor fuses the elementwise work and prepacks the convolution weights) "
+                     f"makes the picture {one['ms_per_image'] / one['compiled_ms_per_image']:.2f}× faster after a first "
+                     f"call of {num(one['compiled_first_call_s'])} s (and another for each new batch size), which a "
+                     "picture or a page session rarely earns back, so generation stays eager")
+        lines.append(line + ".")
+        batched = by_batch.get(max(by_batch))
+        if batched is not one and "gflop_per_image" in batched:
+            lines.append(f"**Pictures in a batch** ({batched['batch']}): {num(batched['ms_per_image'])} ms each, "
+                         f"{times_floor(results, batched):.1f}× their FLOPs' floor: batching is what approaches the "
+                         "limit (best of N candidates, `--num-samples` and evaluate.py draw in batches), and the ONNX "
+                         "runner (below) is the faster route for one picture.")
+    greedy = next((r for r in results["image_to_text"] if r["batch"] == 1 and r["beams"] == 1 and r["cache"]), {})
+    if "loop_tokens_per_s" in greedy:
+        lines.append(f"**Captions at batch 1**: memory bandwidth. Each new token reads every weight of the decoder once "
+                     f"(the 30,522-word output layer most); its matrix products alone reach {num(greedy['matmul_tokens_per_s'])} "
+                     f"tokens/s, our decode loop {num(greedy['loop_tokens_per_s'])} "
+                     f"({100 * greedy['loop_tokens_per_s'] / greedy['matmul_tokens_per_s']:.0f}% of that bound), generate() "
+                     f"{num(greedy['tokens_per_s'])}.")
+    batch = max(row["batch"] for row in results["unet"])
+    fp32 = unet_row(results, "shapes", "ours", batch, "forward+backward", "fp32")
+    bf16 = unet_row(results, "shapes", "ours", batch, "forward+backward", "bf16 autocast")
+    coco = unet_row(results, "coco", "ours", batch, "forward+backward", "bf16 autocast")
+    if results["device"] == "cpu" and None not in (fp32, bf16, coco) and "bf16" in results["peak"]:
+        lines.append(f"**UNet training in bf16** (shapes, batch {batch}): the size of its products. bf16 runs it at "
+                     f"{fp32['ms'] / bf16['ms']:.2f}× fp32's speed where the bf16 matmul peak is "
+                     f"{results['peak']['bf16'] / results['peak']['fp32']:.1f}× the fp32 one: {percent_of_peak(results, bf16):.0f}% "
+                     f"of the bf16 peak against {percent_of_peak(results, fp32):.0f}% of the fp32 one. Width 64 over 49 "
+                     "positions makes products too small for the bf16 units, and autocast converts weights and "
+                     "activations between fp32 and bf16 every step; the coco preset's width 256 reaches "
+                     f"{percent_of_peak(results, coco):.0f}%.")
+    shapes = training(results, "shapes", results["training_precision"])
+    if shapes is not None:
+        parts, step = shapes["stages"][0]["parts_ms"], shapes["stages"][0]["step_ms"]
+        lines.append(f"**The demo's training** (shapes, {shapes['precision']}): its encoders stage, where the caption "
+                     f"decoder takes {100 * parts['caption decoder'] / step:.0f}% of a step (teacher-forced over BERT's "
+                     f"30,522-word vocabulary) and the image decoder {100 * parts['image decoder'] / step:.0f}%; the "
+                     f"diffusion stage runs {num(shapes['stages'][1]['images_per_s'])} images/s against "
+                     f"{num(shapes['stages'][0]['images_per_s'])}.")
+    return lines
+
+
+def peak_sides(device: str, results: dict) -> str:
+    """The square matmuls the peak was the best of (runs before 2026-12-07 timed one size)."""
+    sides = results.get("peak_sizes", [8192 if device == "cuda" else 4096])
+    return f"square {sides[0]}²" if len(sides) == 1 else "the best of square " + ", ".join(f"{n}²" for n in sides)
+
+
 def device_section(device: str, results: dict) -> str:
     peak = results["peak"]
     coco = training(results, "coco")
@@ -394,8 +482,10 @@ def device_section(device: str, results: dict) -> str:
     notes = "".join(f"\n- {note}" for note in results["notes"] + disagreements(results))
     return "\n\n".join([
         f"## {DEVICES[device]} details",
-        f"Matmul peak (square {'8192' if device == 'cuda' else '4096'}², median): "
+        f"Matmul peak ({peak_sides(device, results)}, median): "
         + ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
+        *(["### What each path is bound by\n\n" + "\n".join(f"- {line}" for line in bounds(results))]
+          if bounds(results) else []),
         "### UNet at the 256×7×7 latent (16 context tokens)\n\n" + unet_details(results),
         "### Text → image (shapes preset, random weights)\n\n" + text_to_image_details(results),
         "### Image → text\n\n" + image_to_text_details(results),
@@ -423,7 +513,7 @@ METHOD = """\
   a shared machine between runs does not enter it.
 - Each timing: one warm-up call, then the median of at least 5 calls (more while they take
   under ~1.5 s together); on a GPU with `torch.cuda.synchronize` around each call.
-- The limit is a large square matmul in the same run: fp32, and bf16 (what autocast uses)
+- The limit is the fastest of a few large square matmuls in the same run: fp32, and bf16 (what autocast uses)
   where the device computes bf16 natively; on a CPU without bf16 units only fp32 is measured.
 - diffusers' `UNet2DConditionModel` for comparison: one `CrossAttnDownBlock2D` and one
   `CrossAttnUpBlock2D` at our width (no resampling: 7×7 does not halve), cross-attention to

@@ -33,7 +33,7 @@ from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
 from bench.report import DEVICES, DOCUMENT, read_results, results_path, targets, write_document
 from bench.text_cache import bench_text_cache
-from bench.timing import Timer, describe_machine, matmul_peak, precision_name
+from bench.timing import Timer, describe_machine, matmul_peak, peak_sizes, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
 from bench.unet import bench_unets
 from multimodal import GenerativeMultimodalModel, model_preset
@@ -61,10 +61,11 @@ class Plan:
     demo: bool  # `make demo` end to end, at each native precision
     text_cache_captions: int  # distinct captions fed to the frozen-BERT text cache (0: not measured)
     checkpointing_batch: int  # coco with and without --gradient-checkpointing, on the CPU (0: not); a GPU: 64
+    t2i_compiled: bool = False  # one picture with the UNet compiled too (its first call takes seconds)
 
 
 FULL = Plan(1.5, 5, 15, (1, 16, 64), True, 50, (1, 8), (1, 8, 32), 32, ("fp32", "bf16"), 4, 320, 3, True, 50_000,
-            CPU_BATCH)
+            CPU_BATCH, t2i_compiled=True)
 QUICK = Plan(0.0, 1, 1, (1, 4), False, 5, (1, 2), (1,), 4, ("auto",), 2, 48, 1, False, 0, 0)
 GPU_COCO_BATCH = 64
 
@@ -115,6 +116,7 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
     log("matmul peak", start)
     dtypes_by_name = {"fp32": torch.float32, "bf16": torch.bfloat16}
     results["peak"] = {name: matmul_peak(device, dtypes_by_name[name], timer) for name in native}
+    results["peak_sizes"] = list(peak_sizes(device))
 
     dtypes = list(dict.fromkeys([None, train_dtype] if plan.unet_fp32_too else [train_dtype]))
     results["unet"] = []
@@ -125,7 +127,8 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
     log("text → image", start)
     torch.manual_seed(0)
     model = GenerativeMultimodalModel(model_preset("shapes", **overrides)).to(device).eval()
-    results["text_to_image"] = bench_text_to_image(model, generation_dtype, list(plan.t2i_batches), plan.t2i_steps, timer)
+    results["text_to_image"] = bench_text_to_image(model, generation_dtype, list(plan.t2i_batches), plan.t2i_steps, timer,
+                                                   plan.t2i_compiled)
     log("image → text", start)
     model = GenerativeMultimodalModel(model_preset("coco", **overrides)).to(device).eval()
     results["image_to_text"] = bench_image_to_text(model, generation_dtype, list(plan.i2t_batches), timer)

@@ -9,6 +9,7 @@ import torch
 
 from bench import report, run
 from bench.demo import stage_rates
+from bench.timing import matmul_peak
 
 
 def test_a_cpu_without_bf16_units_is_measured_in_fp32_only(monkeypatch):
@@ -88,3 +89,21 @@ def test_merge_adds_another_runs_columns_without_measuring(tmp_path: Path, capsy
     assert f"wrote {cpu} and {tmp_path / 'cpu.json'}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no bench results in"):
         run.main(["--output", str(cpu), "--merge", str(tmp_path / "nothing.md")])
+
+
+def test_the_matmul_peak_is_the_fastest_of_its_sizes():
+    times = iter([1.0, 0.01, 1.0])  # the 2048² product fastest, as a CPU's caches make it
+    peak = matmul_peak(torch.device("cpu"), torch.float32, lambda fn: next(times))
+    assert peak == pytest.approx(2 * 2048**3 / 0.01 / 1e9)
+
+
+def test_one_picture_is_held_to_the_time_its_flops_take_at_the_peak():
+    results = json.loads(json.dumps(RESULTS["cpu"]))
+    one = next(r for r in results["text_to_image"] if r["batch"] == 1 and r["guidance"] == 3.0)
+    floor_ms = one["gflop_per_image"] / results["peak"]["fp32"] * 1e3
+    rows = {what: (value, verdict) for what, _, value, verdict in report.targets(results)}
+    what = "one picture, batch 1, 50 guided DDIM steps, fp32: time / its FLOPs at the fp32 matmul peak"
+    assert rows[what] == (f"{one['ms_per_image'] / floor_ms:.1f}×", report.at_most(one["ms_per_image"] / floor_ms, 2.0))
+    one["ms_per_image"] = 1.5 * floor_ms
+    assert dict((w, v) for w, _, *v in report.targets(results))[what] == ["1.5×", "met"]
+    assert any(line.startswith("**One picture at batch 1**") for line in report.bounds(results))
