@@ -147,8 +147,8 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
         ratio = by_scale[3.0]["ms_per_image"] / by_scale[1.0]["ms_per_image"]
         rows.append((f"text→image, batch {batch}: guided / unguided sampling time", "≤ 1.3×",
                      f"{ratio:.2f}×", at_most(ratio, 1.3)))
-    one = next((r for r in results["text_to_image"] if r["batch"] == 1 and r["guidance"] == 3.0), None)
-    if one is not None and "gflop_per_image" in one:
+    one = guided_picture(results)
+    if "gflop_per_image" in one:
         floor = times_floor(results, one)
         rows.append((f"one picture, batch 1, {one['steps']} guided DDIM steps, {one['precision']}: time / its FLOPs at "
                      f"the {one['precision'][:4]} matmul peak", "≤ 2.0×", f"{floor:.1f}×", at_most(floor, 2.0)))
@@ -249,9 +249,19 @@ def unet_details(results: dict) -> str:
     ) + f"\n\nSizes: {sizes}."
 
 
+def guided_picture(results: dict, batch: int = 1) -> dict:
+    """The guided (scale 3) text→image row at `batch`; {} if none."""
+    return next((r for r in results["text_to_image"] if r["batch"] == batch and r["guidance"] == 3.0), {})
+
+
+def floor_ms(results: dict, row: dict) -> float:
+    """The ms a picture's FLOPs would take at the matmul peak of its precision."""
+    return row["gflop_per_image"] / peak_for(results, row["precision"]) * 1e3
+
+
 def times_floor(results: dict, row: dict) -> float:
-    """A picture's time over the time its FLOPs would take at the matmul peak of its precision."""
-    return row["ms_per_image"] / (row["gflop_per_image"] / peak_for(results, row["precision"]) * 1e3)
+    """A picture's time over the time its FLOPs would take at the matmul peak."""
+    return row["ms_per_image"] / floor_ms(results, row)
 
 
 def text_to_image_details(results: dict) -> str:
@@ -266,7 +276,7 @@ def text_to_image_details(results: dict) -> str:
     text = table(["batch", "DDIM steps", "precision", "ms/image, guidance 3", "ms/image, guidance 1", "guided / unguided"]
                  + (["GFLOP/image, guidance 3", "time / its FLOPs at the peak", "its UNet calls alone"] if counted else []),
                  rows)
-    one = next((r for r in results["text_to_image"] if r["batch"] == 1 and r["guidance"] == 3.0), {})
+    one = guided_picture(results)
     if "one_thread_ms_per_image" in one:
         text += (f"\n\nOne guided picture at batch 1: {num(one['ms_per_image'])} ms on "
                  f"{results['machine'].get('torch_threads', 'all')} threads, {num(one['one_thread_ms_per_image'])} ms on one")
@@ -410,12 +420,10 @@ def accumulation_cell(stage: dict) -> str:
 def bounds(results: dict) -> list[str]:
     """What limits each hot path on this device, read from the run's own numbers."""
     lines = []
-    by_batch = {r["batch"]: r for r in results["text_to_image"] if r["guidance"] == 3.0}
-    one = by_batch.get(1, {})
+    one = guided_picture(results)
     if "gflop_per_image" in one:
-        floor = one["gflop_per_image"] / peak_for(results, one["precision"]) * 1e3
         line = (f"**One picture at batch 1** ({one['steps']} guided DDIM steps, {one['precision']}): the latency of many "
-                f"small operations, not arithmetic. Its {num(one['gflop_per_image'])} GFLOP would take {num(floor)} ms "
+                f"small operations, not arithmetic. Its {num(one['gflop_per_image'])} GFLOP would take {num(floor_ms(results, one))} ms "
                 f"at the matmul peak; it takes {num(one['ms_per_image'])} ms, {100 * one['unet_ms_per_image'] / one['ms_per_image']:.0f}% "
                 "of it in the UNet calls. A step at batch 2 is about a hundred operations (3×3 convolutions over 7×7, "
                 "GroupNorm, SiLU, attention over 49 positions), each too small to fill the cores")
@@ -428,7 +436,7 @@ def bounds(results: dict) -> list[str]:
                      f"call of {num(one['compiled_first_call_s'])} s (and another for each new batch size), which a "
                      "picture or a page session rarely earns back, so generation stays eager")
         lines.append(line + ".")
-        batched = by_batch.get(max(by_batch))
+        batched = guided_picture(results, max(r["batch"] for r in results["text_to_image"]))
         if batched is not one and "gflop_per_image" in batched:
             lines.append(f"**Pictures in a batch** ({batched['batch']}): {num(batched['ms_per_image'])} ms each, "
                          f"{times_floor(results, batched):.1f}× their FLOPs' floor: batching is what approaches the "
@@ -480,12 +488,12 @@ def device_section(device: str, results: dict) -> str:
                  f"{num(coco['stages'][0]['images_per_s'])} images/s: **{num(minutes)} min** ({num(minutes / 60)} h); "
                  f"reported for a model of this kind on one GPU: ~{REPORTED_EPOCH_MINUTES[0]}–{REPORTED_EPOCH_MINUTES[1]} min.")
     notes = "".join(f"\n- {note}" for note in results["notes"] + disagreements(results))
+    limits = bounds(results)
     return "\n\n".join([
         f"## {DEVICES[device]} details",
         f"Matmul peak ({peak_sides(device, results)}, median): "
         + ", ".join(f"**{name} {num(value)} GFLOP/s**" for name, value in peak.items()) + ".",
-        *(["### What each path is bound by\n\n" + "\n".join(f"- {line}" for line in bounds(results))]
-          if bounds(results) else []),
+        *(["### What each path is bound by\n\n" + "\n".join(f"- {line}" for line in limits)] if limits else []),
         "### UNet at the 256×7×7 latent (16 context tokens)\n\n" + unet_details(results),
         "### Text → image (shapes preset, random weights)\n\n" + text_to_image_details(results),
         "### Image → text\n\n" + image_to_text_details(results),
