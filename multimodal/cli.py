@@ -265,7 +265,7 @@ def resolve_checkpoint_or_exit(parser: argparse.ArgumentParser, checkpoint: str 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("running")
     group.add_argument("--threads", type=positive_int, metavar="N",
-                       help="CPU threads for the model (default: one per core this process may use)")
+                       help="CPU threads for the model (default: one per two cores this process may use, at least one)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -273,13 +273,23 @@ def warn(parser: argparse.ArgumentParser, message: str) -> None:
     print(f"{parser.prog}: warning: {message}", file=sys.stderr)
 
 
+def default_threads() -> int:
+    """The CPU threads a command that runs a trained model uses unless --threads says: one per two
+    cores this process may use. On 2-core machines one thread beat two in every case measured but
+    an idle machine at batch 8, and leaves a core to the rest (the browser, the page's server)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
 def set_thread_policy(threads: int | None) -> None:
-    """Before torch loads: OpenMP threads that wait for work by sleeping, not by spinning. With
-    spinning, one other busy process on a 2-core machine made sampling 40× slower (two threads
-    spinning against it); sleeping threads lose little when the machine is idle."""
+    """Before torch loads: `threads` OpenMP threads (default_threads() unless given, or unless
+    OMP_NUM_THREADS is set) that wait for work by sleeping, not by spinning. Spinning ones made
+    sampling 40× slower beside one other busy process on a 2-core machine (DESIGN.md)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", str(default_threads()))
 
 
 def set_threads(threads: int | None) -> None:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from multimodal import GenerativeMultimodalModel, ImageTextGenerator
+from multimodal import GenerativeMultimodalModel, ImageTextGenerator, cli
 from multimodal.data import generate_shapes_dataset
 from multimodal.errors import OutsideTrainingDataWarning
 
@@ -195,18 +195,37 @@ def test_sampling_shows_progress_unless_quiet(checkpoint, tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
-def test_generation_threads_sleep_while_waiting_and_threads_sets_their_number(checkpoint, tmp_path):
-    """Spinning OpenMP threads made sampling 40x slower beside one busy process (DESIGN.md)."""
+def test_generation_threads_sleep_while_waiting_one_per_two_cores(checkpoint, tmp_path):
+    """Spinning OpenMP threads made sampling 40x slower beside one busy process, and on 2-core
+    machines one sleeping thread beat two (DESIGN.md)."""
     photo = tmp_path / "photo.png"
     Image.new("RGB", (8, 8)).save(photo)
-    argv = ["generate_i2t.py", str(photo), "--threads", "1", "--checkpoint", str(checkpoint), "--quiet"]
+    argv = ["generate_i2t.py", str(photo), "--checkpoint", str(checkpoint), "--quiet"]
     code = (
-        "import os, runpy, sys, torch\n"
+        "import os, runpy, sys\n"
         f"sys.argv = {argv!r}\n"
         f"try:\n    runpy.run_path({str(ROOT / 'generate_i2t.py')!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n"
+        "    import torch  # loaded by the command, after it chose its threads\n"
         "    print(exit.code, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OMP_NUM_THREADS'), torch.get_num_threads())\n"
     )
     env = {k: v for k, v in ENV.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.stdout.split()[-4:] == ["0", "PASSIVE", "1", "1"], result.stderr
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert result.stdout.split()[-4:] == ["0", "PASSIVE", threads, threads], result.stderr
+
+
+def test_threads_flag_and_the_users_omp_num_threads_come_before_the_default(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert cli.default_threads() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert cli.default_threads() == 1
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored after the test, as the others are
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cli.set_thread_policy(None)
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    cli.set_thread_policy(3)
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    cli.set_thread_policy(None)
+    assert os.environ["OMP_NUM_THREADS"] == "5"
