@@ -417,6 +417,11 @@ def accumulation_cell(stage: dict) -> str:
             f"(+{100 * accumulation['feature_pass_ms'] / plain:.0f}%)")
 
 
+def faster_or_slower(speedup: float) -> str:
+    """A speed-up in words: "1.30× faster", or "1.14× slower" where it is below one."""
+    return f"{speedup:.2f}× faster" if speedup >= 1 else f"{1 / speedup:.2f}× slower"
+
+
 def bounds(results: dict) -> list[str]:
     """What limits each hot path on this device, read from the run's own numbers."""
     lines = []
@@ -428,13 +433,15 @@ def bounds(results: dict) -> list[str]:
                 "of it in the UNet calls. A step at batch 2 is about a hundred operations (3×3 convolutions over 7×7, "
                 "GroupNorm, SiLU, attention over 49 positions), each too small to fill the cores")
         if "one_thread_ms_per_image" in one:
-            line += (f": {results['machine'].get('torch_threads', 'all')} threads make it only "
-                     f"{one['one_thread_ms_per_image'] / one['ms_per_image']:.2f}× faster than one")
+            line += (f": {results['machine'].get('torch_threads', 'all')} threads make it "
+                     f"{faster_or_slower(one['one_thread_ms_per_image'] / one['ms_per_image'])} than one")
         if "compiled_ms_per_image" in one:
+            speedup = one["ms_per_image"] / one["compiled_ms_per_image"]
             line += (f". Compiling the UNet (inductor fuses the elementwise work and prepacks the convolution weights) "
-                     f"makes the picture {one['ms_per_image'] / one['compiled_ms_per_image']:.2f}× faster after a first "
-                     f"call of {num(one['compiled_first_call_s'])} s (and another for each new batch size), which a "
-                     "picture or a page session rarely earns back, so generation stays eager")
+                     f"makes the picture {faster_or_slower(speedup)} after a first call of "
+                     f"{num(one['compiled_first_call_s'])} s (and another for each new batch size)"
+                     + (", which a picture or a page session rarely earns back" if speedup > 1 else "")
+                     + ", so generation stays eager")
         lines.append(line + ".")
         batched = guided_picture(results, max(r["batch"] for r in results["text_to_image"]))
         if batched is not one and "gflop_per_image" in batched:
@@ -473,9 +480,11 @@ def bounds(results: dict) -> list[str]:
 
 
 def peak_sides(device: str, results: dict) -> str:
-    """The square matmuls the peak was the best of (runs before 2026-12-07 timed one size)."""
+    """The square products the peak was the best of (earlier runs timed one size, or matmuls alone)."""
     sides = results.get("peak_sizes", [8192 if device == "cuda" else 4096])
-    return f"square {sides[0]}²" if len(sides) == 1 else "the best of square " + ", ".join(f"{n}²" for n in sides)
+    shown = f"square {sides[0]}²" if len(sides) == 1 else "the best of square " + ", ".join(f"{n}²" for n in sides)
+    kernels = results.get("peak_kernels", ["matmul"])
+    return shown + (f" as {' and '.join(kernels)}" if len(kernels) > 1 else "")
 
 
 def device_section(device: str, results: dict) -> str:
@@ -565,7 +574,7 @@ def onnx_section(onnx: dict) -> str:
                f"ONNX Runtime / PyTorch, median of pairs (spread): {onnx.get('target', 'no target')}"], rows),
         f"Measured {machine['date']} by `python -m bench.export` on the checkpoint `{onnx['checkpoint']}`: "
         f"{machine['cpu']} ({machine['cores']} cores; {machine['cpu_features']}), torch {machine['torch']} with "
-        f"{machine['torch_threads']} threads (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads, not spinning: the runner's setting). "
+        f"{machine['torch_threads']} thread{'' if str(machine['torch_threads']) == '1' else 's'} (OpenMP threads sleeping while they wait, as the CLIs set them), onnxruntime {onnx['onnxruntime']} (CPU provider, default threads, not spinning: the runner's setting). "
         f"Load average {' / '.join(f'{v:.1f}' for v in onnx['load_average'])} at the start / end; timings measured "
         f"again because other processes were busy: {onnx['timings_redone']} ({onnx['timings_still_busy']} still busy). "
         + (f"Text → image is timed quiet and then beside one busy process ({onnx['busy_process']}; load average "

@@ -33,7 +33,7 @@ from bench.data import COCO_MINI, DataSet, bench_data, shapes_dir
 from bench.generation import bench_image_to_text, bench_text_to_image
 from bench.report import DEVICES, DOCUMENT, read_results, results_path, targets, write_document
 from bench.text_cache import bench_text_cache
-from bench.timing import Timer, describe_machine, matmul_peak, peak_sizes, precision_name
+from bench.timing import Timer, describe_machine, matmul_peak, peak_kernels, peak_sizes, precision_name
 from bench.training import TrainingJob, run_in_fresh_process
 from bench.unet import bench_unets
 from multimodal import GenerativeMultimodalModel, model_preset
@@ -117,6 +117,7 @@ def measure(device: torch.device, plan: Plan, quick: bool, coco_dir: Path, rando
     dtypes_by_name = {"fp32": torch.float32, "bf16": torch.bfloat16}
     results["peak"] = {name: matmul_peak(device, dtypes_by_name[name], timer) for name in native}
     results["peak_sizes"] = list(peak_sizes(device))
+    results["peak_kernels"] = list(peak_kernels(device))
 
     dtypes = list(dict.fromkeys([None, train_dtype] if plan.unet_fp32_too else [train_dtype]))
     results["unet"] = []

@@ -97,19 +97,30 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def peak_sizes(device: torch.device) -> tuple[int, ...]:
-    """The sides of the square matmuls `matmul_peak` tries."""
+    """The sides of the square products `matmul_peak` tries."""
     return (4096, 8192) if device.type == "cuda" else (1024, 2048, 4096)
 
 
+def peak_kernels(device: torch.device) -> tuple[str, ...]:
+    """The routes to a product `matmul_peak` tries. On a CPU torch has two GEMM libraries:
+    matmul goes to MKL (or OpenBLAS), a 1×1 convolution to oneDNN, which the UNet's convolutions
+    use too; on an AMD EPYC MKL's products read at about 60% of oneDNN's."""
+    return ("matmul",) if device.type == "cuda" else ("matmul", "1×1 convolution")
+
+
 def matmul_peak(device: torch.device, dtype: torch.dtype, timer: Timer) -> float:
-    """GFLOP/s of the fastest of a few large square matmuls: the most this machine does with
-    `dtype`. One size is not enough on a CPU: a 4096² product spills the caches and reads below
-    what 1024²–2048² reach, and below what the UNet's own convolutions then seemed to exceed."""
+    """GFLOP/s of the fastest of a few large square products: the most this machine does with
+    `dtype`. One size is not enough on a CPU (a 4096² product spills the caches and reads below
+    what 1024²–2048² reach), nor one library (`peak_kernels`)."""
     best = 0.0
     for n in peak_sizes(device):
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        best = max(best, 2 * n**3 / timer(lambda: a @ b) / 1e9)
+        image, weight = a.reshape(1, n, n, 1), b.reshape(n, n, 1, 1)  # n channels at n positions, to n channels
+        products = {"matmul": lambda: a @ b, "1×1 convolution": lambda: torch.nn.functional.conv2d(image, weight)}
+        with torch.no_grad():
+            for kernel in peak_kernels(device):
+                best = max(best, 2 * n**3 / timer(products[kernel]) / 1e9)
     return best
 
 

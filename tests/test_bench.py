@@ -91,8 +91,9 @@ def test_merge_adds_another_runs_columns_without_measuring(tmp_path: Path, capsy
         run.main(["--output", str(cpu), "--merge", str(tmp_path / "nothing.md")])
 
 
-def test_the_matmul_peak_is_the_fastest_of_its_sizes():
-    times = iter([1.0, 0.01, 1.0])  # the 2048² product fastest, as a CPU's caches make it
+def test_the_matmul_peak_is_the_fastest_of_its_sizes_and_libraries():
+    # per size (1024², 2048², 4096²): matmul, then the 1×1 convolution; oneDNN's 2048² fastest
+    times = iter([1.0, 1.0, 0.02, 0.01, 1.0, 1.0])
     peak = matmul_peak(torch.device("cpu"), torch.float32, lambda fn: next(times))
     assert peak == pytest.approx(2 * 2048**3 / 0.01 / 1e9)
 
@@ -107,3 +108,8 @@ def test_one_picture_is_held_to_the_time_its_flops_take_at_the_peak():
     one["ms_per_image"] = 1.5 * floor_ms
     assert dict((w, v) for w, _, *v in report.targets(results))[what] == ["1.5×", "met"]
     assert any(line.startswith("**One picture at batch 1**") for line in report.bounds(results))
+
+
+def test_a_speed_up_below_one_reads_as_slower():
+    assert report.faster_or_slower(1.3) == "1.30× faster"
+    assert report.faster_or_slower(0.8) == "1.25× slower"
