@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
-# The whole product on the built-in shapes set: train (3-5 minutes on 2 CPU cores), then
+# The whole product on the built-in shapes set: train (2-5 minutes on 2 CPU cores), then
 # measure it on the validation split and draw a sample sheet. The generators and evaluate.py
 # find checkpoints/demo/ on their own.
 DEMO_DIR := checkpoints/demo
