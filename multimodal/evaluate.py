@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--sheet", type=Path, metavar="PNG",
                       help="also draw a sample sheet here (images generated for validation captions, and "
                       "validation images with their generated captions) and print three example captions")
+    data.add_argument("--quiet", action="store_true", help="no progress bars (the results table is still printed)")
     photographs = parser.add_argument_group("photographs (COCO, Karpathy's split, any layout but the built-in sets)")
     photographs.add_argument("--split", choices=("val", "test"),
                              help="the split measured: val, or test where the layout has one (default: test for "
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings |= {"sampling": sampling.to_dict(), "seed": seed, "num_beams": num_beams}
                 metrics = BUILTIN_DRIVERS[dataset](
                     generator.model, val, batch_size=args.batch_size, sampling=sampling, seed=seed,
-                    limit=args.limit, progress=True, num_beams=num_beams,
+                    limit=args.limit, progress=not args.quiet, num_beams=num_beams,
                 )
             else:
                 dataset, targets = layout, {}
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_beams = args.num_beams or 3
                 settings |= {"split": split, "num_beams": num_beams}
                 metrics = evaluate_captions(generator.model, val, batch_size=args.batch_size, limit=args.limit,
-                                            progress=True, num_beams=num_beams, features=features,
+                                            progress=not args.quiet, num_beams=num_beams, features=features,
                                             num_t2i=args.num_t2i, sampling=sampling, seed=seed)
 
     adapted = f" with the adapter {args.adapter}" if args.adapter else ""

@@ -127,8 +127,9 @@ def run_folder(tmp_path_factory) -> Path:
 
 
 def test_shapes_evaluation_writes_every_metric_next_to_the_checkpoint(run_folder):
-    result = run_evaluate("--checkpoint", str(run_folder), "--limit", "10", "--steps", "2", "--batch-size", "4")
+    result = run_evaluate("--checkpoint", str(run_folder), "--limit", "10", "--steps", "2", "--batch-size", "4", "--quiet")
     assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stderr  # --quiet: no progress bars
     results = json.loads((run_folder / "best" / "evaluation-limit-10.json").read_text())
     assert results["dataset"] == "shapes" and results["data_dir"] == str(run_folder.parent / "shapes")
     assert results["settings"]["precision"] == "auto" and results["settings"]["dtype"] == "float32"  # on the CPU
