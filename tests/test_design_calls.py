@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, random_images
+from conftest import REPO, random_images, tiny_config
+from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 from multimodal.config import SamplingConfig
 from multimodal.data.transforms import to_pil
 from multimodal.errors import ConfigError, InvalidInputError
@@ -136,6 +137,24 @@ def test_unconditional_samples_differ_from_each_other_and_repeat_per_seed(genera
     assert pixels == [to_pil(image).tobytes() for image in decoded]
     with pytest.raises(InvalidInputError, match="guidance_scale steer toward a prompt"):
         generator.generate_unconditional(2, guidance_scale=3.0)
+
+
+def test_an_unconditional_model_refuses_prompts_captions_and_embeddings(tmp_path, capsys, monkeypatch):
+    GenerativeMultimodalModel(tiny_config().without_captions()).save_pretrained(tmp_path / "unconditional")
+    generator = ImageTextGenerator(tmp_path / "unconditional", device="cpu")
+    assert len(generator.generate_unconditional(1, seed=0, num_inference_steps=1)) == 1
+    image = Image.new("RGB", (28, 28))
+    for call in (lambda: generator.generate_from_text("a red circle"), lambda: generator.image_to_text(image),
+                 lambda: generator.embed_texts(["a red circle"]), lambda: generator.similarity([image], ["a"])):
+        with pytest.raises(InvalidInputError, match="this checkpoint is unconditional"):
+            call()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "generate_t2i.py"))["main"](["a red circle", "--checkpoint", "unconditional"])
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err.strip()
+    assert "drawing for a prompt needs a model trained on captions" in stderr and len(stderr.splitlines()) == 1
+    assert not list(tmp_path.glob("*.png"))
 
 
 # -- image-to-image -----------------------------------------------------------------------------
