@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from multimodal import presets
-from multimodal.config import SamplingConfig
+from multimodal.config import ModelConfig, SamplingConfig
 from multimodal.presets import ModelCard
 from multimodal.files import write_text_atomically
 from multimodal.paths import CONFIG_NAME
@@ -41,8 +41,10 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
     train_config = (trainer_state or {}).get("train_config") or {}
     preset = train_config.get("preset")
     card = getattr(presets.find(preset), "card", UNKNOWN)
-    header = ["---", "library_name: multimodal", "pipeline_tag: text-to-image", "tags:"]
-    header += [f"- {tag}" for tag in ("text-to-image", "image-to-text", "image-captioning", "latent-diffusion", "clip")]
+    unconditional = ModelConfig.from_dict(config).unconditional
+    tags = (("unconditional-image-generation", "latent-diffusion") if unconditional
+            else ("text-to-image", "image-to-text", "image-captioning", "latent-diffusion", "clip"))
+    header = ["---", "library_name: multimodal", f"pipeline_tag: {tags[0]}", "tags:"] + [f"- {tag}" for tag in tags]
     header += ["datasets:", f"- {card.dataset}", "metrics:"] + [f"- {m}" for m in card.metrics] + ["---"]
 
     size = config["image_size"]
@@ -55,6 +57,9 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         f"draws {size}×{size} images from the shared {config['latent_channels']}×{config['latent_size']}×"
         f"{config['latent_size']} latent, a {config['caption_layers']}-layer Transformer writes captions from it, and "
         f"a latent-diffusion UNet (width {config['unet_width']}) turns text into that latent.",
+        *(["", "**Unconditional**: trained on images alone, it draws pictures of no prompt. Its text encoder's "
+            "head, caption decoder and text condition never learned, so it takes no prompt and writes no caption."]
+          if unconditional else []),
         "",
         "## Training",
         "",
@@ -70,8 +75,9 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
             "EMA weights."
         )
         if "val_loss" in last:
-            lines.append(f"Last epoch: validation loss {last['val_loss']:.4f}, retrieval R@1 image→text "
-                         f"{last.get('val_i2t_R@1', float('nan')):.3f}, text→image {last.get('val_t2i_R@1', float('nan')):.3f}.")
+            retrieval = (f", retrieval R@1 image→text {last['val_i2t_R@1']:.3f}, text→image {last['val_t2i_R@1']:.3f}"
+                         if "val_i2t_R@1" in last else "")  # an unconditional model retrieves nothing
+            lines.append(f"Last epoch: validation loss {last['val_loss']:.4f}{retrieval}.")
     else:
         lines.append("Written by `save_pretrained` without a trainer: how it was trained is not recorded.")
     lines += [
@@ -81,7 +87,8 @@ def build_model_card(config: dict[str, Any], trainer_state: dict[str, Any] | Non
         "```python",
         "from multimodal import ImageTextGenerator",
         'generator = ImageTextGenerator("path/to/this-folder")',
-        f'caption = generator.image_to_text(generator.text_to_image("{card.prompt}", seed=0))',
+        'pictures = generator.generate_unconditional(4, seed=0)' if unconditional
+        else f'caption = generator.image_to_text(generator.text_to_image("{card.prompt}", seed=0))',
         "```",
         "",
     ]

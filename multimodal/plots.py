@@ -106,10 +106,12 @@ def codebook_curves(history: pd.DataFrame, path: Path) -> Path | None:
 
 
 def sample_sheet(
-    generated: list[Image.Image], prompts: list[str], images: list[Image.Image], captions: list[str], path: Path
+    generated: list[Image.Image], prompts: list[str], images: list[Image.Image], captions: list[str], path: Path,
+    row_names: tuple[str, str] = ("text → image", "image → text"),
 ) -> Path:
     """Top row: the pictures `generated` for `prompts`. Bottom row: `images` under their
-    generated `captions`. The folder of `path` is made if it is not there."""
+    generated `captions`. Each row named at its left by `row_names`. The folder of `path` is
+    made if it is not there."""
     columns = max(len(prompts), len(images))
     plt = pyplot()
     figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.2), squeeze=False)
@@ -121,8 +123,8 @@ def sample_sheet(
             if column < len(pictures):
                 axis.imshow(pictures[column])
                 axis.set_title("\n".join(textwrap.wrap(texts[column], 22)), fontsize=8)
-    axes[0][0].text(-0.1, 0.5, "text → image", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
-    axes[1][0].text(-0.1, 0.5, "image → text", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
+    for row, name in enumerate(row_names):
+        axes[row][0].text(-0.1, 0.5, name, transform=axes[row][0].transAxes, rotation=90, va="center", ha="right")
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # an untrained decoder writes any of BERT's words, CJK too: a box is drawn
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")

@@ -34,6 +34,13 @@ def test_save_pretrained_writes_a_hugging_face_model_card(tmp_path):
     assert "how it was trained is not recorded" in body
 
 
+def test_an_unconditional_checkpoint_card_says_it_draws_from_no_prompt(tmp_path):
+    GenerativeMultimodalModel(tiny_config().without_captions()).save_pretrained(tmp_path)
+    header, body = card_header(tmp_path)
+    assert header["pipeline_tag"] == "unconditional-image-generation" and "text-to-image" not in header["tags"]
+    assert "**Unconditional**" in body and "generate_unconditional(4, seed=0)" in body and "image_to_text" not in body
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A two-epoch tiny run that reports to TensorBoard and (offline) to W&B every 2 steps."""

@@ -13,6 +13,7 @@ import torch
 from conftest import COCO_MINI, TINY_FLAGS, run_recording, run_train, tiny_config, tiny_trainer
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
+from multimodal.training import samples
 from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import learning_rate, plan_stages
 from multimodal.training.text_cache import TextFeatureCache
@@ -251,3 +252,11 @@ def test_a_sample_sheet_draws_a_caption_its_font_lacks_without_a_warning(tiny_mo
         captions = write_sample_sheet(tiny_model, ["a red circle"], torch.zeros(1, 3, 28, 28), tmp_path / "sheet.png")
     assert captions == ["二 ぶ 세"] and (tmp_path / "sheet.png").stat().st_size > 0
     assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_an_unconditional_models_sample_sheet_names_no_prompt(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(samples, "sample_sheet", lambda *args: drawn.update(titles=args[1], captions=args[3], rows=args[5]))
+    model = GenerativeMultimodalModel(tiny_config().without_captions())
+    assert write_sample_sheet(model, ["a red circle"], torch.zeros(1, 3, 28, 28), tmp_path / "sheet.png") == [""]
+    assert drawn == {"titles": [""], "captions": [""], "rows": ("no prompt", "validation images")}

@@ -27,16 +27,17 @@ def write_sample_sheet(
 ) -> list[str]:
     """Top row: images generated for `prompts` (noise from `seed`). Bottom row: `images` with
     their generated captions. Returns those captions. An unconditional model draws from no
-    prompt, and its caption decoder never learned: it writes none."""
+    prompt, and its caption decoder never learned: its rows say so, untitled."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
+    drawn_for, rows = prompts, ("text → image", "image → text")
     if model.config.unconditional:
         generated = model.generate_unconditional(len(prompts), sampling, generator)
-        captions = [""] * len(images)
+        captions, drawn_for, rows = [""] * len(images), [""] * len(prompts), ("no prompt", "validation images")
     else:
         generated = model.generate_image_from_text(prompts, sampling, generator)
         captions = model.generate_text_from_image(images)
     drawn = [to_pil(picture.cpu()) for picture in generated]
     shown = [to_pil(picture.cpu()) for picture in images]
-    sample_sheet(drawn, prompts, shown, captions, path)
+    sample_sheet(drawn, drawn_for, shown, captions, path, rows)
     return captions
