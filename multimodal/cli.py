@@ -20,7 +20,7 @@ import typing
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Sequence
 
 from multimodal.config import DESIGN_NAMES, InferenceConfig
 from multimodal.config.options import SEED_RANGE, choices_of, seed_problem
@@ -32,6 +32,9 @@ from multimodal.errors import (
     SlowPrecisionWarning,
     TrainingError,
 )
+
+if TYPE_CHECKING:
+    from multimodal.generation import ImageTextGenerator
 
 # Nothing here imports torch, transformers or diffusers at the top: parsing arguments, --help
 # and usage errors answer at once; the libraries load when a command really runs.
@@ -298,6 +301,26 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def prepare_generation(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """The generators' checks before torch loads: the checkpoint to load (a usage error where
+    there is none), a device this machine has, and their threads (`set_thread_policy`)."""
+    checkpoint = resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
+    check_device(parser, args.device)
+    set_thread_policy(args.threads)
+    return checkpoint
+
+
+def load_generator(args: argparse.Namespace, checkpoint: Path) -> ImageTextGenerator:
+    """Inside `friendly_errors`, once the flags are good: torch loads, and the generator the
+    flags describe (device, adapter, precision, --threads, progress bars unless --quiet)."""
+    from multimodal.generation import ImageTextGenerator
+
+    set_threads(args.threads)
+    inference = InferenceConfig(**given(args, InferenceConfig))
+    return ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet, adapter=args.adapter,
+                              precision=inference.precision)
 
 
 def cuda_present() -> bool:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import DEFAULT_MAX_NEW_TOKENS, InferenceConfig
+from multimodal.config import DEFAULT_MAX_NEW_TOKENS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,16 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"(beam search returns at most --num-beams captions)")
     if args.seed is not None and not samples(args):
         cli.warn(parser, "--seed changes nothing here: greedy and beam search draw no random numbers")
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
-    cli.check_device(parser, args.device)
-    cli.set_thread_policy(args.threads)
+    checkpoint = cli.prepare_generation(parser, args)
     with cli.friendly_errors(parser.prog):
-        from multimodal.generation import ImageTextGenerator  # torch loads only now
-
-        cli.set_threads(args.threads)
-        inference = InferenceConfig(**cli.given(args, InferenceConfig))
-        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet, adapter=args.adapter,
-                                       precision=inference.precision)
+        generator = cli.load_generator(args, checkpoint)  # torch loads only now
         captions = generator.generate_from_image(
             args.images,
             num_captions_per_image=args.num_captions,

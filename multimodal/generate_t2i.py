@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from multimodal import cli
-from multimodal.config import InferenceConfig, SamplingConfig, sampling_presets
+from multimodal.config import SamplingConfig, sampling_presets
 from multimodal.config.sampling import DEFAULT_STRENGTH, IMAGE_BATCH, PROMPT_FIELDS, check_strength
 from multimodal.errors import ConfigError, InvalidInputError
 from multimodal.files import check_writable
@@ -159,16 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         paths = output_paths(args)
     except InvalidInputError as error:
         parser.error(str(error))
-    checkpoint = cli.resolve_checkpoint_or_exit(parser, args.checkpoint, args.adapter)
-    cli.check_device(parser, args.device)
-    cli.set_thread_policy(args.threads)
+    checkpoint = cli.prepare_generation(parser, args)
     with cli.friendly_errors(parser.prog):
-        from multimodal.generation import ImageTextGenerator, save_image  # torch loads only now
+        generator = cli.load_generator(args, checkpoint)  # torch loads only now
+        from multimodal.generation import save_image
 
-        cli.set_threads(args.threads)
-        inference = InferenceConfig(**cli.given(args, InferenceConfig))
-        generator = ImageTextGenerator(checkpoint, device=args.device, progress=not args.quiet,
-                                       adapter=args.adapter, precision=inference.precision)
         # The flags given override the checkpoint's defaults (its preset's, multimodal/presets.py).
         if args.unconditional:
             images = generator.iter_unconditional(args.num_samples, seed=args.seed, **cli.given(args, SamplingConfig))
