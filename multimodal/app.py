@@ -246,6 +246,9 @@ class Demo:
         """The checkpoint, and the validation split of its data set (--data-dir, else the one it
         was trained on) when that is on this machine."""
         generator = ImageTextGenerator(checkpoint, device=device)
+        if generator.model.config.unconditional:  # every tab reads or writes text
+            raise InvalidInputError(f"{checkpoint} is unconditional (trained on images alone): the web demo needs a model "
+                                    "trained on captions; draw its pictures with generate_t2i.py --unconditional")
         # Read as training read it (layout, columns, validation fraction), unless --data-dir says otherwise.
         data_dir, options = (Path(config.data_dir), {}) if config.data_dir else trained_data(generator.checkpoint_dir)
         if is_shard_spec(data_dir):

@@ -20,6 +20,7 @@ from conftest import tiny_config
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import ServeConfig
 from multimodal.data import generate_shapes_dataset
+from multimodal.errors import InvalidInputError
 
 gr = pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[app]')")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -206,3 +207,9 @@ def test_search_reads_the_validation_split_in_the_layout_training_read(tmp_path)
     texts = demo.validation.texts
     assert 3 <= len(texts) < 40 and all(re.fullmatch(r"picture number \d+", text) for text in texts)
     assert {Path(path).name for path in demo.validation.paths} == {f"p{text.split()[-1]}.png" for text in texts}
+
+
+def test_the_page_refuses_an_unconditional_checkpoint_in_one_line(tmp_path):
+    GenerativeMultimodalModel(tiny_config().without_captions()).save_pretrained(tmp_path / "unconditional")
+    with pytest.raises(InvalidInputError, match="unconditional .* the web demo needs a model trained on captions"):
+        Demo.load(tmp_path / "unconditional", ServeConfig(), device="cpu")
