@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from multimodal import cli
 
-cli.set_thread_policy(None)  # before torch loads: OpenMP threads that sleep while waiting, as the CLIs run them
+cli.set_thread_policy(None)  # before torch loads: the CLIs' threads (one per two cores, sleeping while they wait)
 
 import onnxruntime  # noqa: E402
 import torch  # noqa: E402

@@ -264,6 +264,15 @@ def times_floor(results: dict, row: dict) -> float:
     return row["ms_per_image"] / floor_ms(results, row)
 
 
+def unet_share(row: dict) -> str:
+    """The share of a picture's time its UNet calls take alone."""
+    return f"{100 * row['unet_ms_per_image'] / row['ms_per_image']:.0f}%"
+
+
+def threads_used(results: dict) -> str:
+    return str(results["machine"].get("torch_threads", "all"))
+
+
 def text_to_image_details(results: dict) -> str:
     rows, counted = [], all("gflop_per_image" in r for r in results["text_to_image"])
     for batch in sorted({r["batch"] for r in results["text_to_image"]}):
@@ -272,14 +281,14 @@ def text_to_image_details(results: dict) -> str:
         rows.append([str(batch), str(guided["steps"]), guided["precision"], num(guided["ms_per_image"]),
                      num(plain["ms_per_image"]), f"{guided['ms_per_image'] / plain['ms_per_image']:.2f}×"]
                     + ([num(guided["gflop_per_image"]), f"{times_floor(results, guided):.1f}×",
-                        f"{100 * guided['unet_ms_per_image'] / guided['ms_per_image']:.0f}%"] if counted else []))
+                        unet_share(guided)] if counted else []))
     text = table(["batch", "DDIM steps", "precision", "ms/image, guidance 3", "ms/image, guidance 1", "guided / unguided"]
                  + (["GFLOP/image, guidance 3", "time / its FLOPs at the peak", "its UNet calls alone"] if counted else []),
                  rows)
     one = guided_picture(results)
     if "one_thread_ms_per_image" in one:
         text += (f"\n\nOne guided picture at batch 1: {num(one['ms_per_image'])} ms on "
-                 f"{results['machine'].get('torch_threads', 'all')} threads, {num(one['one_thread_ms_per_image'])} ms on one")
+                 f"{threads_used(results)} threads, {num(one['one_thread_ms_per_image'])} ms on one")
         if "compiled_ms_per_image" in one:
             text += (f"; with the UNet compiled (`torch.compile`, inductor, frozen weights) "
                      f"{num(one['compiled_ms_per_image'])} ms, after a first call of {num(one['compiled_first_call_s'])} s")
@@ -429,11 +438,11 @@ def bounds(results: dict) -> list[str]:
     if "gflop_per_image" in one:
         line = (f"**One picture at batch 1** ({one['steps']} guided DDIM steps, {one['precision']}): the latency of many "
                 f"small operations, not arithmetic. Its {num(one['gflop_per_image'])} GFLOP would take {num(floor_ms(results, one))} ms "
-                f"at the matmul peak; it takes {num(one['ms_per_image'])} ms, {100 * one['unet_ms_per_image'] / one['ms_per_image']:.0f}% "
+                f"at the matmul peak; it takes {num(one['ms_per_image'])} ms, {unet_share(one)} "
                 "of it in the UNet calls. A step at batch 2 is about a hundred operations (3×3 convolutions over 7×7, "
                 "GroupNorm, SiLU, attention over 49 positions), each too small to fill the cores")
         if "one_thread_ms_per_image" in one:
-            line += (f": {results['machine'].get('torch_threads', 'all')} threads make it "
+            line += (f": {threads_used(results)} threads make it "
                      f"{faster_or_slower(one['one_thread_ms_per_image'] / one['ms_per_image'])} than one")
         if "compiled_ms_per_image" in one:
             speedup = one["ms_per_image"] / one["compiled_ms_per_image"]
@@ -530,7 +539,8 @@ METHOD = """\
   a shared machine between runs does not enter it.
 - Each timing: one warm-up call, then the median of at least 5 calls (more while they take
   under ~1.5 s together); on a GPU with `torch.cuda.synchronize` around each call.
-- The limit is the fastest of a few large square matmuls in the same run: fp32, and bf16 (what autocast uses)
+- The limit is the fastest of a few large square products in the same run (on a CPU both as
+  a matmul, through MKL, and as a 1×1 convolution, through oneDNN): fp32, and bf16 (what autocast uses)
   where the device computes bf16 natively; on a CPU without bf16 units only fp32 is measured.
 - diffusers' `UNet2DConditionModel` for comparison: one `CrossAttnDownBlock2D` and one
   `CrossAttnUpBlock2D` at our width (no resampling: 7×7 does not halve), cross-attention to
