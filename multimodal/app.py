@@ -37,7 +37,7 @@ from multimodal.config.options import SEED_LIMIT  # noqa: E402
 from multimodal.data import CaptionDataset, open_split  # noqa: E402
 from multimodal.data.transforms import load_rgb  # noqa: E402
 from multimodal.errors import InvalidInputError, OutsideTrainingDataWarning, PromptTruncatedWarning  # noqa: E402
-from multimodal.generation import ImageTextGenerator  # noqa: E402
+from multimodal.generation import ImageTextGenerator, needs_captions  # noqa: E402
 from multimodal.paths import is_shard_spec  # noqa: E402
 from multimodal.provenance import trained_data  # noqa: E402
 
@@ -246,9 +246,7 @@ class Demo:
         """The checkpoint, and the validation split of its data set (--data-dir, else the one it
         was trained on) when that is on this machine."""
         generator = ImageTextGenerator(checkpoint, device=device)
-        if generator.model.config.unconditional:  # every tab reads or writes text
-            raise InvalidInputError(f"{checkpoint} is unconditional (trained on images alone): the web demo needs a model "
-                                    "trained on captions; draw its pictures with generate_t2i.py --unconditional")
+        needs_captions(generator.model, "the web demo")  # every tab reads or writes text
         # Read as training read it (layout, columns, validation fraction), unless --data-dir says otherwise.
         data_dir, options = (Path(config.data_dir), {}) if config.data_dir else trained_data(generator.checkpoint_dir)
         if is_shard_spec(data_dir):

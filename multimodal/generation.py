@@ -88,6 +88,16 @@ def save_images(
     return [save_image(image, path, overwrite=True) for image, path in zip(flat, paths)]
 
 
+def needs_captions(model: GenerativeMultimodalModel, what: str) -> None:
+    """Refuse `what` where `model` is unconditional (trained on images alone): it never learned
+    from captions, so its embedding heads, caption decoder and text condition are as they were
+    initialised."""
+    if model.config.unconditional:
+        raise InvalidInputError(f"{what} needs a model trained on captions; this checkpoint is unconditional "
+                                "(trained on images alone): draw without a prompt (generate_unconditional, "
+                                "generate_t2i.py --unconditional)")
+
+
 def check_prompts(prompts: Sequence[str] | str) -> list[str]:
     """The prompts as a list of strings; an empty one is an error (it would draw noise)."""
     if isinstance(prompts, str):
@@ -287,7 +297,7 @@ class ImageTextGenerator:
         With `init_image` (a path, PIL image or array), every image is that picture redrawn
         toward its prompt, `strength` (default `DEFAULT_STRENGTH`) of the way (`image_to_image`).
         """
-        self._needs_captions("drawing for a prompt")
+        needs_captions(self.model, "drawing for a prompt")
         prompts = check_prompts(prompts)
         sampling = self.sampling_config(sampling, **options)
         if num_images_per_prompt < 1:
@@ -460,7 +470,7 @@ class ImageTextGenerator:
         no_repeat_ngram_size, … pass through as they are.
         """
         images = renamed("images", images, "image_paths", image_paths)
-        self._needs_captions("captioning")
+        needs_captions(self.model, "captioning")
         options = decoding_options(num_captions_per_image, generation_options | {"max_new_tokens": max_new_tokens})
         check_seed(seed)
         num_captions = options.get("num_return_sequences", 1)
@@ -483,14 +493,14 @@ class ImageTextGenerator:
     # -- retrieval ------------------------------------------------------------------------
     def embed_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Unit-length image embeddings (n_images, embed_dim), on the CPU."""
-        self._needs_captions("an image embedding")
+        needs_captions(self.model, "an image embedding")
         pixels = self._pixels(images)
         with self.computing():
             return self.model.encode_image(pixels).float().cpu()
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-length text embeddings (n_texts, embed_dim), on the CPU."""
-        self._needs_captions("a text embedding")
+        needs_captions(self.model, "a text embedding")
         texts = check_prompts(texts)
         self._warn_if_truncated(texts)
         with self.computing():
@@ -501,14 +511,6 @@ class ImageTextGenerator:
         return self.embed_images(images) @ self.embed_texts(texts).T
 
     # -- helpers --------------------------------------------------------------------------
-    def _needs_captions(self, what: str) -> None:
-        """An unconditional model (trained on images alone) never learned from captions: its
-        embedding heads, caption decoder and text condition are as they were initialised."""
-        if self.model.config.unconditional:
-            raise InvalidInputError(f"{what} needs a model trained on captions; this checkpoint is unconditional "
-                                    "(trained on images alone): draw without a prompt (generate_unconditional, "
-                                    "generate_t2i.py --unconditional)")
-
     def computing(self) -> AbstractContextManager:
         """Where the model runs in this generator's precision (evaluate.py measures inside it)."""
         return autocast(self.device, self.dtype)
