@@ -10,6 +10,7 @@ import torch
 from bench.timing import Timer, count_flops, precision_name
 from multimodal import GenerativeMultimodalModel, SamplingConfig
 from multimodal.data import all_combinations, canonical_caption
+from multimodal.data.shapes import captions_for
 from multimodal.device import autocast
 
 NEW_TOKENS = 32
@@ -17,6 +18,12 @@ NEW_TOKENS = 32
 
 def prompts(count: int) -> list[str]:
     return [canonical_caption(spec) for spec in all_combinations()[:count]]
+
+
+def shapes_words(model: GenerativeMultimodalModel) -> list[int]:
+    """The token ids of every caption of the shapes set: the vocabulary a decoder trained on it writes."""
+    captions = [caption for spec in all_combinations() for caption in captions_for(spec)]
+    return sorted({token for ids in model.tokenizer(captions)["input_ids"] for token in ids})
 
 
 def bench_text_to_image(
@@ -101,8 +108,8 @@ def decode(model: GenerativeMultimodalModel, z: torch.Tensor, beams: int, use_ca
 
 def matmuls_only(model: GenerativeMultimodalModel, rows: int) -> Callable[[], None]:
     """NEW_TOKENS tokens' worth of the caption decoder's matrix products at `rows` rows and nothing
-    else: the bound of any decode loop. At batch 1 each token reads every weight once (the output
-    layer alone is 30,522 × width), so this is memory traffic more than arithmetic."""
+    else: the bound of any decode loop over every word. At batch 1 each token reads every weight
+    once (the output layer alone is 30,522 × width), so this is memory traffic more than arithmetic."""
     lm = model.caption_decoder.lm
     layers = [layer for block in lm.transformer.h for layer in (
         block.attn.c_attn, block.attn.c_proj, block.crossattention.q_attn, block.crossattention.c_proj,
@@ -114,7 +121,7 @@ def matmuls_only(model: GenerativeMultimodalModel, rows: int) -> Callable[[], No
         for _ in range(NEW_TOKENS):
             for layer, x in zip(layers, inputs):
                 layer(x)
-            lm.lm_head(hidden)
+            lm.word_logits(hidden)
 
     return run
 
@@ -126,8 +133,11 @@ def bench_image_to_text(
     """New tokens per second of the caption decoder (the image encoder runs once, outside the
     timing) by transformers' generate(), greedy and 3-beam, with the key/value cache and without
     it. Greedy with the cache also by our decode loop (`loop_tokens_per_s`: the route captions take
-    now, the same tokens) and by its matrix products alone (`matmul_tokens_per_s`: its bound)."""
+    now, the same tokens), by its matrix products alone (`matmul_tokens_per_s`: its bound), and by
+    our loop with the vocabulary cut to the shapes set's words (`narrow_loop_tokens_per_s`: a
+    decoder trained on those captions computes only their rows of the output layer)."""
     model.eval()
+    lm = model.caption_decoder.lm
     size = model.config.image_size
     rows = []
     for batch in batches:
@@ -150,5 +160,11 @@ def bench_image_to_text(
                 if beams == 1 and use_cache:
                     row["loop_tokens_per_s"] = timed(lambda: decode(model, z, beams, use_cache, loop=True))
                     row["matmul_tokens_per_s"] = timed(matmuls_only(model, batch))
+                    lm.set_vocabulary(shapes_words(model))
+                    try:
+                        row["narrow_words"] = len(lm.words)
+                        row["narrow_loop_tokens_per_s"] = timed(lambda: decode(model, z, beams, use_cache, loop=True))
+                    finally:
+                        lm.set_vocabulary(None)
                 rows.append(row)
     return rows

@@ -69,6 +69,7 @@ def bench_training(job: TrainingJob) -> dict:
         "data": job.data_name,
         "precision": precision_name(trainer.autocast),
         "frozen_bert": trainer.model_config.freeze_bert,
+        "caption_words": len(trainer.model.caption_decoder.lm.words),  # its vocabulary: the training captions' words
         "stages": stages,
         "peak_rss_mb": peak_rss_mb(),
         "timings_redone": timer.redone,

@@ -19,7 +19,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, ModelConfig  # noqa: E402
 from multimodal.config import TrainConfig  # noqa: E402
-from multimodal.data import generate_shapes_dataset  # noqa: E402
+from multimodal.data import all_combinations, canonical_caption, generate_shapes_dataset  # noqa: E402
 from multimodal.training import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,10 +136,14 @@ def random_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A tiny untrained checkpoint folder, written once per test module."""
+    """A tiny untrained checkpoint folder, written once per test module. Its caption decoder
+    writes the words of the shapes set's captions, as one that train.py writes would."""
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny") / "checkpoint"
-    GenerativeMultimodalModel(tiny_config()).save_pretrained(directory)
+    model = GenerativeMultimodalModel(tiny_config())
+    captions = [canonical_caption(spec) for spec in all_combinations()]
+    model.caption_decoder.lm.set_vocabulary({i for ids in model.tokenizer(captions)["input_ids"] for i in ids})
+    model.save_pretrained(directory)
     return directory
 
 

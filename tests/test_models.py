@@ -100,7 +100,8 @@ def test_component_shapes(image_size):
     torch.testing.assert_close(text_embedding.norm(dim=-1), torch.ones(2))
 
     tokenizer = text.tokenizer
-    captioner = CaptionDecoder(config, len(tokenizer), tokenizer.cls_token_id, tokenizer.sep_token_id, 0)
+    captioner = CaptionDecoder(config, len(tokenizer), tokenizer.cls_token_id, tokenizer.sep_token_id, 0,
+                               tokenizer.unk_token_id)
     assert captioner.memory(z).shape == (2, 49, config.caption_width)
     assert captioner(z, **tokens).ndim == 0
     generated = captioner.generate(z, max_new_tokens=5)
@@ -333,6 +334,21 @@ def test_save_then_load_gives_identical_outputs(tiny_model, tmp_path):
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
     assert loaded.generate_text_from_image(images) == tiny_model.generate_text_from_image(images)
+
+
+def test_a_checkpoint_keeps_its_caption_vocabulary_and_one_from_before_it_writes_every_word(tiny_model, tmp_path):
+    lm = tiny_model.eval().caption_decoder.lm
+    words = tiny_model.tokenizer(["a small red circle"])["input_ids"][0]
+    lm.set_vocabulary(words)
+    tiny_model.save_pretrained(tmp_path)
+    loaded = GenerativeMultimodalModel.from_pretrained(tmp_path).caption_decoder.lm
+    assert loaded.restricted and torch.equal(loaded.words, lm.words) and len(lm.words) == len(set(words)) + 2  # [PAD], [UNK]
+
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["caption_decoder.lm.writes"]  # as a checkpoint written before the vocabulary existed
+    save_file(weights, tmp_path / "model.safetensors")
+    older = GenerativeMultimodalModel.from_pretrained(tmp_path).caption_decoder.lm
+    assert not older.restricted and len(older.words) == len(tiny_model.tokenizer)
 
 
 def test_checkpoint_with_a_missing_or_extra_tensor_is_refused(tiny_model, tmp_path):

@@ -70,10 +70,11 @@ def add_adapters(
 ) -> nn.Module:
     """Inject fresh LoRA layers (B = 0, so the model computes what it did) into the layers
     `targets` name (see `target_layers`), and let only them learn. The caption decoder's rows
-    for the token ids `tokens` learn too (peft's trainable tokens), one row shared by its
-    tied input and output layers: a word the base never wrote, such as "orange", has only
-    random rows there, which no low-rank update of the other layers can make it say. The
-    latent statistics belong to the base and stay fixed: the base stays bit for bit as it was."""
+    for the token ids `tokens` learn too (peft's trainable tokens), one row shared by its tied
+    input and output layers, and those words join the ones it may write: a word the base never
+    wrote, such as "orange", has only random rows there, which no low-rank update of the other
+    layers can make it say. The latent statistics belong to the base and stay fixed: the base's
+    weights stay bit for bit as they were."""
     config = LoraConfig(
         r=rank, lora_alpha=alpha, target_modules=target_layers(model, targets), lora_dropout=0.0,
         trainable_token_indices={WORD_EMBEDDINGS: sorted(tokens), WORD_OUTPUT: sorted(tokens)} if tokens else None,
@@ -84,6 +85,7 @@ def add_adapters(
     if tokens:  # tie the output layer's rows to the embedding's, as the base ties the two matrices
         shared = model.get_submodule(WORD_EMBEDDINGS).token_adapter.trainable_tokens_delta
         model.get_submodule(WORD_OUTPUT).token_adapter.trainable_tokens_delta["default"] = shared["default"]
+        model.caption_decoder.lm.add_words(tokens)  # words the base never wrote join its vocabulary
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(".lora_" in name or ".trainable_tokens_delta." in name)
     model.diffusion.track_latent_stats = False

@@ -21,6 +21,7 @@ DATA_FORMATS = ("auto", "coco", "imagefolder", "paired", "captions-txt", "webdat
 # The TrainConfig fields that say how a data set is read: evaluation and the data tools read it the same way.
 DATA_FIELDS = ("data_format", "caption_column", "image_column", "val_fraction")
 MAX_LORA_RANK = 512  # wider than any layer it adapts: a low-rank adapter no more
+CAPTION_VOCABULARIES = ("captions", "all")  # what --caption-vocabulary takes (training/trainer.py applies it)
 REPORT_TO = ("none", "tensorboard", "wandb", "tensorboard,wandb")  # where train.py logs besides metrics.csv
 
 
@@ -56,6 +57,12 @@ class TrainConfig(Config):
         False, "contrastive loss: each image must also rank its caption above the same caption with its two "
         "'<colour> <shape>' objects swapped, and with only their colours swapped (NegCLIP's hard negatives; for "
         "captions of two objects, as the scenes set's; other captions get none)", group="data",
+    )
+    caption_vocabulary: str = option(
+        "captions", "the words the caption decoder may write. captions: the wordpieces of the training captions "
+        "(a fine-tune adds its new ones to its base's; WebDataset shards and parquet files stream their captions, "
+        "so there it is every word); all: every word of BERT's vocabulary, 30,522 (slower to train and decode)",
+        group="data", choices=CAPTION_VOCABULARIES,
     )
     num_workers: int | None = option(
         None, "DataLoader worker processes per process (default: one per CPU core, at most 16; none when "

@@ -61,7 +61,7 @@ class CaptionStep(Part):
         decoder = self.model.caption_decoder
         memory = decoder.memory(latents)
         hidden = decoder.lm.transformer(input_ids=input_ids, encoder_hidden_states=memory).last_hidden_state
-        return decoder.lm.lm_head(hidden[:, -1])
+        return decoder.lm.next_token_logits(hidden[:, -1])
 
 
 @dataclass

@@ -4,9 +4,18 @@ It is a transformers causal LM on purpose: `generate()` gives beam search and ev
 decoding option; greedy and sampled captions, the common ones, take a loop of our own over the
 same modules (caption_decoding.py), for speed. It
 speaks the BERT tokenizer's ids: [CLS] starts a caption and [SEP] ends it.
+
+Its vocabulary is the words it may write (`CaptionLM.writes`): training sets it to the
+wordpieces of the training captions, so the output layer's softmax runs over those (the shapes
+set's two dozen instead of BERT's 30,522) and every other word scores -inf. The output
+layer keeps a row for every id, so the checkpoint format, adapters and exports stay those of a
+decoder that writes every word, and a fine-tune adds its new words to the vocabulary.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +28,69 @@ from multimodal.models import caption_decoding
 from multimodal.models.checkpointing import set_transformers_checkpointing
 
 
+class CaptionLM(GPT2LMHeadModel):
+    """GPT-2 that writes only the words of its vocabulary: `writes` (one flag per token id,
+    saved with the weights) says which. Its logits are -inf elsewhere, so generate()'s beams,
+    sampling and every processor see the vocabulary's distribution. While it writes every word,
+    it is GPT2LMHeadModel to the bit."""
+
+    def __init__(self, config: GPT2Config, unknown_id: int) -> None:
+        super().__init__(config)
+        # In every vocabulary: [CLS], [SEP], [PAD], and [UNK], what a word outside it counts as.
+        self.always = (config.bos_token_id, config.eos_token_id, config.pad_token_id, unknown_id)
+        self.unknown_id = unknown_id
+        self.register_buffer("writes", torch.ones(config.vocab_size, dtype=torch.bool))
+        self.register_buffer("words", torch.arange(config.vocab_size), persistent=False)  # the ids it writes
+        self.register_buffer("word_index", torch.arange(config.vocab_size), persistent=False)  # id → row of `words`
+        self.restricted = False
+        self.register_load_state_dict_post_hook(lambda module, _: module._vocabulary_changed())
+
+    def set_vocabulary(self, ids: Iterable[int] | None) -> None:
+        """Write only the words `ids` (and the special tokens); None: every word."""
+        self.writes.fill_(ids is None)
+        self.add_words(ids or ())
+
+    def add_words(self, ids: Iterable[int]) -> None:
+        """Write the words `ids` too: a fine-tune's new words."""
+        self.writes[torch.tensor([*self.always, *ids], dtype=torch.long, device=self.writes.device)] = True
+        self._vocabulary_changed()
+
+    def _vocabulary_changed(self) -> None:
+        self.words = self.writes.nonzero().squeeze(1)
+        self.restricted = len(self.words) < len(self.writes)
+        unknown = int(torch.searchsorted(self.words, self.unknown_id))
+        self.word_index = torch.full_like(self.writes, unknown, dtype=torch.long)
+        self.word_index[self.words] = torch.arange(len(self.words), device=self.words.device)
+
+    def word_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over `words` only, (…, len(words)): the output layer's rows of the vocabulary
+        (all of it while it writes every word). Adapted layers (peft's wrappers) run whole."""
+        if not self.restricted:
+            return self.lm_head(hidden)
+        if type(self.lm_head) is nn.Linear:
+            return F.linear(hidden, self.lm_head.weight[self.words], self.lm_head.bias)
+        return self.lm_head(hidden)[..., self.words]
+
+    def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over every id, (…, vocab_size), -inf outside the vocabulary, computed from
+        the vocabulary's rows only."""
+        if not self.restricted:
+            return self.lm_head(hidden)
+        logits = self.word_logits(hidden)
+        full = logits.new_full((*logits.shape[:-1], len(self.writes)), float("-inf"))
+        return full.scatter(-1, self.words.expand(*logits.shape[:-1], -1), logits)  # a scatter exports to ONNX
+
+    @functools.wraps(GPT2LMHeadModel.forward)  # its signature: generate() checks its arguments against it
+    def forward(self, *args, **kwargs):
+        output = super().forward(*args, **kwargs)
+        if self.restricted and output.logits is not None:
+            output.logits = output.logits.masked_fill(~self.writes, float("-inf"))
+        return output
+
+
 class CaptionDecoder(nn.Module):
-    def __init__(self, config: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int,
+                 unk_id: int) -> None:
         super().__init__()
         width = config.caption_width
         # The 7×7 latent becomes 49 memory tokens, each with a learned position, started at
@@ -28,7 +98,7 @@ class CaptionDecoder(nn.Module):
         self.memory_projection = nn.Linear(config.latent_channels, width)
         self.memory_position = nn.Parameter(torch.zeros(1, config.latent_size**2, width))
         nn.init.normal_(self.memory_position, std=config.caption_position_std)
-        self.lm = GPT2LMHeadModel(
+        self.lm = CaptionLM(
             GPT2Config(
                 vocab_size=vocab_size,
                 n_positions=config.max_caption_length,
@@ -42,7 +112,8 @@ class CaptionDecoder(nn.Module):
                 bos_token_id=bos_id,
                 eos_token_id=eos_id,
                 pad_token_id=pad_id,
-            )
+            ),
+            unknown_id=unk_id,
         )
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.max_length = config.max_caption_length
@@ -72,9 +143,10 @@ class CaptionDecoder(nn.Module):
     def _next_token_logits(
         self, z: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits where there is a real next token, those tokens, and the row each belongs to.
-        Position i predicts token i+1; the output layer (30,522 words wide) runs only there, not
-        on the padding: it is most of the decoder's cost."""
+        """Logits over the vocabulary where there is a real next token, those tokens as rows of
+        the vocabulary (a word outside it counts as [UNK]), and the caption row each belongs to.
+        Position i predicts token i+1; the output layer runs only there, not on the padding: it
+        is most of the decoder's cost."""
         input_ids = input_ids[:, : self.max_length]
         attention_mask = attention_mask[:, : self.max_length]
         hidden = self.lm.transformer(
@@ -83,7 +155,10 @@ class CaptionDecoder(nn.Module):
         ).last_hidden_state
         has_target = attention_mask[:, 1:].bool()
         rows = has_target.nonzero()[:, 0]
-        return self.lm.lm_head(hidden[:, :-1][has_target]), input_ids[:, 1:][has_target], rows
+        targets = input_ids[:, 1:][has_target]
+        if self.lm.restricted:
+            targets = self.lm.word_index[targets]
+        return self.lm.word_logits(hidden[:, :-1][has_target]), targets, rows
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, max_new_tokens: int = 30, **decoding) -> torch.Tensor:

@@ -1,27 +1,27 @@
 """Greedy and sampled captions without transformers' generate() overhead, token for token the same.
 
-At batch 1 the caption decoder's arithmetic per token is a few MFLOP plus the 30,522-word output
-layer; around it generate() does bookkeeping every token (attention masks, cache objects, logits
-processors that rebuild vocabulary-sized masks, stopping criteria): at the coco size, half its
-time goes outside the matrix products. This loop calls GPT-2's own modules, so weights, adapters
-and the checkpoint format are unchanged; the cross-attention keys/values of the 49 memory tokens
-are computed once, and the self-attention keys/values go into a cache preallocated for the whole
-caption. Every tensor operation runs on
-the shapes generate() gives it, and the logits processors are transformers' own classes in
-generate()'s order, so at fp32 the tokens are bit-identical (tests/test_caption_decoding.py checks
-greedy and sampling against generate()). Beam search, training mode and the options outside
-`OPTIONS` stay on generate(): `applies` decides. What is left at batch 1 is mostly reading the
-weights, ~46 MB per token at fp32 (bench: `matmul_tokens_per_s`).
+At batch 1 the caption decoder's arithmetic per token is a few MFLOP plus the output layer's
+rows of its vocabulary (all 30,522 of BERT's words unless training narrowed it); around it
+generate() does bookkeeping every token (attention masks, cache objects, logits processors that
+rebuild vocabulary-sized masks, stopping criteria): at the coco size, half its time goes outside
+the matrix products. This loop calls GPT-2's own modules, so weights, adapters and the checkpoint
+format are unchanged; the cross-attention keys/values of the 49 memory tokens are computed once,
+and the self-attention keys/values go into a cache preallocated for the whole caption. Every
+tensor operation runs on the shapes generate() gives it, and the logits processors are
+transformers' own classes in generate()'s order, so at fp32 the tokens are bit-identical
+(tests/test_caption_decoding.py checks greedy and sampling against generate(), over every word
+and over a narrower vocabulary). Beam search, training mode and the options outside `OPTIONS`
+stay on generate(): `applies` decides. What is left at batch 1 is mostly reading the weights,
+~46 MB per token at fp32 for the coco decoder over every word (bench: `matmul_tokens_per_s`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from transformers import (
-    GPT2LMHeadModel,
     LogitsProcessorList,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -29,6 +29,9 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+if TYPE_CHECKING:
+    from multimodal.models.caption_decoder import CaptionLM
 
 # The GenerationConfig options this loop reproduces. length_penalty and early_stopping act only
 # in beam search, which generate() does, so without beams they change nothing.
@@ -79,7 +82,7 @@ class Decoder:
     """One caption batch's decoding state: the cross-attention keys/values and the self-attention
     cache of every layer, for `rows` captions of up to `length` tokens ([CLS] included)."""
 
-    def __init__(self, lm: GPT2LMHeadModel, memory: torch.Tensor, length: int) -> None:
+    def __init__(self, lm: CaptionLM, memory: torch.Tensor, length: int) -> None:
         self.lm, self.transformer = lm, lm.transformer
         self.rows, self.length = memory.shape[0], length
         first = self.transformer.h[0].attn
@@ -113,7 +116,7 @@ class Decoder:
             hidden = hidden + self._attend(cross, query, *self.cross[index])
             mlp = block.mlp
             hidden = hidden + mlp.c_proj(mlp.act(mlp.c_fc(block.ln_2(hidden))))
-        logits = self.lm.lm_head(self.transformer.ln_f(hidden))
+        logits = self.lm.next_token_logits(self.transformer.ln_f(hidden))
         return logits[:, -1].to(copy=True, dtype=torch.float32)
 
     @staticmethod
@@ -126,7 +129,7 @@ class Decoder:
 
 
 @torch.no_grad()
-def decode(lm: GPT2LMHeadModel, memory: torch.Tensor, bos_id: int, eos_id: int, pad_id: int,
+def decode(lm: CaptionLM, memory: torch.Tensor, bos_id: int, eos_id: int, pad_id: int,
            options: dict[str, Any]) -> torch.Tensor:
     """Token ids (B · num_return_sequences, 1 + T) from [CLS], as generate() returns them for
     these `options` (see `applies`): a finished caption is padded with `pad_id`, and decoding stops

@@ -42,6 +42,9 @@ LOSSES = ("contrastive", "reconstruction", "latent", "fast_path", "caption", "di
 TEXT_TO_LATENT_LOSSES = ("diffusion", "fast_path", "consistency")
 # The losses of the autoencoder alone: they need neither the text nor the embeddings.
 AUTOENCODER_LOSSES = ("reconstruction", "latent")
+# Tensors newer than some checkpoints: one without them loads with the module's own values (a
+# checkpoint from before the caption vocabulary writes every word).
+ADDED_TENSORS = ("caption_decoder.lm.writes",)
 
 
 def read_model_config(path: Path) -> ModelConfig:
@@ -75,6 +78,7 @@ class GenerativeMultimodalModel(nn.Module):
             bos_id=self.tokenizer.cls_token_id,
             eos_id=self.tokenizer.sep_token_id,
             pad_id=self.tokenizer.pad_token_id,
+            unk_id=self.tokenizer.unk_token_id,
         )
         self.diffusion = LatentDiffusion(config, context_dim=self.text_encoder.hidden_size)
         self.contrastive = ContrastiveLoss(config.init_logit_scale, config.max_logit_scale)
@@ -504,5 +508,5 @@ class GenerativeMultimodalModel(nn.Module):
             raise
         except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as error:
             raise CheckpointError(f"{directory / CONFIG_NAME} describes a model that cannot be built: {error}") from None
-        load_safetensors(model, directory / WEIGHTS_NAME, device)
+        load_safetensors(model, directory / WEIGHTS_NAME, device, may_lack=ADDED_TENSORS)
         return model.to(device).eval()

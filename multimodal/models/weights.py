@@ -41,11 +41,13 @@ def _names(names: list[str]) -> str:
 
 
 def load_safetensors(
-    module: nn.Module, path: str | Path, device: str | torch.device = "cpu", described_by: str = CONFIG_NAME
+    module: nn.Module, path: str | Path, device: str | torch.device = "cpu", described_by: str = CONFIG_NAME,
+    may_lack: tuple[str, ...] = (),
 ) -> None:
     """Load the safetensors file `path` into `module`: every tensor of the module and no other,
-    each of its shape. One that does not fit says so in one line, naming `path` and the file
-    that describes the module (`described_by`)."""
+    each of its shape, except that it may lack those `may_lack` names (tensors newer than some
+    files: the module keeps its own values). One that does not fit says so in one line, naming
+    `path` and the file that describes the module (`described_by`)."""
     path = Path(path)
     try:
         missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
@@ -53,6 +55,7 @@ def load_safetensors(
         raise _unreadable(path, error) from None
     except RuntimeError as error:  # shapes that do not match the module's
         raise CheckpointError(f"{path} does not match {described_by}: {mismatch(error)}") from None
+    missing = [name for name in missing if name not in may_lack]
     parts = []
     if missing:
         parts.append(f"missing tensors: {_names(list(missing))}")

@@ -40,6 +40,7 @@ from multimodal.config import ModelConfig
 from multimodal.errors import CheckpointError, ConfigError, TrainingError
 from multimodal.model_card import write_model_card
 from multimodal.models import GenerativeMultimodalModel
+from multimodal.models.multimodal import ADDED_TENSORS
 from multimodal.models.weights import load_safetensors, read_safetensors
 from multimodal.files import being_written, folder_written_in_place, set_aside
 from multimodal.paths import (
@@ -318,8 +319,8 @@ def load_checkpoint(
         for target, name in ((model, TRAINING_WEIGHTS), (ema_model, ADAPTER_WEIGHTS)):
             load_adapter_state(target, read_safetensors(directory / name, device), directory / name)
     else:
-        load_safetensors(model, directory / TRAINING_WEIGHTS, device)
-        load_safetensors(ema_model, directory / WEIGHTS_NAME, device)
+        load_safetensors(model, directory / TRAINING_WEIGHTS, device, may_lack=ADDED_TENSORS)
+        load_safetensors(ema_model, directory / WEIGHTS_NAME, device, may_lack=ADDED_TENSORS)
     if discriminator is not None:
         load_safetensors(discriminator[0], directory / TRAINING_DISCRIMINATOR, device, described_by=TRAINER_STATE)
     try:

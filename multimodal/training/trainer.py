@@ -184,8 +184,23 @@ def add_lora(model: GenerativeMultimodalModel, config: TrainConfig, train_set: D
         raise InvalidInputError(f"--lora-targets: {error}") from None
 
 
+def set_caption_vocabulary(model: GenerativeMultimodalModel, config: TrainConfig, train_set: Dataset) -> None:
+    """The words the caption decoder may write (--caption-vocabulary): those of the training
+    captions, added to a fine-tuned checkpoint's own; every word for `all` and for streamed
+    captions, which are not known up front. (A LoRA run's are its base's and its captions',
+    which `add_adapters` adds.)"""
+    lm = model.caption_decoder.lm
+    if config.caption_vocabulary == "all" or isinstance(train_set, IterableDataset):
+        lm.set_vocabulary(None)
+    elif config.init_from is None:
+        lm.set_vocabulary(caption_words(model, train_set))
+    else:
+        lm.add_words(caption_words(model, train_set))
+
+
 def caption_words(model: GenerativeMultimodalModel, train_set: Dataset) -> list[int]:
-    """The token ids of every training caption: the caption decoder's rows that a LoRA run trains."""
+    """The token ids of every training caption: the caption decoder's vocabulary, and its rows
+    that a LoRA run trains."""
     captions = sorted({c for captions in train_set.references.values() for c in captions})
     return sorted({token for ids in model.tokenizer(captions)["input_ids"] for token in ids})
 
@@ -253,6 +268,8 @@ class Trainer:
         self.streamed = isinstance(self.train_set, IterableDataset)  # WebDataset shards, parquet files
         if c.lora_rank:
             add_lora(self.model, c, self.train_set)
+        elif resumed is None and self.captioned:  # a resumed run writes the words its checkpoint records
+            set_caption_vocabulary(self.model, c, self.train_set)
         # The autoencoder stage's perceptual network and discriminator (training-time modules).
         self.objective = AutoencoderObjective(c, self.device, self.dist) if c.autoencoder_epochs else None
         torch.manual_seed(c.seed + self.dist.rank)
