@@ -13,6 +13,7 @@ import torch
 from conftest import COCO_MINI, TINY_FLAGS, run_recording, run_train, tiny_config, tiny_trainer
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
+from multimodal.data import open_split
 from multimodal.training import samples
 from multimodal.training.samples import write_sample_sheet
 from multimodal.training.stages import learning_rate, plan_stages
@@ -289,3 +290,13 @@ def test_the_caption_decoder_writes_the_words_of_its_training_captions(shapes_di
 
     every = tiny_trainer(shapes_dir, tmp_path / "every", caption_vocabulary="all").model.caption_decoder.lm
     assert not every.restricted and len(every.words) == len(tokenizer)
+
+
+@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="needs ../shared/coco-mini")
+def test_caption_words_are_the_ids_of_the_whole_captions(tmp_path):
+    """Tokenising each distinct word once gives the ids tokenising every caption gives."""
+    model = GenerativeMultimodalModel(tiny_config())
+    train_set = open_split(COCO_MINI, "train", 28)
+    captions = [caption for captions in train_set.references.values() for caption in captions]
+    whole = {token for ids in model.tokenizer(captions)["input_ids"] for token in ids}
+    assert caption_words(model, train_set) == sorted(whole) and len(whole) > 500

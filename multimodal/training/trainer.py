@@ -199,10 +199,14 @@ def set_caption_vocabulary(model: GenerativeMultimodalModel, config: TrainConfig
 
 
 def caption_words(model: GenerativeMultimodalModel, train_set: Dataset) -> list[int]:
-    """The token ids of every training caption: the caption decoder's vocabulary, and its rows
-    that a LoRA run trains."""
-    captions = sorted({c for captions in train_set.references.values() for c in captions})
-    return sorted({token for ids in model.tokenizer(captions)["input_ids"] for token in ids})
+    """The token ids of every training caption, [CLS] and [SEP] included: the caption decoder's
+    vocabulary, and its rows that a LoRA run trains. Each distinct word is tokenised once, not
+    each caption: BERT splits text at whitespace before its wordpieces, so the ids are the same."""
+    tokenizer = model.tokenizer
+    words = sorted({word for captions in train_set.references.values() for caption in captions
+                    for word in caption.split()})
+    pieces = tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
+    return sorted({tokenizer.cls_token_id, tokenizer.sep_token_id}.union(*pieces))
 
 
 def create_optimizer(model: GenerativeMultimodalModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
