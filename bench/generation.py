@@ -9,6 +9,7 @@ import torch
 
 from bench.timing import Timer, count_flops, precision_name
 from multimodal import GenerativeMultimodalModel, SamplingConfig
+from multimodal.captions import token_ids
 from multimodal.data import all_combinations, canonical_caption
 from multimodal.data.shapes import captions_for
 from multimodal.device import autocast
@@ -22,8 +23,7 @@ def prompts(count: int) -> list[str]:
 
 def shapes_words(model: GenerativeMultimodalModel) -> list[int]:
     """The token ids of every caption of the shapes set: the vocabulary a decoder trained on it writes."""
-    captions = [caption for spec in all_combinations() for caption in captions_for(spec)]
-    return sorted({token for ids in model.tokenizer(captions)["input_ids"] for token in ids})
+    return token_ids(model.tokenizer, (caption for spec in all_combinations() for caption in captions_for(spec)))
 
 
 def bench_text_to_image(

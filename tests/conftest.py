@@ -18,6 +18,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, ModelConfig  # noqa: E402
+from multimodal.captions import token_ids  # noqa: E402
 from multimodal.config import TrainConfig  # noqa: E402
 from multimodal.data import all_combinations, canonical_caption, generate_shapes_dataset  # noqa: E402
 from multimodal.training import Trainer  # noqa: E402
@@ -141,8 +142,7 @@ def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny") / "checkpoint"
     model = GenerativeMultimodalModel(tiny_config())
-    captions = [canonical_caption(spec) for spec in all_combinations()]
-    model.caption_decoder.lm.set_vocabulary({i for ids in model.tokenizer(captions)["input_ids"] for i in ids})
+    model.caption_decoder.lm.set_vocabulary(token_ids(model.tokenizer, map(canonical_caption, all_combinations())))
     model.save_pretrained(directory)
     return directory
 

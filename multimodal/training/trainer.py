@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from tqdm.auto import tqdm
 
 from multimodal.adapters import add_adapters
+from multimodal.captions import token_ids
 from multimodal.config import ModelConfig, TrainConfig
 from multimodal.config.model import new_diffusion_config
 from multimodal.data import CaptionCollator, open_split
@@ -199,14 +200,9 @@ def set_caption_vocabulary(model: GenerativeMultimodalModel, config: TrainConfig
 
 
 def caption_words(model: GenerativeMultimodalModel, train_set: Dataset) -> list[int]:
-    """The token ids of every training caption, [CLS] and [SEP] included: the caption decoder's
-    vocabulary, and its rows that a LoRA run trains. Each distinct word is tokenised once, not
-    each caption: BERT splits text at whitespace before its wordpieces, so the ids are the same."""
-    tokenizer = model.tokenizer
-    words = sorted({word for captions in train_set.references.values() for caption in captions
-                    for word in caption.split()})
-    pieces = tokenizer(words, add_special_tokens=False)["input_ids"] if words else []
-    return sorted({tokenizer.cls_token_id, tokenizer.sep_token_id}.union(*pieces))
+    """The token ids of every training caption: the caption decoder's vocabulary, and its rows
+    that a LoRA run trains."""
+    return token_ids(model.tokenizer, (c for captions in train_set.references.values() for c in captions))
 
 
 def create_optimizer(model: GenerativeMultimodalModel, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
