@@ -15,7 +15,7 @@ decoder that writes every word, and a fine-tune adds its new words to the vocabu
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,18 @@ class CaptionLM(GPT2LMHeadModel):
         the vocabulary's rows only."""
         if not self.restricted:
             return self.lm_head(hidden)
-        logits = self.word_logits(hidden)
+        return self._over_every_id(self.word_logits(hidden))
+
+    def next_token_head(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`next_token_logits` for a decode loop: the vocabulary's rows of the output layer are
+        gathered once for all its steps (the weights do not change while it decodes)."""
+        if not self.restricted or type(self.lm_head) is not nn.Linear:
+            return self.next_token_logits
+        weight, bias = self.lm_head.weight[self.words], self.lm_head.bias
+        return lambda hidden: self._over_every_id(F.linear(hidden, weight, bias))
+
+    def _over_every_id(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits over the vocabulary's words spread over every id, -inf at the others."""
         full = logits.new_full((*logits.shape[:-1], len(self.writes)), float("-inf"))
         return full.scatter(-1, self.words.expand(*logits.shape[:-1], -1), logits)  # a scatter exports to ONNX
 

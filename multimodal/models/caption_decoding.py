@@ -83,7 +83,8 @@ class Decoder:
     cache of every layer, for `rows` captions of up to `length` tokens ([CLS] included)."""
 
     def __init__(self, lm: CaptionLM, memory: torch.Tensor, length: int) -> None:
-        self.lm, self.transformer = lm, lm.transformer
+        self.transformer = lm.transformer
+        self.head = lm.next_token_head()
         self.rows, self.length = memory.shape[0], length
         first = self.transformer.h[0].attn
         self.heads, self.head_dim, self.width = first.num_heads, first.head_dim, first.embed_dim
@@ -116,7 +117,7 @@ class Decoder:
             hidden = hidden + self._attend(cross, query, *self.cross[index])
             mlp = block.mlp
             hidden = hidden + mlp.c_proj(mlp.act(mlp.c_fc(block.ln_2(hidden))))
-        logits = self.lm.next_token_logits(self.transformer.ln_f(hidden))
+        logits = self.head(self.transformer.ln_f(hidden))
         return logits[:, -1].to(copy=True, dtype=torch.float32)
 
     @staticmethod
