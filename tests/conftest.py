@@ -8,10 +8,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import runpy  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -92,6 +96,36 @@ def run_train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
     )
+
+
+def script_main(name: str) -> Callable[[list[str]], int | None]:
+    """A script's main(argv), to run in this process (no interpreter start-up)."""
+    return runpy.run_path(str(REPO / name))["main"]
+
+
+def run_in_process(main: Callable[[list[str]], int | None], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`main(args)` run from `cwd` as its command line would be: the exit code, stdout and stderr
+    that run_train gives, without the seconds a new interpreter spends importing torch and
+    transformers. The environment, torch's threads and the working folder are put back after.
+    Not for what needs a fresh process: signals, what loads before torch, warnings shown once."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    environ, threads, before = dict(os.environ), torch.get_num_threads(), Path.cwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse's errors, and scripts that exit with a message
+                code = exit.code
+                if isinstance(code, str):
+                    print(code, file=sys.stderr)
+                    code = 1
+    finally:
+        os.chdir(before)
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(list(args), code or 0, stdout.getvalue(), stderr.getvalue())
 
 
 def free_port() -> int:

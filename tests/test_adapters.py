@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,17 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import random_images, tiny_config
+from conftest import REPO, random_images, run_in_process, script_main, tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, SamplingConfig
 from multimodal.adapters import merge
+from multimodal.adapters.__main__ import main as adapters_main
+from multimodal.data.__main__ import main as data_main
 from multimodal.adapters.targets import LORA_TARGETS
 from multimodal.config import TrainConfig
 from multimodal.data import generate_shapes_dataset, parse_caption_attributes, read_shape_attributes
 from multimodal.errors import ConfigError, InvalidInputError, TrainingError
 from multimodal.training import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLING = SamplingConfig(num_inference_steps=3)
 
 
@@ -133,16 +133,12 @@ def test_a_wrong_base_is_refused_with_one_line(setup):
         ImageTextGenerator(setup["other"], device="cpu", adapter=setup["adapter"])
     image = setup["root"] / "shape.png"
     Image.new("RGB", (28, 28)).save(image)
-    result = subprocess.run(
-        [sys.executable, str(REPO / "generate_i2t.py"), str(image), "--checkpoint", str(setup["other"]),
-         "--adapter", str(setup["adapter"])], capture_output=True, text=True, timeout=300,
-    )
+    result = run_in_process(script_main("generate_i2t.py"), str(image), "--checkpoint", str(setup["other"]),
+                            "--adapter", str(setup["adapter"]), cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "was trained on" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "multimodal.adapters", "merge", str(setup["adapter"]), str(setup["root"] / "m2"),
-         "--base", str(setup["other"])], capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
+    result = run_in_process(adapters_main, "merge", str(setup["adapter"]), str(setup["root"] / "m2"),
+                            "--base", str(setup["other"]), cwd=REPO)
     assert result.returncode == 2 and "was trained on" in result.stderr and not (setup["root"] / "m2").exists()
 
 
@@ -154,7 +150,7 @@ def test_overwrite_never_destroys_the_commands_own_input(setup, capsys):
     for output, what in ((base, "the base checkpoint"), (adapter, "the adapter"), (adapter.parent, "the adapter")):
         with pytest.raises(InvalidInputError, match=f"is, holds or lies inside {what}"):
             merge(adapter, output, overwrite=True)
-    train = runpy.run_path(str(REPO / "train.py"))["main"]
+    train = script_main("train.py")
     for flags, what in (
         (["--init-from", str(base), "--lora-rank", "4", "--output-dir", str(base)], "the --init-from checkpoint"),
         (["--output-dir", str(data / "runs"), "--data-dir", str(data)], "the data folder"),
@@ -209,10 +205,8 @@ def test_orange_is_drawn_only_when_asked(tmp_path):
     colours = {image["shape"]["color"] for image in annotations["images"]}
     assert colours == {"red", "green", "blue", "yellow", "purple", "cyan"}
 
-    result = subprocess.run(
-        [sys.executable, "-m", "multimodal.data", "shapes", str(tmp_path / "orange"), "--colors", "orange", "--num-train", "30",
-         "--num-val", "4", "--image-size", "28"], capture_output=True, text=True, timeout=120, cwd=REPO,
-    )
+    result = run_in_process(data_main, "shapes", str(tmp_path / "orange"), "--colors", "orange", "--num-train", "30",
+                            "--num-val", "4", "--image-size", "28", cwd=REPO)
     assert result.returncode == 0, result.stderr
     orange = tmp_path / "orange"
     annotations = json.loads((orange / "annotations" / "captions_train2017.json").read_text())
@@ -225,8 +219,7 @@ def test_orange_is_drawn_only_when_asked(tmp_path):
     pixels = np.asarray(Image.open(orange / "train2017" / annotations["images"][0]["file_name"]))
     assert (pixels.reshape(-1, 3) == (240, 140, 20)).all(axis=1).any()
 
-    result = subprocess.run([sys.executable, "-m", "multimodal.data", "shapes", str(tmp_path / "x"), "--colors", "pink"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = run_in_process(data_main, "shapes", str(tmp_path / "x"), "--colors", "pink", cwd=REPO)
     assert result.returncode == 2 and "--colors has the unknown colour 'pink'" in result.stderr
     assert not (tmp_path / "x").exists()
 

@@ -17,7 +17,8 @@ import gradio.utils  # noqa: E402
 
 from multimodal.app import NOT_FETCHED, NOT_UPLOADED  # noqa: E402
 from test_app import served  # noqa: E402,F401  (the running app on a tiny checkpoint)
-from test_reliability import exits_with_one_line, script_main  # noqa: E402
+from conftest import script_main  # noqa: E402
+from test_reliability import exits_with_one_line  # noqa: E402
 
 FILE = {"_type": "gradio.FileData"}  # what marks a file entry in gradio's JSON
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import OneHotJudge, tiny_config
+from conftest import OneHotJudge, run_in_process, script_main, tiny_config
 from multimodal import GenerativeMultimodalModel, presets
 from multimodal.data import (
     CocoCaptionDataset,
@@ -161,7 +161,8 @@ def test_a_full_evaluation_puts_its_table_in_the_model_card_and_a_quick_look_doe
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason=f"no COCO sample at {COCO_MINI}")
 def test_coco_evaluation_scores_captions_and_retrieval(run_folder):
-    result = run_evaluate("--checkpoint", str(run_folder / "best"), "--data-dir", str(COCO_MINI), "--limit", "8")
+    result = run_in_process(script_main("evaluate.py"), "--checkpoint", str(run_folder / "best"), "--data-dir",
+                            str(COCO_MINI), "--limit", "8", cwd=REPO)
     assert result.returncode == 0, result.stderr
     results = json.loads((run_folder / "best" / "evaluation-limit-8.json").read_text())
     metrics = results["metrics"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import run_in_process, script_main, tiny_config
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator, cli
 from multimodal.data import generate_shapes_dataset
 from multimodal.errors import OutsideTrainingDataWarning
@@ -76,7 +76,7 @@ def test_nothing_is_overwritten_without_overwrite(checkpoint, tmp_path):
     assert "generated.png already exists; pass --overwrite" in stderr and not torch_loaded
     assert (tmp_path / "generated.png").read_bytes() == b"mine"
     args = ["a red circle", "--checkpoint", str(checkpoint), "--no-diffusion", "--overwrite", "--quiet"]
-    assert run("generate_t2i.py", *args, cwd=tmp_path).returncode == 0
+    assert run_in_process(script_main("generate_t2i.py"), *args, cwd=tmp_path).returncode == 0
     assert Image.open(tmp_path / "generated.png").format == "PNG"
 
 
@@ -120,7 +120,7 @@ def test_usage_errors_name_the_flag_before_torch_loads(checkpoint, tmp_path, scr
 
 def test_the_demo_checkpoint_is_found_without_flags(checkpoint, tmp_path):
     shutil.copytree(checkpoint, tmp_path / "checkpoints" / "demo" / "best")
-    result = run("generate_t2i.py", "a red circle", "--steps", "2", "--seed", "0", cwd=tmp_path)
+    result = run_in_process(script_main("generate_t2i.py"), "a red circle", "--steps", "2", "--seed", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ddim sampling" in result.stderr  # the progress bar
     assert run("generate_t2i.py", "a red circle", "--steps", "2", "--quiet", "--overwrite", cwd=tmp_path).stderr == ""
@@ -145,11 +145,12 @@ def test_every_flag_has_help_and_no_placeholder_default(script):
 def test_a_quick_look_never_replaces_the_full_result(shapes_checkpoint, tmp_path):
     best = shapes_checkpoint / "best"
     args = ["--checkpoint", str(shapes_checkpoint), "--steps", "2", "--batch-size", "4"]
-    result = run("evaluate.py", *args, "--limit", "3", cwd=tmp_path)  # from another folder: the data is found
+    evaluate = script_main("evaluate.py")
+    result = run_in_process(evaluate, *args, "--limit", "3", cwd=tmp_path)  # from another folder: the data is found
     assert result.returncode == 0, result.stderr
     assert (best / "evaluation-limit-3.json").is_file() and not (best / "evaluation.json").exists()
     assert "a quick look at 3 of 6 images" in result.stdout
-    result = run("evaluate.py", *args, "--limit", "2", "--output", str(tmp_path / "mine.json"), cwd=tmp_path)
+    result = run_in_process(evaluate, *args, "--limit", "2", "--output", str(tmp_path / "mine.json"), cwd=tmp_path)
     assert json.loads((tmp_path / "mine.json").read_text())["settings"]["limit"] == 2
 
 
@@ -188,10 +189,11 @@ def test_best_holds_what_using_the_model_needs_and_latest_what_resuming_needs(tm
 # -- long work shows progress, and generation holds up on a busy machine -----------------------
 def test_sampling_shows_progress_unless_quiet(checkpoint, tmp_path):
     args = ["a red circle", "--checkpoint", str(checkpoint), "--steps", "3", "--output", str(tmp_path / "a.png")]
-    shown = run("generate_t2i.py", *args, cwd=tmp_path)
+    main = script_main("generate_t2i.py")  # in this process: a fresh one's --quiet is checked above
+    shown = run_in_process(main, *args, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "3/3" in shown.stderr
-    quiet = run("generate_t2i.py", *args, "--overwrite", "--quiet", cwd=tmp_path)
+    quiet = run_in_process(main, *args, "--overwrite", "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 

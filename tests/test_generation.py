@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_in_process, script_main
 from multimodal import ImageTextGenerator, SamplingConfig
 from multimodal.device import autocast_dtype
 from multimodal.errors import InvalidInputError, PromptTruncatedWarning, SlowPrecisionWarning
@@ -354,11 +355,6 @@ def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def script_main(name: str):
-    """The script's main(argv), run in this process: fast for checks that need no fresh interpreter."""
-    return runpy.run_path(str(ROOT / name))["main"]
-
-
 def test_t2i_cli_writes_the_same_image_as_the_api(generator, checkpoint, tmp_path):
     args = ["a red circle", "--checkpoint", str(checkpoint), "--steps", "3", "--seed", "0", "--candidates", "2"]
     result = run_script("generate_t2i.py", *args, cwd=tmp_path)
@@ -372,7 +368,7 @@ def test_t2i_cli_writes_a_folder_for_several_images(checkpoint, tmp_path):
     prompts = ["a red circle", "a blue square"]
     args = ["--num-samples", "2", "--steps", "2", "--sampler", "dpm", "--output", "out/"]
     args += ["--checkpoint", str(checkpoint)]
-    result = run_script("generate_t2i.py", *prompts, *args, cwd=tmp_path)
+    result = run_in_process(script_main("generate_t2i.py"), *prompts, *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     written = result.stdout.split()
     assert len(written) == 4 and all((tmp_path / path).is_file() for path in written)
@@ -382,7 +378,7 @@ def test_t2i_cli_writes_a_folder_for_several_images(checkpoint, tmp_path):
 
 def test_i2t_cli_json(checkpoint, photo, tmp_path):
     args = [str(photo), str(photo), "--checkpoint", str(checkpoint), "--num-captions", "2", "--seed", "0", "--json"]
-    result = run_script("generate_i2t.py", *args, cwd=tmp_path)
+    result = run_in_process(script_main("generate_i2t.py"), *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout)
     assert [entry["image"] for entry in results] == [str(photo), str(photo)]

@@ -128,10 +128,12 @@ def test_every_readme_python_block_runs(demo_folder):
     with stand_in_hub() as endpoint:
         hub = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(demo_folder / "hub-cache"),
                "HF_TOKEN": "hf_test"}
-        for block in blocks(README, "python"):
-            result = subprocess.run([sys.executable, "-c", block], cwd=demo_folder, env=ENV | hub,
-                                    capture_output=True, text=True, timeout=300)
-            assert result.returncode == 0, f"{block}\n{result.stderr}"
+        # One interpreter runs the blocks in order, each in a namespace of its own (so each needs
+        # only its own imports), and stops at the first that fails.
+        code = "import json, sys\nfor block in json.loads(sys.argv[1]):\n    exec(compile(block, 'README.md', 'exec'), {})\n"
+        result = subprocess.run([sys.executable, "-c", code, json.dumps(blocks(README, "python"))], cwd=demo_folder,
+                                env=ENV | hub, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
     assert "model.safetensors" in StandInHub.repos["your-name/shapes-demo"]
 
 
