@@ -66,9 +66,10 @@ def unet_calls(model: GenerativeMultimodalModel, texts: list[str], sampling: Sam
     """The UNet calls of one sampling run alone (same inputs each step): the rest of a picture is
     BERT, the scheduler's arithmetic and the image decoder."""
     diffusion = model.diffusion
-    with torch.no_grad():
+    with torch.no_grad(), autocast(model.device, dtype):
         condition = diffusion.guidance_condition(model.text_condition(texts), sampling.guidance_scale)
-    latent = torch.randn(condition[0].shape[0], model.config.latent_channels, model.config.latent_size,
+        memory = diffusion.unet.remember(*condition)  # once, as the sampling loop does
+    latent = torch.randn(memory.text.shape[0], model.config.latent_channels, model.config.latent_size,
                          model.config.latent_size, device=model.device)
     t = torch.full((len(latent),), 500, device=model.device)
 
@@ -76,7 +77,7 @@ def unet_calls(model: GenerativeMultimodalModel, texts: list[str], sampling: Sam
     def run() -> None:
         with autocast(model.device, dtype):
             for _ in range(sampling.num_inference_steps):
-                diffusion.unet(latent, t, *condition)
+                diffusion.unet(latent, t, memory=memory)
 
     return run
 

@@ -75,6 +75,27 @@ def test_guidance_one_is_the_conditional_prediction_and_zero_the_unconditional(g
     torch.testing.assert_close(guided[3.0], unconditional + 3.0 * (conditional - unconditional))
 
 
+def test_sampling_projects_the_text_once_and_steps_as_the_unet_does_with_it(generator):
+    """The text's FiLM share and the cross-attention keys/values are computed once per picture,
+    not at every step, and a step with them remembered is the UNet's forward to the bit."""
+    model = generator.model
+    unet = model.diffusion.unet
+    calls = []
+    hooks = [module.register_forward_hook(lambda *_: calls.append(1)) for module in (unet.text_embedding,
+             *(attention.cross_kv for attention in unet.modules() if hasattr(attention, "cross_kv")))]
+    try:
+        model.generate_image_from_text(["a red circle"], num_inference_steps=4, guidance_scale=3.0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == len(hooks)  # once each, for 4 steps
+    condition = model.diffusion.stacked_condition(model.text_condition(["a red circle"]))
+    x = torch.randn(2, model.config.latent_channels, 7, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        step = unet(x, torch.tensor([10, 10]), memory=unet.remember(*condition))
+        assert torch.equal(step, unet(x, torch.tensor([10, 10]), *condition))
+
+
 @pytest.mark.parametrize("sampler, eta", [("ddim", 1.0), ("ddpm", 0.0), ("dpm", 0.0)])
 def test_every_sampler_runs(generator, sampler, eta):
     image = generator.text_to_image("a blue square", num_inference_steps=3, sampler=sampler, eta=eta, seed=0)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from multimodal.config import ModelConfig, SamplingConfig
 from multimodal.config.sampling import check_strength
 from multimodal.errors import ConfigError
-from multimodal.models.unet import ConditionalUNet2D
+from multimodal.models.unet import ConditionalUNet2D, TextMemory
 
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
@@ -206,10 +206,17 @@ class LatentDiffusion(nn.Module):
     ) -> torch.Tensor:
         """The UNet's prediction for `x` at step `t` under `guidance_condition(...)`'s condition:
         with guidance, conditional and unconditional run as one batch and are combined."""
-        batch = condition[0].shape[0]
+        return self._guided_prediction(x, t, self.unet.remember(*condition), guidance_scale, guidance_rescale)
+
+    def _guided_prediction(
+        self, x: torch.Tensor, t: torch.Tensor, memory: TextMemory, guidance_scale: float, guidance_rescale: float
+    ) -> torch.Tensor:
+        """`guided_prediction` with the condition remembered (`ConditionalUNet2D.remember`), as a
+        sampling loop does once for all its steps."""
+        batch = memory.text.shape[0]
         guided = batch != x.shape[0]
         model_input = torch.cat([x, x]) if guided else x
-        prediction = self.unet(model_input, t.expand(batch), *condition)
+        prediction = self.unet(model_input, t.expand(batch), memory=memory)
         if not guided:
             return prediction
         conditional, unconditional = prediction.chunk(2)
@@ -268,22 +275,22 @@ class LatentDiffusion(nn.Module):
                 scheduler.set_begin_index(start)
             x = scheduler.add_noise(self.normalize(init.float()), noise, timesteps[:1].expand(len(noise)))
         step_options = {"eta": sampling.eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
-        guided_condition = self.guidance_condition(condition, sampling.guidance_scale, negative)
+        memory = self.unet.remember(*self.guidance_condition(condition, sampling.guidance_scale, negative))
         guided_steps = sampling.caption_guidance_steps or sampling.num_inference_steps
         for index, t in enumerate(tqdm(timesteps, desc=f"{sampling.sampler} sampling", unit="step",
                                        disable=not progress)):
             if judge is not None and sampling.caption_guidance > 0 and index < guided_steps:
-                x = self._toward_caption(x, t, scheduler, guided_condition, sampling, judge)
+                x = self._toward_caption(x, t, scheduler, memory, sampling, judge)
             model_input = scheduler.scale_model_input(x, t)
-            prediction = self.guided_prediction(
-                model_input, t, guided_condition, sampling.guidance_scale, sampling.guidance_rescale
+            prediction = self._guided_prediction(
+                model_input, t, memory, sampling.guidance_scale, sampling.guidance_rescale
             )
             x = scheduler.step(prediction.float(), t, x, generator=generator, **step_options).prev_sample
             if on_step is not None:
                 on_step(self.denormalize(x))
         return self.denormalize(x)
 
-    def _toward_caption(self, x: torch.Tensor, t: torch.Tensor, scheduler, condition: Condition,
+    def _toward_caption(self, x: torch.Tensor, t: torch.Tensor, scheduler, memory: TextMemory,
                         sampling: SamplingConfig, judge: CaptionJudge) -> torch.Tensor:
         """Caption guidance, in the manner of classifier guidance with the caption decoder as the
         classifier: x moved by `caption_guidance` along the gradient of log p(prompt | x̂0(x)),
@@ -291,8 +298,8 @@ class LatentDiffusion(nn.Module):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             model_input = scheduler.scale_model_input(x, t)
-            prediction = self.guided_prediction(
-                model_input, t, condition, sampling.guidance_scale, sampling.guidance_rescale
+            prediction = self._guided_prediction(
+                model_input, t, memory, sampling.guidance_scale, sampling.guidance_rescale
             )
             clean = self.denormalize(self.predicted_clean(model_input, prediction.float(), t))
             (gradient,) = torch.autograd.grad(judge(clean).sum(), x)

@@ -15,6 +15,7 @@ channels never have to squeeze through a narrower trunk.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,18 @@ class ResBlockWithCondition(nn.Module):
         return self.skip(x) + h
 
 
+CrossMemory = tuple[torch.Tensor, ...]  # an attention block's (keys, values, mask) of the text tokens; () for none
+
+
+class TextMemory(NamedTuple):
+    """What the UNet makes of a condition before any step, the same at every step of a sampling
+    loop, which computes it once (`ConditionalUNet2D.remember`): the pooled text's share of the
+    FiLM condition, and each block's cross-attention keys and values (down blocks, mid, up)."""
+
+    text: torch.Tensor
+    cross: tuple[CrossMemory, ...]
+
+
 class AttentionBlock(nn.Module):
     """Self-attention over the positions (49 at 7×7), then cross-attention to the text tokens."""
 
@@ -82,7 +95,12 @@ class AttentionBlock(nn.Module):
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    def memory(self, context: torch.Tensor, context_mask: torch.Tensor) -> CrossMemory:
+        """The cross-attention's keys and values of the text tokens, and where a token is real."""
+        k, v = self.cross_kv(context).chunk(2, dim=-1)
+        return self._split(k), self._split(v), context_mask[:, None, None, :].bool()  # mask (B, 1, 1, L)
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, height, width = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         q, k, v = self.qkv(tokens).chunk(3, dim=-1)
@@ -90,9 +108,7 @@ class AttentionBlock(nn.Module):
         tokens = x.flatten(2).transpose(1, 2) + self.self_out(self._merge(attended))
 
         q = self._split(self.cross_q(self.cross_norm(tokens)))
-        k, v = self.cross_kv(context).chunk(2, dim=-1)
-        mask = context_mask[:, None, None, :].bool()  # (B, 1, 1, L): True where a token is real
-        attended = F.scaled_dot_product_attention(q, self._split(k), self._split(v), attn_mask=mask)
+        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         tokens = tokens + self.cross_out(self._merge(attended))
         return tokens.transpose(1, 2).reshape(b, c, height, width)
 
@@ -100,7 +116,10 @@ class AttentionBlock(nn.Module):
 class NoAttention(nn.Module):
     """A level without attention: the features pass unchanged."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    def memory(self, context: torch.Tensor, context_mask: torch.Tensor) -> CrossMemory:
+        return ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
@@ -165,33 +184,46 @@ class ConditionalUNet2D(nn.Module):
         self.gradient_checkpointing = on
 
     def _block(self, block: nn.Module, attention: nn.Module, h: torch.Tensor, cond: torch.Tensor,
-               context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+               memory: CrossMemory) -> torch.Tensor:
         """A residual block, then its attention (or none)."""
 
-        def run(h: torch.Tensor, cond: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return attention(block(h, cond), context, mask)
+        def run(h: torch.Tensor, cond: torch.Tensor, *memory: torch.Tensor) -> torch.Tensor:
+            return attention(block(h, cond), *memory)
 
-        return checkpointed(run, h, cond, context, context_mask, enabled=self.gradient_checkpointing)
+        return checkpointed(run, h, cond, *memory, enabled=self.gradient_checkpointing)
+
+    def remember(self, text_embedding: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> TextMemory:
+        """The condition's share of every step (`TextMemory`): a sampling loop computes it once."""
+        attentions = [*self.down_attention, self.mid_attention, *self.up_attention]
+        return TextMemory(self.text_embedding(text_embedding),
+                          tuple(attention.memory(context, context_mask) for attention in attentions))
 
     def forward(
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
-        text_embedding: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
+        text_embedding: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        *,
+        memory: TextMemory | None = None,
     ) -> torch.Tensor:
-        cond = self.time_embedding(timesteps) + self.text_embedding(text_embedding)
+        """`memory`: the condition as `remember` made it, in place of the three (a sampling loop
+        remembers once for all its steps): the same arithmetic, the same result."""
+        if memory is None:
+            memory = self.remember(text_embedding, context, context_mask)
+        cond = self.time_embedding(timesteps) + memory.text
+        cross = iter(memory.cross)
         h = self.conv_in(x)
         skips = []
         for i, (block, attention) in enumerate(zip(self.down, self.down_attention)):
             if i and i % self.num_blocks == 0:  # the first block of a lower level
                 h = self.downsample[i // self.num_blocks - 1](h)
-            h = self._block(block, attention, h, cond, context, context_mask)
+            h = self._block(block, attention, h, cond, next(cross))
             skips.append(h)
-        h = self._block(self.mid, self.mid_attention, h, cond, context, context_mask)
+        h = self._block(self.mid, self.mid_attention, h, cond, next(cross))
         for i, (block, attention) in enumerate(zip(self.up, self.up_attention)):
             if i and i % self.num_blocks == 0:  # the first block of a higher level
                 h = self.upsample[i // self.num_blocks - 1](h)
-            h = self._block(block, attention, torch.cat([h, skips.pop()], dim=1), cond, context, context_mask)
+            h = self._block(block, attention, torch.cat([h, skips.pop()], dim=1), cond, next(cross))
         return self.conv_out(F.silu(self.norm_out(h))) + self.input_to_output(x)
