@@ -90,8 +90,9 @@ def test_sampling_with_a_seed_matches_generate(batch, vocabulary):
     assert ours.shape[0] == batch
 
 
-def test_greedy_options_match_generate():
-    decoder = captioner(0)
+@pytest.mark.parametrize("vocabulary", VOCABULARIES)
+def test_greedy_options_match_generate(vocabulary):
+    decoder = captioner(0, vocabulary)
     z = latents(3)
     for options in (
         {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2},

@@ -81,10 +81,17 @@ class CaptionLM(GPT2LMHeadModel):
     def next_token_head(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """`next_token_logits` for a decode loop: the vocabulary's rows of the output layer are
         gathered once for all its steps (the weights do not change while it decodes)."""
-        if not self.restricted or type(self.lm_head) is not nn.Linear:
+        if not self.restricted:
             return self.next_token_logits
+        words = self.word_head()
+        return lambda hidden: self._over_every_id(words(hidden))
+
+    def word_head(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`word_logits` for a decode loop, the vocabulary's rows gathered once for all its steps."""
+        if not self.restricted or type(self.lm_head) is not nn.Linear:
+            return self.word_logits
         weight, bias = self.lm_head.weight[self.words], self.lm_head.bias
-        return lambda hidden: self._over_every_id(F.linear(hidden, weight, bias))
+        return lambda hidden: F.linear(hidden, weight, bias)
 
     def _over_every_id(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits over the vocabulary's words spread over every id, -inf at the others."""
