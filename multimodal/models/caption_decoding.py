@@ -81,11 +81,12 @@ def logits_processors(options: dict[str, Any]) -> tuple[LogitsProcessorList, Log
 
 class Decoder:
     """One caption batch's decoding state: the cross-attention keys/values and the self-attention
-    cache of every layer, for `rows` captions of up to `length` tokens ([CLS] included)."""
+    cache of every layer, for `rows` captions of up to `length` tokens ([CLS] included).
+    `over_words`: its logits are over the vocabulary's words alone, not over every id."""
 
-    def __init__(self, lm: CaptionLM, memory: torch.Tensor, length: int) -> None:
+    def __init__(self, lm: CaptionLM, memory: torch.Tensor, length: int, over_words: bool = False) -> None:
         self.transformer = lm.transformer
-        self.head, self.word_head = lm.next_token_head(), lm.word_head()
+        self.head = lm.word_head() if over_words else lm.next_token_head()
         self.rows, self.length = memory.shape[0], length
         first = self.transformer.h[0].attn
         self.heads, self.head_dim, self.width = first.num_heads, first.head_dim, first.embed_dim
@@ -98,10 +99,10 @@ class Decoder:
         """(B, T, width) tensors as GPT2Attention splits them: (B, heads, T, head_dim) views."""
         return [s.view(*s.shape[:-1], self.heads, self.head_dim).transpose(1, 2) for s in states]
 
-    def step(self, tokens: torch.Tensor, position: int, over_words: bool = False) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, position: int) -> torch.Tensor:
         """fp32 next-token logits (rows, vocab) after `tokens` (rows,) at `position`: GPT2Model's
-        forward for one token with its cache, in eval mode (dropout is the identity). `over_words`:
-        over the vocabulary's words alone (rows, len(lm.words)), in the order of their ids."""
+        forward for one token with its cache, in eval mode (dropout is the identity); over the
+        vocabulary's words alone, in the order of their ids, (rows, len(lm.words)), if `over_words`."""
         hidden = self.transformer.wte(tokens[:, None]) + self.positions[position]
         end = position + 1
         for index, block in enumerate(self.transformer.h):
@@ -119,7 +120,7 @@ class Decoder:
             hidden = hidden + self._attend(cross, query, *self.cross[index])
             mlp = block.mlp
             hidden = hidden + mlp.c_proj(mlp.act(mlp.c_fc(block.ln_2(hidden))))
-        logits = (self.word_head if over_words else self.head)(self.transformer.ln_f(hidden))
+        logits = self.head(self.transformer.ln_f(hidden))
         return logits[:, -1].to(copy=True, dtype=torch.float32)
 
     @staticmethod
@@ -143,29 +144,26 @@ def decode(lm: CaptionLM, memory: torch.Tensor, bos_id: int, eos_id: int, pad_id
     # generate() turns min_new_tokens into min_length too; min_length counts [CLS].
     min_new = max(options.get("min_new_tokens") or 0, (options.get("min_length") or 0) - 1)
     processors, warpers = logits_processors(options)
-    decoder = Decoder(lm, memory, 1 + new_tokens)
     # Greedy with no processor that reads every id: the argmax over the vocabulary's words is the
     # argmax over every id (the others are -inf, and the words are in the order of their ids).
     over_words = lm.restricted and not sample and not processors
+    decoder = Decoder(lm, memory, 1 + new_tokens, over_words)
+    eos_column = int(lm.word_index[eos_id]) if over_words else eos_id
     ids = torch.full((rows, 1 + new_tokens), bos_id, dtype=torch.long, device=memory.device)
     unfinished = torch.ones(rows, dtype=torch.long, device=memory.device)
     length = 1
     while length <= new_tokens:
         so_far = ids[:, :length]
-        if over_words:
-            scores = decoder.step(so_far[:, -1], length - 1, over_words=True)
-            if length - 1 < min_new:
-                scores[:, lm.word_index[eos_id]] = -float("inf")
-            tokens = lm.words[torch.argmax(scores, dim=-1)]
+        scores = processors(so_far, decoder.step(so_far[:, -1], length - 1))
+        if length - 1 < min_new:
+            scores[:, eos_column] = -float("inf")
+        scores = warpers(so_far, scores)
+        if sample:
+            tokens = torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
-            scores = processors(so_far, decoder.step(so_far[:, -1], length - 1))
-            if length - 1 < min_new:
-                scores[:, eos_id] = -float("inf")
-            scores = warpers(so_far, scores)
-            if sample:
-                tokens = torch.multinomial(F.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-            else:
-                tokens = torch.argmax(scores, dim=-1)
+            tokens = torch.argmax(scores, dim=-1)
+        if over_words:
+            tokens = lm.words[tokens]
         ids[:, length] = tokens * unfinished + pad_id * (1 - unfinished)
         unfinished = unfinished & (ids[:, length] != eos_id)
         length += 1
