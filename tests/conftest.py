@@ -128,6 +128,11 @@ def run_in_process(main: Callable[[list[str]], int | None], *args: str, cwd: Pat
     return subprocess.CompletedProcess(list(args), code or 0, stdout.getvalue(), stderr.getvalue())
 
 
+def train_in_process(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`run_train` in this process (`run_in_process`), for checks that need no fresh interpreter."""
+    return run_in_process(script_main("train.py"), *args, cwd=cwd)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import (
-    COCO_MINI, REPO, TINY_FLAGS, random_images, run_in_process, run_recording, script_main, tiny_config, tiny_trainer,
-)
+from conftest import COCO_MINI, TINY_FLAGS, random_images, run_recording, tiny_config, tiny_trainer, train_in_process
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.errors import ConfigError
@@ -192,10 +190,10 @@ def test_a_one_level_model_without_a_regulariser_has_the_tensors_it_had_before()
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is not present")
 def test_train_py_runs_each_stage_on_real_photographs(tmp_path):
-    result = run_in_process(script_main("train.py"), "--data-dir", str(COCO_MINI), "--output-dir", str(tmp_path),
-                            "--max-steps", "4", "--autoencoder-epochs", "1", "--epochs", "1", "--diffusion-epochs", "1",
-                            "--batch-size", "80", "--latent-regularizer", "vq", "--codebook-size", "64",
-                            "--discriminator-width", "8", "--no-sample-every-epoch", *TINY_FLAGS, cwd=REPO)
+    result = train_in_process("--data-dir", str(COCO_MINI), "--output-dir", str(tmp_path), "--max-steps", "4",
+                              "--autoencoder-epochs", "1", "--epochs", "1", "--diffusion-epochs", "1",
+                              "--batch-size", "80", "--latent-regularizer", "vq", "--codebook-size", "64",
+                              "--discriminator-width", "8", "--no-sample-every-epoch", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr
     assert "autoencoder (1 steps) → encoders (1 steps) → diffusion (1 steps)" in result.stdout
     metrics = pd.read_csv(tmp_path / "metrics.csv")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COCO_MINI, REPO, TINY_FLAGS, free_port, run_in_process, script_main, tiny_config
+from conftest import COCO_MINI, REPO, TINY_FLAGS, free_port, run_in_process, script_main, tiny_config, train_in_process
 from multimodal.config import TrainConfig
 from multimodal.data import detect_layout, open_split, read_layout
 from multimodal.data.__main__ import main as data_main
@@ -167,9 +167,8 @@ def test_each_layout_trains_three_steps(layout, small_layouts, tmp_path):
 
 
 def test_train_py_on_paired_files(small_layouts, tmp_path):
-    result = run_in_process(script_main("train.py"), "--data-dir", str(small_layouts["paired"]), "--output-dir",
-                            str(tmp_path), "--max-steps", "3", "--batch-size", "2", "--no-sample-every-epoch",
-                            *TINY_FLAGS, cwd=REPO)
+    result = train_in_process("--data-dir", str(small_layouts["paired"]), "--output-dir", str(tmp_path), "--max-steps",
+                              "3", "--batch-size", "2", "--no-sample-every-epoch", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "latest" / "model.safetensors").is_file()
 
@@ -290,8 +289,7 @@ def test_check_lists_every_malformed_case_and_exits_2(make, message, tmp_path, c
 @pytest.mark.parametrize("make, message", [MALFORMED[0], MALFORMED[1], MALFORMED[6]], ids=["json", "column", "txt"])
 def test_train_py_stops_on_malformed_data_with_one_line(make, message, tmp_path):
     data_dir = make(tmp_path / "data")
-    result = run_in_process(script_main("train.py"), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
-                            *TINY_FLAGS, cwd=REPO)
+    result = train_in_process("--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), *TINY_FLAGS)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -426,8 +424,9 @@ def test_evaluate_py_scores_every_layout_against_all_captions(layout, small_layo
     GenerativeMultimodalModel(tiny_config()).save_pretrained(tmp_path / "checkpoint")
     output = tmp_path / "evaluation.json"
     result = run_in_process(
-        script_main("evaluate.py"), "--checkpoint", str(tmp_path / "checkpoint"), "--data-dir", str(small_layouts[layout]),
-        "--limit", "3", "--batch-size", "2", "--device", "cpu", "--output", str(output), cwd=REPO,
+        script_main("evaluate.py"), "--checkpoint", str(tmp_path / "checkpoint"),
+        "--data-dir", str(small_layouts[layout]), "--limit", "3", "--batch-size", "2", "--device", "cpu",
+        "--output", str(output), cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     results = json.loads(output.read_text())

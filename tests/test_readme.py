@@ -130,7 +130,8 @@ def test_every_readme_python_block_runs(demo_folder):
                "HF_TOKEN": "hf_test"}
         # One interpreter runs the blocks in order, each in a namespace of its own (so each needs
         # only its own imports), and stops at the first that fails.
-        code = "import json, sys\nfor block in json.loads(sys.argv[1]):\n    exec(compile(block, 'README.md', 'exec'), {})\n"
+        code = ("import json, sys\n"
+                "for block in json.loads(sys.argv[1]):\n    exec(compile(block, 'README.md', 'exec'), {})\n")
         result = subprocess.run([sys.executable, "-c", code, json.dumps(blocks(README, "python"))], cwd=demo_folder,
                                 env=ENV | hub, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr

@@ -40,7 +40,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import multimodal.training.checkpoint as checkpoint_module
-from conftest import REPO, TINY_FLAGS, run_in_process, run_train, script_main, tiny_config, tiny_trainer
+from conftest import REPO, TINY_FLAGS, run_train, script_main, tiny_config, tiny_trainer, train_in_process
 from multimodal import GenerativeMultimodalModel, ImageTextGenerator
 from multimodal.data import load_rgb
 from multimodal.errors import InvalidInputError, PromptTruncatedWarning
@@ -55,7 +55,6 @@ from multimodal.training.checkpoint import (
 
 PACKAGE = REPO / "multimodal"
 SCRIPTS = [REPO / name for name in ("train.py", "generate_t2i.py", "generate_i2t.py", "evaluate.py", "app.py")]
-
 
 
 def exits_with_one_line(main, argv: list[str], capsys) -> str:
@@ -261,8 +260,7 @@ def test_train_py_refuses_an_empty_data_folder_and_a_json_that_is_not_coco(probl
         (data / "train2017").mkdir()
         (data / "annotations").mkdir()
         (data / "annotations" / "captions_train2017.json").write_text(json.dumps({"categories": [{"id": 1}]}))
-    result = run_in_process(script_main("train.py"), "--data-dir", str(data), "--output-dir", str(tmp_path / "run"),
-                            *TINY_FLAGS, cwd=tmp_path)
+    result = train_in_process("--data-dir", str(data), "--output-dir", str(tmp_path / "run"), *TINY_FLAGS, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

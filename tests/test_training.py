@@ -10,9 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import (
-    COCO_MINI, REPO, TINY_FLAGS, run_in_process, run_recording, run_train, script_main, tiny_config, tiny_trainer,
-)
+from conftest import COCO_MINI, TINY_FLAGS, run_recording, run_train, tiny_config, tiny_trainer, train_in_process
 from multimodal import GenerativeMultimodalModel
 from multimodal.config import TrainConfig
 from multimodal.data import open_split
@@ -200,17 +198,16 @@ def test_train_py_runs_three_steps_and_writes_latest(shapes_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "latest" / "model.safetensors").is_file()
     assert "Traceback" not in result.stderr
-    resumed = run_in_process(script_main("train.py"), "--preset", "shapes", "--data-dir", str(shapes_dir),
-                             "--output-dir", str(tmp_path), "--max-steps", "5", "--batch-size", "4", "--resume",
-                             *TINY_FLAGS, cwd=REPO)
+    resumed = train_in_process("--preset", "shapes", "--data-dir", str(shapes_dir), "--output-dir", str(tmp_path),
+                               "--max-steps", "5", "--batch-size", "4", "--resume", *TINY_FLAGS)
     assert resumed.returncode == 0, resumed.stderr
     assert "steps 3 → 5" in resumed.stdout
 
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/coco-mini is not present")
 def test_train_py_on_real_coco_files(tmp_path):
-    result = run_in_process(script_main("train.py"), "--data-dir", str(COCO_MINI), "--output-dir", str(tmp_path),
-                            "--max-steps", "2", "--batch-size", "4", "--no-sample-every-epoch", *TINY_FLAGS, cwd=REPO)
+    result = train_in_process("--data-dir", str(COCO_MINI), "--output-dir", str(tmp_path), "--max-steps", "2",
+                              "--batch-size", "4", "--no-sample-every-epoch", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr
     assert "80 train / 79 val images" in result.stdout
     GenerativeMultimodalModel.from_pretrained(tmp_path / "latest")
@@ -239,7 +236,7 @@ def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path, shapes
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "run" / "latest").mkdir(parents=True)
     args = [a.format(tmp=tmp_path, shapes=shapes_dir) for a in args]
-    result = run_in_process(script_main("train.py"), *TINY_FLAGS, *args, cwd=tmp_path)
+    result = train_in_process(*TINY_FLAGS, *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -247,7 +244,7 @@ def test_bad_input_gets_one_line_and_exit_code_2(args, message, tmp_path, shapes
 
 
 def test_missing_coco_suggests_the_shapes_preset(tmp_path):
-    result = run_in_process(script_main("train.py"), *TINY_FLAGS, cwd=tmp_path)
+    result = train_in_process(*TINY_FLAGS, cwd=tmp_path)
     assert result.returncode == 2
     assert "--preset shapes" in result.stderr and "train2017" in result.stderr
 
