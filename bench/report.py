@@ -92,6 +92,11 @@ def percent_of_peak(results: dict, row: dict) -> float:
     return 100 * row["gflop"] / (row["ms"] / 1e3) / peak_for(results, row["precision"])
 
 
+def step_percent_of_peak(results: dict, run: dict, stage: dict) -> float:
+    """How much of its precision's matmul peak a whole training step reaches (FLOPs over time)."""
+    return 100 * stage["step_gflop"] / (stage["step_ms"] / 1e3) / peak_for(results, run["precision"])
+
+
 def training(results: dict, preset: str, precision: str | None = None) -> dict | None:
     for run in results["training"]:
         if run["preset"] == preset and (precision is None or run["precision"] == precision):
@@ -375,6 +380,10 @@ def training_details(results: dict) -> str:
         rows.append(row)
     rows.append(["sum of the parts (no data, warm cache)"] + [num(compute_ms(stage)) for _, stage in columns])
     rows.append(["whole step (Trainer.train_step)"] + [num(stage["step_ms"]) for _, stage in columns])
+    if any("step_gflop" in stage for _, stage in columns):
+        rows.append(["whole step: GFLOP, % of the matmul peak"] + [
+            f"{num(stage['step_gflop'])}, {step_percent_of_peak(results, run, stage):.0f}%" if "step_gflop" in stage else ""
+            for run, stage in columns])
     rows.append(["whole step, text cache cold"] + [num(stage["step_cold_cache_ms"]) if "step_cold_cache_ms" in stage else ""
                                                    for _, stage in columns])
     rows.append(["**images/s**"] + [f"**{num(stage['images_per_s'])}**" for _, stage in columns])
@@ -500,7 +509,12 @@ def bounds(results: dict) -> list[str]:
                      f"decoder takes {100 * parts['caption decoder'] / step:.0f}% of a step (teacher-forced over "
                      f"{vocabulary(shapes)}) and the image decoder {100 * parts['image decoder'] / step:.0f}%; the "
                      f"diffusion stage runs {num(shapes['stages'][1]['images_per_s'])} images/s against "
-                     f"{num(shapes['stages'][0]['images_per_s'])}.")
+                     f"{num(shapes['stages'][0]['images_per_s'])}."
+                     + (" Whole steps reach " + " and ".join(
+                         f"{step_percent_of_peak(results, shapes, stage):.0f}% of the matmul peak ({stage['stage']}, "
+                         f"{num(stage['step_gflop'])} GFLOP)" for stage in shapes["stages"])
+                        + " (docs/PERFORMANCE.md: where the rest of a step goes)."
+                        if all("step_gflop" in stage for stage in shapes["stages"]) else ""))
     return lines
 
 

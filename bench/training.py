@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.timing import Timer, peak_rss_mb, precision_name
 from multimodal.config import model_preset, train_preset
@@ -81,11 +82,14 @@ def bench_training(job: TrainingJob) -> dict:
 
 
 def measure_stage(trainer: Trainer, batch: dict, timer: Timer) -> dict:
-    """The whole step (warm text cache), the step with a cold cache, and the parts."""
+    """The whole step (warm text cache) and its FLOPs, the step with a cold cache, and the parts."""
     step = timer(lambda: trainer.train_step([batch]))
+    with FlopCounterMode(display=False) as flops:  # what the step computes, against which its time is set
+        trainer.train_step([batch])
     result = {
         "stage": trainer.stage.name,
         "step_ms": step * 1e3,
+        "step_gflop": flops.get_total_flops() / 1e9,
         "images_per_s": len(batch["captions"]) / step,
         "parts_ms": part_times(trainer, batch, timer),
     }

@@ -113,3 +113,14 @@ def test_one_picture_is_held_to_the_time_its_flops_take_at_the_peak():
 def test_a_speed_up_below_one_reads_as_slower():
     assert report.faster_or_slower(1.3) == "1.30× faster"
     assert report.faster_or_slower(0.8) == "1.25× slower"
+
+
+def test_a_training_step_is_set_against_the_matmul_peak_of_its_precision():
+    results = json.loads(json.dumps(RESULTS["cpu"]))
+    shapes = report.training(results, "shapes", results["training_precision"])
+    for stage in shapes["stages"]:
+        stage["step_gflop"] = stage["step_ms"] / 1e3 * results["peak"]["bf16"] / 4  # a quarter of the bf16 peak
+    assert "| whole step: GFLOP, % of the matmul peak |" in report.training_details(results)
+    assert f"{report.num(shapes['stages'][0]['step_gflop'])}, 25%" in report.training_details(results)
+    demo = next(line for line in report.bounds(results) if line.startswith("**The demo's training**"))
+    assert "Whole steps reach 25% of the matmul peak (encoders" in demo and "and 25% of the matmul peak (diffusion" in demo
